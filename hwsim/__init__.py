@@ -1,0 +1,25 @@
+"""hwsim: run networks on an emulated low-precision MAC array and report accuracy, cycles and energy.
+
+Layering: ``kernels`` (arithmetic) <- ``quant`` (mapping models onto formats) <- ``hwsim`` (networks,
+hardware cost, CLI). The public names below are imported lazily so ``import hwsim`` stays cheap
+(TensorFlow is only loaded by the parts that need it).
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "Network": "hwsim.ir",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hwsim' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

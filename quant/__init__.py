@@ -1,0 +1,1 @@
+"""quant: maps trained networks onto number formats (scales, calibration) and imports TF-Lite int8 models."""
