@@ -1,0 +1,370 @@
+"""``kernels.quantize``: round real values into a number format.
+
+Semantics (exact; the fast and the generic kernels below implement the same definition and are
+tested equal):
+
+**Rounding.** A finite input ``x`` (its exact value: float16/bfloat16/float32/float64/integer
+inputs are all exactly representable in float64) is rounded onto the format's value set as if the
+exponent range were unbounded above:
+
+* floats: the quantum at ``|x|`` is ``2**(max(e, emin) - man)`` with ``e = floor(log2|x|)``
+  (subnormals); without subnormals, values below ``min_normal`` lie on the grid ``{0, min_normal}``;
+* integer / fixed point: the quantum is ``2**-frac`` everywhere.
+
+Writing ``|x| = (n + f) * quantum`` with integer ``n`` and ``0 <= f < 1``, the magnitude becomes
+``n`` or ``n + 1`` quanta:
+
+* ``nearest``: the closer one; ties (``f = 1/2``) to the even ``n`` (IEEE roundTiesToEven);
+* ``nearest_away``: the closer one; ties away from zero (roundTiesToAway);
+* ``toward_zero``: ``n``; ``up``: toward +inf; ``down``: toward -inf;
+* ``stochastic``: ``n + 1`` iff ``floor(f * 2**r) + U >= 2**r``, where ``r = rand_bits`` (1..32,
+  default 32) and ``U`` is the top ``r`` bits of the element's 32-bit random word (:mod:`kernels.rng`,
+  counter = flat C-order index of the element). So ``P(up) = floor(f * 2**r) / 2**r``: the distance
+  fraction, truncated to ``r`` bits, as hardware that adds ``r`` random bits below the kept bits does.
+
+**Overflow** (a rounded magnitude above ``max``, or an infinite input):
+
+* ``saturate``: ``+-max``;
+* ``wrap`` (integer / fixed only): the integer code is reduced modulo ``2**bits`` into the code range
+  (two's complement wrap-around);
+* ``ieee``: formats with infinities give ``+-inf``, except that ``toward_zero``, ``up`` for negative
+  and ``down`` for positive values give ``+-max`` (IEEE 754 section 7.4); formats with NaN but no
+  infinity ("fn", "fnuz", E8M0) give NaN.
+
+Defaults (``overflow=None``): ``ieee`` for float formats with an inf or a NaN (what ml_dtypes does),
+``saturate`` for integer / fixed point and for float formats without specials (float6 / float4,
+which ml_dtypes saturates).
+
+**Special inputs.** NaN stays NaN where the format has one; float formats without NaN (float6 /
+float4) give the zero of the opposite sign, as ml_dtypes does; integer / fixed formats raise
+``ValueError`` (as they do for +-inf with ``wrap``). ``-0.0`` is kept where the format has a
+negative zero ("fnuz" and integer / fixed formats give +0.0). E8M0 (unsigned, no zero): zero and
+negative values give NaN, positive values below ``2**-127`` give ``2**-127``. Note that ml_dtypes
+rounds E8M0 ties away from zero: use ``rounding="nearest_away"`` to match it.
+
+**Block (MX) formats.** The input is split into blocks of ``block`` consecutive elements along
+``axis`` (the last block may be shorter). Each block's shared scale is
+``2**(floor(log2(amax)) - emax_elem)`` (OCP Microscaling Formats v1.0, section 6.3), clamped to
+E8M0's exponent range [-127, 127]; each element ``x / scale`` is rounded into the element format with
+``rounding`` and saturation, and the dequantized ``scale * element`` is returned. A block holding a
+NaN or an infinity gives NaN throughout; an all-zero block gives zeros.
+
+**Output dtype.** float32 when the input is not float64 and every value of the format is a float32
+(``fmt.fits_float32``), else float64. Difference from ml_dtypes: ml_dtypes casts float64 to float8
+through float32 (rounding twice); hwsim rounds float64 inputs once, correctly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import _core as C
+from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
+from .rng import make_key, rand32
+
+__all__ = ["quantize", "ROUNDING_MODES", "OVERFLOW_MODES"]
+
+ROUNDING_MODES = tuple(C.ROUNDING)
+OVERFLOW_MODES = tuple(C.OVERFLOW)
+
+
+def rounding_code(rounding) -> int:
+    if rounding not in C.ROUNDING:
+        raise ValueError(f"unknown rounding mode {rounding!r}; valid: {', '.join(C.ROUNDING)}")
+    return C.ROUNDING[rounding]
+
+
+def default_overflow(fmt) -> str:
+    """``ieee`` for float formats with an inf or a NaN, else ``saturate``."""
+    if isinstance(fmt, FloatFormat) and fmt.has_nan:
+        return "ieee"
+    return "saturate"
+
+
+def overflow_code(fmt, overflow) -> int:
+    if overflow is None:
+        overflow = default_overflow(fmt)
+    if overflow not in C.OVERFLOW:
+        raise ValueError(f"unknown overflow mode {overflow!r}; valid: {', '.join(C.OVERFLOW)}")
+    if overflow == "wrap" and not isinstance(fmt, FixedFormat):
+        raise ValueError(f"overflow='wrap' applies to integer / fixed-point formats only, not {fmt.name}; "
+                         "valid here: 'saturate', 'ieee'")
+    if overflow == "ieee" and isinstance(fmt, FixedFormat):
+        raise ValueError(f"overflow='ieee' needs a float format with inf or NaN, not {fmt.name}; "
+                         "valid here: 'saturate', 'wrap'")
+    return C.OVERFLOW[overflow]
+
+
+def rand_bits_value(rand_bits) -> int:
+    if rand_bits is None:
+        return 32
+    if isinstance(rand_bits, bool) or not isinstance(rand_bits, (int, np.integer)) or not 1 <= rand_bits <= 32:
+        raise ValueError(f"rand_bits must be an int in 1..32 (or None for 32), got {rand_bits!r}")
+    return int(rand_bits)
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True, parallel=True)
+def _q_generic(x, out, ip, fp, mode, ovf, key, rbits, base):
+    for i in prange(x.size):
+        w = rand32(key, np.uint64(base + i)) if mode == C.STOCHASTIC else np.uint64(0)
+        v, ev = C.round_scalar(x[i], 0.0, ip, fp, mode, ovf, w, rbits)
+        out[i] = v
+
+
+_SIGN32 = np.uint32(0x80000000)
+_ABS32 = np.uint32(0x7FFFFFFF)
+_INF32 = np.uint32(0x7F800000)
+_QNAN32 = np.uint32(0x7FC00000)
+
+
+@njit(cache=True, parallel=True, fastmath=False)
+def _q_f32_float(xb, ob, man, emin, maxval, flags, mode, ovf, key, rbits, base):
+    """Fast path: float32 in, float32 out, float formats with subnormals, a zero and emin >= -126.
+
+    Works on the float32 bit pattern: significand ``sig`` and exponent, rounds ``sig`` at bit
+    ``s`` with integer arithmetic only (same decision rules as round_scalar)."""
+    maxv = np.float32(maxval)
+    has_inf = (flags & C.F_INF) != 0
+    has_nan = (flags & C.F_NAN) != 0
+    negzero = (flags & C.F_NEGZERO) != 0
+    one = np.uint64(1)
+    rlim = np.uint64(1) << np.uint64(rbits)
+    rsh = np.uint64(32 - rbits)
+    for i in prange(xb.size):
+        u = xb[i]
+        sg = u & _SIGN32
+        a = u & _ABS32
+        E = np.int64(a >> np.uint32(23))
+        E1 = E if E > 0 else np.int64(1)
+        sig = np.uint64(a) if E == 0 else np.uint64((a & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
+        e = E1 - 127
+        qe = (e if e > emin else emin) - man
+        s = qe - (E1 - 150)
+        if s > 60:
+            s = 60
+        us = np.uint64(s)
+        ipart = sig >> us
+        rem = sig & ((one << us) - one)
+        half = (one << us) >> one
+        odd = (ipart & one) == one
+        if mode == C.NEAREST:
+            up = rem > half or (rem == half and rem != 0 and odd)
+        elif mode == C.NEAREST_AWAY:
+            up = rem >= half and rem != 0
+        elif mode == C.TOWARD_ZERO:
+            up = False
+        elif mode == C.UP:
+            up = rem != 0 and sg == 0
+        elif mode == C.DOWN:
+            up = rem != 0 and sg != 0
+        else:
+            w = rand32(key, np.uint64(base + i))
+            if s >= rbits:
+                rr = rem >> np.uint64(s - rbits)
+            else:
+                rr = rem << np.uint64(rbits - s)
+            up = rr + (w >> rsh) >= rlim
+        n = ipart + (one if up else np.uint64(0))
+        # 2**qe as float32 (qe >= -149)
+        p2 = C.bits_f64(np.uint64(qe + 1023) << np.uint64(52))  # 2**qe, qe >= -149: a float64 normal
+        res = np.float32(np.float64(n) * p2)
+        if a >= _INF32:
+            if a > _INF32:  # NaN
+                if has_nan:
+                    ob[i] = _QNAN32 | sg
+                else:
+                    ob[i] = sg ^ _SIGN32
+                continue
+            res = np.float32(np.inf)
+            if not (ovf == C.IEEE and has_inf):
+                if ovf == C.IEEE and has_nan:
+                    ob[i] = _QNAN32 | sg
+                    continue
+                res = maxv
+        elif res > maxv:
+            if ovf == C.IEEE and (has_inf or has_nan):
+                if has_inf:
+                    away = mode == C.NEAREST or mode == C.NEAREST_AWAY or mode == C.STOCHASTIC or \
+                        (mode == C.UP and sg == 0) or (mode == C.DOWN and sg != 0)
+                    res = np.float32(np.inf) if away else maxv
+                else:
+                    ob[i] = _QNAN32 | sg
+                    continue
+            else:
+                res = maxv
+        rb = C.f32_bits(res)
+        if rb == 0 and not negzero:
+            ob[i] = np.uint32(0)
+        else:
+            ob[i] = rb | sg
+
+
+@njit(cache=True, parallel=True)
+def _q_f32_fixed(x, out, frac, qmin, qmax, bits, mode, ovf, key, rbits, base):
+    """Fast path: float32 in, float32 out, integer / fixed formats with at most 24 magnitude bits."""
+    sc = C.pow2(frac)
+    isc = C.pow2(-frac)
+    rlim = np.int64(1) << np.int64(rbits)
+    rmul = float(rlim)
+    rsh = np.uint64(32 - rbits)
+    span = float(np.int64(1) << np.int64(bits))
+    for i in prange(x.size):
+        y = np.float64(x[i]) * sc
+        ay = abs(y)
+        fl = np.floor(ay)
+        f = ay - fl
+        if mode == C.NEAREST:
+            up = f > 0.5 or (f == 0.5 and (fl % 2.0) == 1.0)
+        elif mode == C.NEAREST_AWAY:
+            up = f >= 0.5
+        elif mode == C.TOWARD_ZERO:
+            up = False
+        elif mode == C.UP:
+            up = f > 0.0 and y > 0.0
+        elif mode == C.DOWN:
+            up = f > 0.0 and y < 0.0
+        else:
+            w = rand32(key, np.uint64(base + i))
+            up = np.int64(f * rmul) + np.int64(w >> rsh) >= rlim
+        n = fl + 1.0 if up else fl
+        k = -n if y < 0.0 else n
+        if k > qmax or k < qmin:
+            if ovf == C.WRAP:
+                k = (k - qmin) % span + qmin
+            else:
+                k = qmax if k > qmax else qmin
+        out[i] = np.float32(k * isc + 0.0)
+
+
+@njit(cache=True, parallel=True)
+def _q_mx(x, out, cidx, block, emax_elem, ip, fp, mode, key, rbits):
+    """MX block quantization of each row of ``x`` (rows, L) in blocks of ``block`` along the row."""
+    rows, L = x.shape
+    nblk = (L + block - 1) // block
+    for t in prange(rows * nblk):
+        r = t // nblk
+        j0 = (t % nblk) * block
+        j1 = min(j0 + block, L)
+        amax = 0.0
+        bad = False
+        for j in range(j0, j1):
+            v = x[r, j]
+            if v != v or abs(v) == np.inf:
+                bad = True
+            elif abs(v) > amax:
+                amax = abs(v)
+        if bad:
+            for j in range(j0, j1):
+                out[r, j] = np.nan
+            continue
+        if amax == 0.0:
+            for j in range(j0, j1):
+                out[r, j] = x[r, j]
+            continue
+        m, ex = np.frexp(amax)
+        se = (ex - 1) - emax_elem
+        if se < -127:
+            se = -127
+        if se > 127:
+            se = 127
+        for j in range(j0, j1):
+            w = rand32(key, np.uint64(cidx[r, j])) if mode == C.STOCHASTIC else np.uint64(0)
+            v, ev = C.round_scalar(C.scale2(x[r, j], -se), 0.0, ip, fp, mode, C.SATURATE, w, rbits)
+            out[r, j] = C.scale2(v, se)
+
+
+# ---------------------------------------------------------------------------------------------
+# API
+# ---------------------------------------------------------------------------------------------
+
+def _as_float_array(x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype == np.float32 or x.dtype == np.float64:
+        return x
+    if x.dtype.kind in "iub":
+        return x.astype(np.float32 if x.dtype.itemsize <= 2 else np.float64)
+    try:  # float16, ml_dtypes' bfloat16 / float8 ...: exact in float32
+        return x.astype(np.float32 if x.dtype.itemsize <= 2 else np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"cannot quantize an array of dtype {x.dtype}; valid: float, integer or bool arrays") from None
+
+
+def quantize(x, fmt, rounding="nearest", overflow=None, seed=None, rand_bits=None, axis=-1):
+    """Round ``x`` into ``fmt``; returns an array of ``x``'s shape whose values are exactly
+    representable in ``fmt``. See the module docstring for the exact semantics.
+
+    Parameters: ``fmt`` a name (:func:`kernels.parse_format`) or format object; ``rounding`` one of
+    ``nearest``, ``nearest_away``, ``toward_zero``, ``up``, ``down``, ``stochastic``; ``overflow``
+    ``saturate`` / ``wrap`` / ``ieee`` / None (the format's default); ``seed`` (stochastic only: an
+    int, or None for fresh entropy); ``rand_bits`` (stochastic: 1..32 random bits, default 32);
+    ``axis`` (MX block formats: the axis along which blocks are formed).
+    """
+    fmt = parse_format(fmt)
+    mode = rounding_code(rounding)
+    rbits = rand_bits_value(rand_bits)
+    key = make_key(seed) if mode == C.STOCHASTIC else np.uint64(0)
+    xa = _as_float_array(x)
+    if isinstance(fmt, MXFormat):
+        if overflow not in (None, "saturate"):
+            raise ValueError(f"MX formats saturate their elements (OCP MX v1.0); overflow={overflow!r} is not valid, "
+                             "use None or 'saturate'")
+        return _quantize_mx(xa, fmt, mode, key, rbits, axis)
+    ovf = overflow_code(fmt, overflow)
+    if isinstance(fmt, FixedFormat):
+        bad = ~np.isfinite(xa) if ovf == C.WRAP else np.isnan(xa)
+        if bad.any():
+            idx = np.unravel_index(int(np.argmax(bad)), xa.shape) if xa.ndim else ()
+            raise ValueError(f"cannot quantize {xa[idx]} (at index {tuple(int(i) for i in idx)}) into {fmt.name}: "
+                             f"{int(bad.sum())} non-finite value(s); integer/fixed formats have no NaN"
+                             + (" and cannot wrap infinities" if ovf == C.WRAP else ""))
+    out_dtype = np.float32 if (xa.dtype != np.float64 and fmt.fits_float32) else np.float64
+    flat = np.ascontiguousarray(xa).reshape(-1)
+    out = np.empty(flat.size, dtype=out_dtype)
+    if flat.size:
+        _run_flat(flat, out, fmt, mode, ovf, key, rbits, 0)
+    return out.reshape(xa.shape)
+
+
+def _run_flat(flat, out, fmt, mode, ovf, key, rbits, base):
+    """Quantize 1-D ``flat`` into ``out`` (counters start at ``base``), choosing the fastest kernel."""
+    if flat.dtype == np.float32 and out.dtype == np.float32:
+        if (isinstance(fmt, FloatFormat) and fmt.subnormals and fmt.has_zero and fmt.signed
+                and fmt.emin >= -126):
+            ip, fp = C.encode(fmt)
+            _q_f32_float(flat.view(np.uint32), out.view(np.uint32), np.int64(fmt.man), np.int64(fmt.emin),
+                         float(fmt.max), np.int64(ip[4]), np.int64(mode), np.int64(ovf), key, np.int64(rbits),
+                         np.int64(base))
+            return
+        if isinstance(fmt, FixedFormat):
+            _q_f32_fixed(flat, out, np.int64(fmt.frac), float(fmt.qmin), float(fmt.qmax), np.int64(fmt.bits),
+                         np.int64(mode), np.int64(ovf), key, np.int64(rbits), np.int64(base))
+            return
+    ip, fp = C.encode(fmt)
+    with np.errstate(invalid="ignore"):  # signalling NaNs raise FE_INVALID when widened; they stay NaN
+        flat = flat.astype(np.float64, copy=False)
+    _q_generic(flat, out, ip, fp, np.int64(mode), np.int64(ovf), key,
+               np.int64(rbits), np.int64(base))
+
+
+def _quantize_mx(xa, fmt: MXFormat, mode, key, rbits, axis):
+    if xa.ndim == 0:
+        raise ValueError(f"MX format {fmt.name} needs an array with an axis to block along, got a 0-d value")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -xa.ndim <= axis < xa.ndim:
+        raise ValueError(f"axis {axis!r} is out of range for an array of shape {xa.shape}")
+    ax = int(axis) % xa.ndim
+    moved = np.moveaxis(xa.astype(np.float64, copy=False), ax, -1)
+    shape = moved.shape
+    x2 = np.ascontiguousarray(moved).reshape(-1, shape[-1]) if moved.size else moved.reshape(-1, max(shape[-1], 1))
+    cidx = np.ascontiguousarray(np.moveaxis(np.arange(xa.size, dtype=np.int64).reshape(xa.shape), ax, -1))
+    cidx = cidx.reshape(x2.shape)
+    out = np.empty_like(x2)
+    if x2.size:
+        ip, fp = C.encode(fmt.elem)
+        _q_mx(x2, out, cidx, np.int64(fmt.block), np.int64(fmt.emax_elem), ip, fp, np.int64(mode), key,
+              np.int64(rbits))
+    return np.moveaxis(out.reshape(shape), -1, ax)
