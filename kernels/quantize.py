@@ -122,123 +122,134 @@ _INF32 = np.uint32(0x7F800000)
 _QNAN32 = np.uint32(0x7FC00000)
 
 
-@njit(cache=True, parallel=True, fastmath=False)
-def _q_f32_float(xb, ob, man, emin, maxval, flags, mode, ovf, key, rbits, base):
-    """Fast path: float32 in, float32 out, float formats with subnormals, a zero and emin >= -126.
+@njit(cache=True, inline="always")
+def _f32_round(u, bias_mode, w, man, emin, maxv, ovbits, nanbits_flag, negzero, rbits):
+    """One float32 element (bit pattern ``u``) rounded into a float format; returns the result bits.
 
-    Works on the float32 bit pattern: significand ``sig`` and exponent, rounds ``sig`` at bit
-    ``s`` with integer arithmetic only (same decision rules as round_scalar)."""
+    Branch-free (selects only) so LLVM vectorises the loops below. The magnitude's significand is
+    rounded at bit ``s`` by adding a mode-dependent ``bias`` and truncating: ``bias`` is
+    ``half - 1 + lsb`` (nearest even), ``half`` (nearest away), 0 (toward zero), ``2**s - 1``
+    (away from zero: ``up`` for positives, ``down`` for negatives) or the random bits (stochastic);
+    this is the same decision as :func:`kernels._core.round_scalar` makes.
+    """
+    sg = u & _SIGN32
+    a = u & _ABS32
+    E = np.int64(a >> np.uint32(23))
+    E1 = max(E, np.int64(1))
+    sig = np.uint64(a) if E == 0 else np.uint64((a & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
+    qe = max(E1 - 127, emin) - man
+    s = min(qe - (E1 - 150), np.int64(40))
+    us = np.uint64(s)
+    one = np.uint64(1)
+    mask = (one << us) - one
+    half = (one << us) >> one
+    if bias_mode == 0:  # nearest, ties to even
+        bias = (half - one + ((sig >> us) & one)) if s > 0 else np.uint64(0)
+    elif bias_mode == 1:  # nearest, ties away
+        bias = half
+    elif bias_mode == 2:  # truncate
+        bias = np.uint64(0)
+    elif bias_mode == 3:  # away from zero for positives (up)
+        bias = mask if sg == 0 else np.uint64(0)
+    elif bias_mode == 4:  # away from zero for negatives (down)
+        bias = mask if sg != 0 else np.uint64(0)
+    else:  # stochastic: the top min(r, s) random bits, aligned to the top of the s dropped bits
+        r = np.int64(rbits)
+        bias = (w >> np.uint64(32 - s)) if s <= r else ((w >> np.uint64(32 - r)) << np.uint64(s - r))
+    n = (sig + bias) >> us
+    res = np.float32(np.float64(n) * C.bits_f64(np.uint64(qe + 1023) << np.uint64(52)))
+    rb = C.f32_bits(res)
+    rb = ovbits if res > maxv else rb           # overflow: +inf / max / NaN bits (sign added below)
+    rb = np.uint32(0) if (rb == 0 and not negzero) else rb | sg
+    # special inputs
+    nanres = (_QNAN32 | sg) if nanbits_flag else (sg ^ _SIGN32)
+    infres = ovbits | sg
+    rb = infres if a == _INF32 else rb
+    rb = nanres if a > _INF32 else rb
+    return rb
+
+
+@njit(cache=True, parallel=True)
+def _q_f32_float(xb, ob, man, emin, maxval, flags, mode, ovf, key, rbits, base):
+    """Fast path: float32 in, float32 out, float formats with subnormals, a zero and emin >= -126."""
     maxv = np.float32(maxval)
     has_inf = (flags & C.F_INF) != 0
     has_nan = (flags & C.F_NAN) != 0
     negzero = (flags & C.F_NEGZERO) != 0
-    one = np.uint64(1)
-    rlim = np.uint64(1) << np.uint64(rbits)
-    rsh = np.uint64(32 - rbits)
-    for i in prange(xb.size):
-        u = xb[i]
-        sg = u & _SIGN32
-        a = u & _ABS32
-        E = np.int64(a >> np.uint32(23))
-        E1 = E if E > 0 else np.int64(1)
-        sig = np.uint64(a) if E == 0 else np.uint64((a & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
-        e = E1 - 127
-        qe = (e if e > emin else emin) - man
-        s = qe - (E1 - 150)
-        if s > 60:
-            s = 60
-        us = np.uint64(s)
-        ipart = sig >> us
-        rem = sig & ((one << us) - one)
-        half = (one << us) >> one
-        odd = (ipart & one) == one
-        if mode == C.NEAREST:
-            up = rem > half or (rem == half and rem != 0 and odd)
-        elif mode == C.NEAREST_AWAY:
-            up = rem >= half and rem != 0
-        elif mode == C.TOWARD_ZERO:
-            up = False
-        elif mode == C.UP:
-            up = rem != 0 and sg == 0
-        elif mode == C.DOWN:
-            up = rem != 0 and sg != 0
-        else:
+    maxbits = C.f32_bits(maxv)
+    away = mode == C.NEAREST or mode == C.NEAREST_AWAY or mode == C.STOCHASTIC
+    # overflow result bits (without sign); directed modes depend on the sign, handled per element below
+    if ovf == C.IEEE and has_inf:
+        ov_away, ov_zero = _INF32, maxbits
+    elif ovf == C.IEEE and has_nan:
+        ov_away, ov_zero = _QNAN32, _QNAN32
+    else:
+        ov_away, ov_zero = maxbits, maxbits
+    if mode == C.STOCHASTIC:
+        for i in prange(xb.size):
             w = rand32(key, np.uint64(base + i))
-            if s >= rbits:
-                rr = rem >> np.uint64(s - rbits)
-            else:
-                rr = rem << np.uint64(rbits - s)
-            up = rr + (w >> rsh) >= rlim
-        n = ipart + (one if up else np.uint64(0))
-        # 2**qe as float32 (qe >= -149)
-        p2 = C.bits_f64(np.uint64(qe + 1023) << np.uint64(52))  # 2**qe, qe >= -149: a float64 normal
-        res = np.float32(np.float64(n) * p2)
-        if a >= _INF32:
-            if a > _INF32:  # NaN
-                if has_nan:
-                    ob[i] = _QNAN32 | sg
-                else:
-                    ob[i] = sg ^ _SIGN32
-                continue
-            res = np.float32(np.inf)
-            if not (ovf == C.IEEE and has_inf):
-                if ovf == C.IEEE and has_nan:
-                    ob[i] = _QNAN32 | sg
-                    continue
-                res = maxv
-        elif res > maxv:
-            if ovf == C.IEEE and (has_inf or has_nan):
-                if has_inf:
-                    away = mode == C.NEAREST or mode == C.NEAREST_AWAY or mode == C.STOCHASTIC or \
-                        (mode == C.UP and sg == 0) or (mode == C.DOWN and sg != 0)
-                    res = np.float32(np.inf) if away else maxv
-                else:
-                    ob[i] = _QNAN32 | sg
-                    continue
-            else:
-                res = maxv
-        rb = C.f32_bits(res)
-        if rb == 0 and not negzero:
-            ob[i] = np.uint32(0)
-        else:
-            ob[i] = rb | sg
+            ob[i] = _f32_round(xb[i], 5, w, man, emin, maxv, ov_away, has_nan, negzero, rbits)
+    elif mode == C.UP or mode == C.DOWN:
+        bm = 3 if mode == C.UP else 4
+        for i in prange(xb.size):
+            u = xb[i]
+            pos = (u & _SIGN32) == 0
+            ovb = ov_away if (pos == (mode == C.UP)) else ov_zero
+            ob[i] = _f32_round(u, bm, np.uint64(0), man, emin, maxv, ovb, has_nan, negzero, rbits)
+    else:
+        bm = 0 if mode == C.NEAREST else (1 if mode == C.NEAREST_AWAY else 2)
+        ovb = ov_away if away else ov_zero
+        for i in prange(xb.size):
+            ob[i] = _f32_round(xb[i], bm, np.uint64(0), man, emin, maxv, ovb, has_nan, negzero, rbits)
+
+
+@njit(cache=True, inline="always")
+def _fixed_code(y, mode, w, rmul, rlim, rsh):
+    """The integer code of ``y`` (= x * 2**frac) under ``mode``, before overflow handling."""
+    if mode == C.NEAREST:
+        return np.rint(y)
+    if mode == C.NEAREST_AWAY:
+        return np.copysign(np.floor(abs(y) + 0.5), y)
+    if mode == C.TOWARD_ZERO:
+        return np.trunc(y)
+    if mode == C.UP:
+        return np.ceil(y)
+    if mode == C.DOWN:
+        return np.floor(y)
+    ay = abs(y)
+    fl = np.floor(ay)
+    up = np.int64((ay - fl) * rmul) + np.int64(w >> rsh) >= rlim
+    return np.copysign(fl + 1.0 if up else fl, y)
 
 
 @njit(cache=True, parallel=True)
 def _q_f32_fixed(x, out, frac, qmin, qmax, bits, mode, ovf, key, rbits, base):
-    """Fast path: float32 in, float32 out, integer / fixed formats with at most 24 magnitude bits."""
+    """Fast path: float32 in, float32 out, integer / fixed formats with at most 24 magnitude bits.
+
+    Same decisions as round_scalar: y = x * 2**frac exactly (float64), rounded to an integer code by
+    the mode, then saturated or wrapped."""
     sc = C.pow2(frac)
     isc = C.pow2(-frac)
     rlim = np.int64(1) << np.int64(rbits)
     rmul = float(rlim)
     rsh = np.uint64(32 - rbits)
     span = float(np.int64(1) << np.int64(bits))
-    for i in prange(x.size):
-        y = np.float64(x[i]) * sc
-        ay = abs(y)
-        fl = np.floor(ay)
-        f = ay - fl
-        if mode == C.NEAREST:
-            up = f > 0.5 or (f == 0.5 and (fl % 2.0) == 1.0)
-        elif mode == C.NEAREST_AWAY:
-            up = f >= 0.5
-        elif mode == C.TOWARD_ZERO:
-            up = False
-        elif mode == C.UP:
-            up = f > 0.0 and y > 0.0
-        elif mode == C.DOWN:
-            up = f > 0.0 and y < 0.0
-        else:
-            w = rand32(key, np.uint64(base + i))
-            up = np.int64(f * rmul) + np.int64(w >> rsh) >= rlim
-        n = fl + 1.0 if up else fl
-        k = -n if y < 0.0 else n
-        if k > qmax or k < qmin:
-            if ovf == C.WRAP:
+    if ovf == C.WRAP:
+        for i in prange(x.size):
+            w = rand32(key, np.uint64(base + i)) if mode == C.STOCHASTIC else np.uint64(0)
+            k = _fixed_code(np.float64(x[i]) * sc, mode, w, rmul, rlim, rsh)
+            if k > qmax or k < qmin:
                 k = (k - qmin) % span + qmin
-            else:
-                k = qmax if k > qmax else qmin
-        out[i] = np.float32(k * isc + 0.0)
+            out[i] = np.float32(k * isc + 0.0)
+    elif mode == C.STOCHASTIC:
+        for i in prange(x.size):
+            w = rand32(key, np.uint64(base + i))
+            k = _fixed_code(np.float64(x[i]) * sc, mode, w, rmul, rlim, rsh)
+            out[i] = np.float32(min(max(k, qmin), qmax) * isc + 0.0)
+    else:
+        for i in prange(x.size):
+            k = _fixed_code(np.float64(x[i]) * sc, mode, np.uint64(0), rmul, rlim, rsh)
+            out[i] = np.float32(min(max(k, qmin), qmax) * isc + 0.0)
 
 
 @njit(cache=True, parallel=True)
