@@ -1,0 +1,197 @@
+"""``MacSpec``: an immutable, validated description of one multiply-accumulate unit.
+
+Exact semantics of every MAC kernel (:func:`kernels.matmul`, :func:`kernels.conv2d`,
+:func:`kernels.depthwise_conv2d`; :mod:`kernels.reference` implements them literally):
+
+1. **Operands.** Inputs are first rounded into the operand formats ``a`` / ``b`` with
+   ``rounding="nearest"`` and the format's default overflow (identity for values already in the
+   format). MX operand formats share their scale along the reduction axis: the last axis of the
+   left matmul operand, the first axis of the right one; for convolutions the input-channel axis of
+   the activations (NHWC axis 3) and of the weights (HWIO axis 2).
+2. **Products.** Each product ``a_k * b_k`` is computed exactly (the operand precisions must add up to
+   at most 53 bits, which is checked); with a ``product`` format it is then rounded into it with
+   ``product_rounding`` (stochastic counter stage 0). ``fma=True`` states that the product is not
+   rounded on its own (and requires ``product=None``).
+3. **Accumulation** into the ``accum`` format, starting from +0. Every addition ``acc + p`` is computed
+   exactly and rounded once into ``accum`` with ``accum_rounding`` and ``overflow`` (stage 1):
+
+   * ``sequential``: ``acc = R(acc + p_k)`` for k = 0, 1, ..., K-1 (addition number ``t = k``);
+   * ``pairwise``: a balanced tree. Level 0 is ``p_0..p_{K-1}``; each level adds neighbours
+     ``(0,1), (2,3), ...`` with one rounding per addition; an odd last element moves up unchanged;
+     the addition at level ``l`` (0-based) and position ``i`` has ``t = l * 2**24 + i``. A single
+     term (K = 1) is rounded once, ``t = 0``;
+   * ``chunked``: partial sums of ``chunk`` consecutive terms, each accumulated sequentially from +0
+     (``t = k`` for the term ``p_k``); then the partial sums are added sequentially into the
+     accumulator from +0 (``t = K + c`` for partial sum ``c``).
+
+   K = 0 gives +0.
+4. **Output.** The accumulator is rounded into ``out`` (when given) with ``accum_rounding`` (stage 2,
+   ``t = 0``).
+
+Stochastic rounding uses :mod:`kernels.rng` with counter
+``((e + offset) * 4 + stage) * 2**32 + t``, where ``e`` is the flat C-order index of the output
+element; so results depend only on the seed and the position, never on threads or blocking.
+
+Convolutions are GEMMs over im2col patches: for output (n, oh, ow, co) the terms run over
+``k = (dh * kw + dw) * cin + ci`` (C-order of the HWI kernel axes), zero padding included (a padded
+position contributes an exact +0 term); depthwise output channel ``c * m + j`` sums over
+``k = dh * kw + dw``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
+from .quantize import default_overflow, rand_bits_value, rounding_code
+
+ORDERS = ("sequential", "pairwise", "chunked")
+
+
+def precision_bits(fmt) -> int:
+    """Significant bits of a format's values (exact products need a + b <= 53)."""
+    if isinstance(fmt, MXFormat):
+        return precision_bits(fmt.elem)
+    if isinstance(fmt, FloatFormat):
+        return fmt.man + 1
+    return fmt.bits - 1 if fmt.signed else fmt.bits
+
+
+@dataclass(frozen=True)
+class MacSpec:
+    """One MAC unit: operand formats ``a``/``b``, optional ``product`` format, ``accum`` format,
+    rounding per stage, overflow, accumulation order and optional output format.
+
+    See the module docstring for the exact semantics. Formats may be names or format objects;
+    they are stored as format objects.
+    """
+
+    a: object
+    accum: object
+    b: object = None
+    product: object = None
+    rounding: str = "nearest"
+    product_rounding: str | None = None
+    accum_rounding: str | None = None
+    overflow: str | None = None
+    fma: bool = False
+    order: str = "sequential"
+    chunk: int | None = None
+    out: object = None
+    rand_bits: int | None = None
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        set_("a", parse_format(self.a))
+        set_("b", self.a if self.b is None else parse_format(self.b))
+        set_("accum", parse_format(self.accum))
+        if self.product is not None:
+            set_("product", parse_format(self.product))
+        if self.out is not None:
+            set_("out", parse_format(self.out))
+        for role in ("accum", "product", "out"):
+            f = getattr(self, role)
+            if isinstance(f, MXFormat):
+                raise ValueError(f"MacSpec {role}={f.name}: MX block formats are operand formats only; "
+                                 "use a float or fixed-point format here")
+        rounding_code(self.rounding)
+        for r in ("product_rounding", "accum_rounding"):
+            if getattr(self, r) is None:
+                set_(r, self.rounding)
+            rounding_code(getattr(self, r))
+        if self.overflow not in (None, "saturate", "wrap", "ieee"):
+            raise ValueError(f"unknown overflow mode {self.overflow!r}; valid: None, 'saturate', 'wrap', 'ieee'")
+        if self.overflow == "wrap" and not isinstance(self.accum, FixedFormat):
+            raise ValueError(f"overflow='wrap' needs an integer/fixed accumulator, not {self.accum.name}")
+        if self.overflow == "ieee" and isinstance(self.accum, FixedFormat):
+            raise ValueError(f"overflow='ieee' needs a float accumulator, not {self.accum.name}")
+        if self.fma and self.product is not None:
+            raise ValueError(f"fma=True means the product is not rounded on its own; it contradicts product={self.product.name}")
+        if self.order not in ORDERS:
+            raise ValueError(f"unknown accumulation order {self.order!r}; valid: {', '.join(ORDERS)}")
+        if self.order == "chunked":
+            if not isinstance(self.chunk, int) or isinstance(self.chunk, bool) or self.chunk < 1:
+                raise ValueError(f"order='chunked' needs chunk = a positive int, got {self.chunk!r}")
+        elif self.chunk is not None:
+            raise ValueError(f"chunk={self.chunk!r} is only meaningful with order='chunked', not {self.order!r}")
+        rand_bits_value(self.rand_bits)
+        pa, pb = precision_bits(self.a), precision_bits(self.b)
+        if pa + pb > 53:
+            raise ValueError(f"operands {self.a.name} x {self.b.name} need {pa} + {pb} = {pa + pb} bits for an exact "
+                             "product; the emulator computes products exactly in float64 (at most 53 bits)")
+        if not self.name:
+            set_("name", self._describe())
+
+    def _describe(self) -> str:
+        parts = [f"{self.a.name}" + (f"x{self.b.name}" if self.b != self.a else "")]
+        if self.product is not None:
+            parts.append(f"prod={self.product.name}")
+        parts.append(f"acc={self.accum.name}")
+        if self.out is not None:
+            parts.append(f"out={self.out.name}")
+        if self.product_rounding != self.accum_rounding:
+            parts.append(f"{self.product_rounding}/{self.accum_rounding}")
+        elif self.rounding != "nearest":
+            parts.append(self.rounding)
+        if self.order != "sequential":
+            parts.append(self.order + (f"({self.chunk})" if self.chunk else ""))
+        if self.overflow:
+            parts.append(self.overflow)
+        return " ".join(parts)
+
+    @property
+    def out_format(self):
+        """The format of the kernel's results (``out`` or, when None, ``accum``)."""
+        return self.out if self.out is not None else self.accum
+
+    @property
+    def is_stochastic(self) -> bool:
+        return "stochastic" in (self.product_rounding, self.accum_rounding)
+
+    def overflow_for(self, fmt) -> str:
+        """The overflow mode used when rounding into ``fmt`` (the spec's, or the format's default)."""
+        if self.overflow is None:
+            return default_overflow(fmt)
+        if self.overflow == "wrap" and not isinstance(fmt, FixedFormat):
+            return default_overflow(fmt)
+        if self.overflow == "ieee" and isinstance(fmt, FixedFormat):
+            return "saturate"
+        return self.overflow
+
+    def with_(self, **changes) -> "MacSpec":
+        """A copy with some fields changed (re-validated)."""
+        return replace(self, name="", **changes)
+
+    @staticmethod
+    def preset(name: str) -> "MacSpec":
+        """A named common MAC unit; see :data:`PRESETS`."""
+        if isinstance(name, MacSpec):
+            return name
+        if name not in PRESETS:
+            raise ValueError(f"unknown MAC preset {name!r}; valid: {', '.join(PRESETS)}")
+        return PRESETS[name]
+
+
+def as_spec(spec) -> MacSpec:
+    """A MacSpec from a MacSpec or a preset name."""
+    if isinstance(spec, MacSpec):
+        return spec
+    if isinstance(spec, str):
+        return MacSpec.preset(spec)
+    raise ValueError(f"expected a MacSpec or a preset name ({', '.join(PRESETS)}), got {spec!r}")
+
+
+#: Common MAC units. int8_int32 wraps like a two's-complement int32 register (as TF-Lite's
+#: reference kernels assume); the float presets multiply exactly (fused) and round each addition.
+PRESETS = {
+    "int8_int32": MacSpec("int8", "int32", overflow="wrap", name="int8_int32"),
+    "int4_int16": MacSpec("int4", "int16", overflow="wrap", name="int4_int16"),
+    "fp16_fp32": MacSpec("fp16", "fp32", fma=True, name="fp16_fp32"),
+    "bf16_fp32": MacSpec("bf16", "fp32", fma=True, name="bf16_fp32"),
+    "fp16_fp16": MacSpec("fp16", "fp16", product="fp16", name="fp16_fp16"),
+    "fp8_e4m3_fp16": MacSpec("fp8_e4m3", "fp16", fma=True, name="fp8_e4m3_fp16"),
+    "fp8_e4m3_fp32": MacSpec("fp8_e4m3", "fp32", fma=True, name="fp8_e4m3_fp32"),
+    "fp8_e5m2_fp16": MacSpec("fp8_e5m2", "fp16", fma=True, name="fp8_e5m2_fp16"),
+    "fp32": MacSpec("fp32", "fp32", fma=True, name="fp32"),
+}
