@@ -379,3 +379,35 @@ def _quantize_mx(xa, fmt: MXFormat, mode, key, rbits, axis):
         _q_mx(x2, out, cidx, np.int64(fmt.block), np.int64(fmt.emax_elem), ip, fp, np.int64(mode), key,
               np.int64(rbits))
     return np.moveaxis(out.reshape(shape), -1, ax)
+
+
+@njit(cache=True, parallel=True)
+def _round_array_kernel(x, resid, out, events, ip, fp, mode, ovf, key, rbits, counters):
+    for i in prange(x.size):
+        w = rand32(key, counters[i]) if mode == C.STOCHASTIC else np.uint64(0)
+        v, ev = C.round_scalar(x[i], resid[i], ip, fp, mode, ovf, w, rbits)
+        out[i] = v
+        events[i] = ev
+
+
+def _round_array(x, resid, fmt, rounding, overflow, key, rand_bits, counters):
+    """Round ``x + resid`` (exact sums given as float64 value + residual, e.g. from TwoSum) into a
+    float or fixed format, with explicit stochastic ``counters`` (uint64, x's shape).
+
+    Returns ``(values float64, events int8)`` with the event codes of :mod:`kernels._core`. Used by
+    :mod:`kernels.reference`; NaN into integer formats gives 0 with ``EV_INVALID`` instead of raising.
+    """
+    fmt = parse_format(fmt)
+    mode = rounding_code(rounding)
+    ovf = overflow_code(fmt, overflow)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    shape = x.shape
+    r = np.ascontiguousarray(np.broadcast_to(np.asarray(resid, dtype=np.float64), shape)).reshape(-1)
+    c = np.ascontiguousarray(np.broadcast_to(np.asarray(counters, dtype=np.uint64), shape)).reshape(-1)
+    out = np.empty(x.size, dtype=np.float64)
+    ev = np.empty(x.size, dtype=np.int64)
+    if x.size:
+        ip, fp = C.encode(fmt)
+        _round_array_kernel(x.reshape(-1), r, out, ev, ip, fp, np.int64(mode), np.int64(ovf), np.uint64(key),
+                            np.int64(rand_bits_value(rand_bits)), c)
+    return out.reshape(shape), ev.astype(np.int8).reshape(shape)
