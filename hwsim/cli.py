@@ -10,6 +10,7 @@ from importlib import import_module
 # subcommand modules, in the order ``hwsim --help`` lists them
 COMMANDS = [
     "hwsim.commands.formats",
+    "hwsim.commands.train",
 ]
 
 
