@@ -1,0 +1,775 @@
+"""The MAC-array kernels: ``matmul``, ``conv2d`` and ``depthwise_conv2d`` with per-MAC rounding.
+
+The semantics are those written in :mod:`kernels.mac` (exact products, one rounding per product
+and per addition, the accumulation order, the stochastic counter layout); :mod:`kernels.reference`
+implements them literally and the tests hold the two equal bit for bit.
+
+Implementation. Each output row (a row of the GEMM: one output pixel for convolutions) is
+computed by one thread; the N outputs of a row are independent accumulators processed together,
+so the k loop runs sequentially per output (as the semantics require) while the inner loop over
+outputs vectorises. Every addition is done in float64 with TwoSum's error term; the common case
+(an exact float64 sum, a finite in-range result) is rounded by a branch-free bit routine, and any
+lane that is not common (inexact sum, overflow, NaN/inf, float64 subnormal) is redone by the
+scalar core :func:`kernels._core.round_scalar`, which is exact with the residual and reports
+saturation / wrap / overflow events.
+
+Fast exact path: integer / fixed operands with a fixed-point accumulator whose grid holds every
+product, no product rounding, and either no possible overflow (K * max|a| * max|b| <= accum max)
+or ``overflow="wrap"`` (wrapping is order-independent): the exact sums come from BLAS in float32
+(when every partial sum stays below 2**24 quanta) or float64 (below 2**53), then wrap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from . import _core as C
+from .formats import FixedFormat, FloatFormat, MXFormat
+from .mac import MacSpec, as_spec
+from .quantize import overflow_code, quantize, rand_bits_value, rounding_code
+from .rng import make_key, rand32
+
+__all__ = ["matmul", "conv2d", "depthwise_conv2d", "MacStats", "conv_output_size", "same_padding"]
+
+
+@dataclass(frozen=True)
+class MacStats:
+    """Event counts of one kernel call: roundings that saturated, wrapped (two's complement), or
+    overflowed to inf/NaN, and invalid operations (NaN into an integer accumulator)."""
+
+    saturated: int = 0
+    wrapped: int = 0
+    overflowed: int = 0
+    invalid: int = 0
+
+
+# ------------------------------------------------------------------------------------------------
+# per-stage parameters
+# ------------------------------------------------------------------------------------------------
+
+def _stage_params(fmt, rounding, overflow, rbits):
+    """(ip, fp, mode, ovf, vec) for rounding into ``fmt`` at one stage; ``vec`` says whether the
+    branch-free lane routine may be used (else every lane goes through the scalar core)."""
+    ip, fp = C.encode(fmt)
+    mode = rounding_code(rounding)
+    ovf = overflow_code(fmt, overflow)
+    if isinstance(fmt, FloatFormat):
+        vec = fmt.subnormals and fmt.has_zero and fmt.signed and fmt.emin - fmt.man >= -1022 and fmt.emax <= 1023
+    else:
+        vec = True
+    return ip, fp, np.int64(mode), np.int64(ovf), bool(vec)
+
+
+_SIGN64 = np.uint64(1 << 63)
+_MANT64 = np.uint64((1 << 52) - 1)
+_HID64 = np.uint64(1 << 52)
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+
+
+@njit(cache=True, inline="always")
+def _lane_float(v, mode, man, emin, maxval, negzero, w, rbits):
+    """Branch-free rounding of a finite float64 ``v`` into a float format (no residual).
+
+    Returns (value, ok); ok is False when the scalar core must redo the lane (NaN/inf input,
+    float64 subnormal, overflow)."""
+    b = C.f64_bits(v)
+    sg = b & _SIGN64
+    a = b ^ sg
+    E = np.int64(a >> np.uint64(52))
+    qe = max(E - 1023, emin) - man
+    s = min(qe - (E - 1075), np.int64(63))
+    us = np.uint64(s)
+    sig = (a & _MANT64) | _HID64
+    mask = (_U1 << us) - _U1
+    half = (_U1 << us) >> _U1
+    if mode == C.NEAREST:
+        bias = (half - _U1 + ((sig >> us) & _U1)) if s > 0 else _U0
+    elif mode == C.NEAREST_AWAY:
+        bias = half
+    elif mode == C.TOWARD_ZERO:
+        bias = _U0
+    elif mode == C.UP:
+        bias = mask if sg == 0 else _U0
+    elif mode == C.DOWN:
+        bias = mask if sg != 0 else _U0
+    else:
+        r = np.int64(rbits)
+        bias = (w >> np.uint64(32 - s)) if s <= r else ((w >> np.uint64(32 - r)) << np.uint64(s - r))
+    n = (sig + bias) >> us
+    res = np.float64(n) * C.bits_f64(np.uint64(qe + 1023) << np.uint64(52))
+    ok = (E != 0 or a == 0) and E != 2047 and res <= maxval
+    res = 0.0 if a == 0 else res
+    rb = C.f64_bits(res)
+    rb = _U0 if (rb == 0 and not negzero) else rb | sg
+    # "edge": the decision could change if v carried a nonzero residual (TwoSum error): v on the grid
+    # or on a midpoint (deterministic modes), or no dropped bits below the random bits (stochastic)
+    rem = sig & mask
+    if mode == C.STOCHASTIC:
+        r2 = np.int64(rbits)
+        low = ((_U1 << np.uint64(s - r2)) - _U1) if s > r2 else _U0
+        edge = (rem & low) == 0
+    else:
+        edge = rem == 0 or rem == half
+    return C.bits_f64(rb), ok, edge
+
+
+@njit(cache=True, inline="always")
+def _lane_fixed(v, mode, sc, isc, qmin, qmax, w, rmul, rlim, rsh):
+    """Rounding of ``v`` into a fixed-point format (code = v * 2**frac rounded); ok False on overflow/NaN."""
+    y = v * sc
+    if mode == C.NEAREST:
+        k = np.rint(y)
+    elif mode == C.NEAREST_AWAY:
+        k = np.copysign(np.floor(abs(y) + 0.5), y)
+    elif mode == C.TOWARD_ZERO:
+        k = np.trunc(y)
+    elif mode == C.UP:
+        k = np.ceil(y)
+    elif mode == C.DOWN:
+        k = np.floor(y)
+    else:
+        ay = abs(y)
+        fl = np.floor(ay)
+        up = np.int64((ay - fl) * rmul) + np.int64(w >> rsh) >= rlim
+        k = np.copysign(fl + 1.0 if up else fl, y)
+    ok = k >= qmin and k <= qmax
+    return k * isc + 0.0, ok
+
+
+@njit(cache=True, inline="always")
+def _counter(e, stage, t):
+    return (np.uint64(e * 4 + stage) << np.uint64(32)) + np.uint64(t)
+
+
+@njit(cache=True)
+def _round_lanes(v, err, out, n, ip, fp, mode, ovf, vec, key, rbits, e0, stage, t, ok, evc):
+    """out[j] = R(v[j] + err[j]) for j < n (err may be all zero), counters (e0 + j, stage, t).
+
+    ``ok`` is a scratch uint8 buffer; ``evc`` (4,) accumulates event counts."""
+    kind = ip[0]
+    stoch = mode == C.STOCHASTIC
+    if vec:
+        if kind == C.K_FLOAT:
+            man = ip[1]
+            emin = ip[2]
+            maxval = fp[0]
+            negzero = (ip[4] & C.F_NEGZERO) != 0
+            if stoch:
+                for j in range(n):
+                    w = rand32(key, _counter(e0 + j, stage, t))
+                    r, good, edge = _lane_float(v[j], mode, man, emin, maxval, negzero, w, rbits)
+                    out[j] = r
+                    ok[j] = good and (err[j] == 0.0 or not edge)
+            else:
+                for j in range(n):
+                    r, good, edge = _lane_float(v[j], mode, man, emin, maxval, negzero, _U0, rbits)
+                    out[j] = r
+                    ok[j] = good and (err[j] == 0.0 or not edge)
+        else:
+            sc = C.pow2(ip[3])
+            isc = C.pow2(-ip[3])
+            qmin = float(ip[6])
+            qmax = float(ip[7])
+            rlim = np.int64(1) << np.int64(rbits)
+            rmul = float(rlim)
+            rsh = np.uint64(32 - rbits)
+            if stoch:
+                for j in range(n):
+                    w = rand32(key, _counter(e0 + j, stage, t))
+                    r, good = _lane_fixed(v[j], mode, sc, isc, qmin, qmax, w, rmul, rlim, rsh)
+                    out[j] = r
+                    ok[j] = good and err[j] == 0.0
+            else:
+                for j in range(n):
+                    r, good = _lane_fixed(v[j], mode, sc, isc, qmin, qmax, _U0, rmul, rlim, rsh)
+                    out[j] = r
+                    ok[j] = good and err[j] == 0.0
+    else:
+        for j in range(n):
+            ok[j] = False
+    for j in range(n):
+        if not ok[j]:
+            x = v[j]
+            res = err[j] if (x - x) == 0.0 else 0.0  # no residual for non-finite sums
+            w = rand32(key, _counter(e0 + j, stage, t)) if stoch else _U0
+            r, ev = C.round_scalar(x, res, ip, fp, mode, ovf, w, rbits)
+            out[j] = r
+            if ev != C.EV_NONE:
+                evc[ev - 1] += 1
+
+
+@njit(cache=True, inline="always")
+def _two_sum_into(acc, p, s, err, n):
+    """s = fl(acc + p), err = exact error (Knuth's TwoSum)."""
+    for j in range(n):
+        a = acc[j]
+        b = p[j]
+        t = a + b
+        bb = t - a
+        s[j] = t
+        err[j] = (a - (t - bb)) + (b - bb)
+
+
+@njit(cache=True)
+def _add(acc, p, n, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, t, evc):
+    """acc = R_A(acc + p) lane-wise (stage 1, addition number t)."""
+    _two_sum_into(acc, p, s, err, n)
+    _round_lanes(s, err, acc, n, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, 1, t, ok, evc)
+
+
+@njit(cache=True)
+def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk,
+         has_prod, ipP, fpP, modeP, ovfP, vecP,
+         ipA, fpA, modeA, ovfA, vecA,
+         has_out, ipO, fpO, modeO, ovfO, vecO,
+         order, chunk, key, rbits, evc, native32, fused):
+    """One GEMM row: out_row[j] = accumulate_k a_k(j) * B[k, j] per the spec.
+
+    ``get_a`` 0: a_k = a_row[k] for every lane; 1: a_k(j) = a_lanes[k, j]."""
+    p = wk[0]
+    acc = wk[1]
+    s = wk[2]
+    err = wk[3]
+    part = wk[4]
+    zero = wk[5]
+    ok = np.empty(N, dtype=np.uint8)
+    for j in range(N):
+        acc[j] = 0.0
+        zero[j] = 0.0
+    # pairwise: a stack of tree nodes per level
+    nlev = 1
+    while (1 << (nlev - 1)) < max(K, 1):
+        nlev += 1
+    stack = wk[6:6 + nlev]
+    occupied = np.zeros(nlev, dtype=np.bool_)
+    idx = np.zeros(nlev, dtype=np.int64)
+    cidx = 0
+    if native32:
+        # float32 accumulator, nearest, exact products: IEEE float32 addition is exactly R_fp32(acc + p)
+        acc32 = np.zeros(N, dtype=np.float32)
+        for k in range(K):
+            if get_a == 0:
+                ak = np.float32(a_row[k])
+                for j in range(N):
+                    acc32[j] = acc32[j] + ak * np.float32(B[k, j])
+            else:
+                for j in range(N):
+                    acc32[j] = acc32[j] + np.float32(a_lanes[k, j]) * np.float32(B[k, j])
+        for j in range(N):
+            acc[j] = acc32[j]
+        K = 0  # done: skip the generic loop below
+    elif fused:
+        # sequential order, exact products: one pass per k does the product, TwoSum and the rounding
+        kind = ipA[0]
+        man = ipA[1]
+        emin = ipA[2]
+        maxval = fpA[0]
+        negzero = (ipA[4] & C.F_NEGZERO) != 0
+        for k in range(K):
+            bad = False
+            if get_a == 0:
+                ak = a_row[k]
+                for j in range(N):
+                    x = acc[j]
+                    y = ak * B[k, j]
+                    t = x + y
+                    bb = t - x
+                    e = (x - (t - bb)) + (y - bb)
+                    r, good, edge = _lane_float(t, modeA, man, emin, maxval, negzero, _U0, rbits)
+                    s[j] = t
+                    err[j] = e
+                    acc[j] = r
+                    g = good & ((e == 0.0) | (not edge))
+                    ok[j] = g
+                    bad |= not g
+            else:
+                for j in range(N):
+                    x = acc[j]
+                    y = a_lanes[k, j] * B[k, j]
+                    t = x + y
+                    bb = t - x
+                    e = (x - (t - bb)) + (y - bb)
+                    r, good, edge = _lane_float(t, modeA, man, emin, maxval, negzero, _U0, rbits)
+                    s[j] = t
+                    err[j] = e
+                    acc[j] = r
+                    g = good & ((e == 0.0) | (not edge))
+                    ok[j] = g
+                    bad |= not g
+            if bad:
+                for j in range(N):
+                    if not ok[j]:
+                        x = s[j]
+                        res = err[j] if (x - x) == 0.0 else 0.0
+                        r, ev = C.round_scalar(x, res, ipA, fpA, modeA, ovfA, _U0, rbits)
+                        acc[j] = r
+                        if ev != C.EV_NONE:
+                            evc[ev - 1] += 1
+        K = 0
+    for k in range(K):
+        if get_a == 0:
+            ak = a_row[k]
+            for j in range(N):
+                p[j] = ak * B[k, j]
+        else:
+            for j in range(N):
+                p[j] = a_lanes[k, j] * B[k, j]
+        if has_prod:
+            _round_lanes(p, zero, s, N, ipP, fpP, modeP, ovfP, vecP, key, rbits, e0, 0, k, ok, evc)
+            for j in range(N):
+                p[j] = s[j]
+        if order == 0:
+            _add(acc, p, N, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, k, evc)
+        elif order == 2:
+            if k % chunk == 0:
+                for j in range(N):
+                    part[j] = 0.0
+            _add(part, p, N, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, k, evc)
+            if (k + 1) % chunk == 0 or k == K - 1:
+                _add(acc, part, N, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, K + cidx, evc)
+                cidx += 1
+        else:
+            # binary-counter insertion of the leaf p at level 0
+            lev = 0
+            carry = p
+            while occupied[lev]:
+                node = stack[lev]
+                t = (lev << 24) + idx[lev]
+                idx[lev] += 1
+                _add(node, carry, N, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, t, evc)
+                occupied[lev] = False
+                carry = node
+                lev += 1
+            for j in range(N):
+                stack[lev][j] = carry[j]
+            occupied[lev] = True
+    if order == 1 and K > 0:
+        # merge what is left, from the lowest level up; the odd node moves up unchanged
+        have = False
+        top = 0
+        for lev in range(nlev):
+            if occupied[lev]:
+                if not have:
+                    for j in range(N):
+                        acc[j] = stack[lev][j]
+                    have = True
+                else:
+                    t = (lev << 24) + idx[lev]
+                    idx[lev] += 1
+                    node = stack[lev]
+                    _add(node, acc, N, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, t, evc)
+                    for j in range(N):
+                        acc[j] = node[j]
+                top = lev
+        if K == 1:
+            # a single term is rounded once (t = 0): -0 + x == x exactly for every x, -0 included
+            for j in range(N):
+                zero[j] = -0.0
+            _add(zero, acc, N, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, 0, evc)
+            for j in range(N):
+                acc[j] = zero[j]
+    if has_out:
+        for j in range(N):
+            zero[j] = 0.0
+        _round_lanes(acc, zero, out_row, N, ipO, fpO, modeO, ovfO, vecO, key, rbits, e0, 2, 0, ok, evc)
+    else:
+        for j in range(N):
+            out_row[j] = acc[j]
+
+
+def _workspace_levels(K):
+    nlev = 1
+    while (1 << (nlev - 1)) < max(K, 1):
+        nlev += 1
+    return 6 + nlev
+
+
+@njit(cache=True, parallel=True)
+def _mm_kernel(A, B, out, offset, P, key, rbits, order, chunk, evc_rows, nws, native32, fused):
+    M, K = A.shape
+    N = B.shape[1]
+    (has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
+     has_out, ipO, fpO, modeO, ovfO, vecO) = P
+    dummy = np.zeros((1, 1))
+    for i in prange(M):
+        wk = np.empty((nws, N))
+        row = np.empty(N)
+        _row(K, N, 0, A[i], dummy, B, (offset + i) * N, row, wk,
+             has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
+             has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[i], native32, fused)
+        for j in range(N):
+            out[i, j] = row[j]
+
+
+@njit(cache=True, parallel=True)
+def _conv_kernel(X, W2, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, order, chunk, evc_rows, nws, native32,
+                 fused):
+    """X (n, H, W, C) float64; W2 (kh*kw*C, Cout); out (n, OH, OW, Cout)."""
+    n, H, Wd, Cin = X.shape
+    _, OH, OW, Cout = out.shape
+    K = kh * kw * Cin
+    (has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
+     has_out, ipO, fpO, modeO, ovfO, vecO) = P
+    dummy = np.zeros((1, 1))
+    for r in prange(n * OH * OW):
+        b = r // (OH * OW)
+        oh = (r // OW) % OH
+        ow = r % OW
+        patch = np.zeros(K)
+        for dh in range(kh):
+            ih = oh * sh + dh - pt
+            if ih < 0 or ih >= H:
+                continue
+            for dw in range(kw):
+                iw = ow * sw + dw - pl
+                if iw < 0 or iw >= Wd:
+                    continue
+                base = (dh * kw + dw) * Cin
+                for c in range(Cin):
+                    patch[base + c] = X[b, ih, iw, c]
+        wk = np.empty((nws, Cout))
+        row = np.empty(Cout)
+        _row(K, Cout, 0, patch, dummy, W2, (offset + r) * Cout, row, wk,
+             has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
+             has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[r], native32, fused)
+        for j in range(Cout):
+            out[b, oh, ow, j] = row[j]
+
+
+@njit(cache=True, parallel=True)
+def _dw_kernel(X, Wd2, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, order, chunk, evc_rows, nws,
+               native32, fused):
+    """X (n, H, W, C); Wd2 (kh*kw, C*m); out (n, OH, OW, C*m). Lane j = c*m + q reads channel c."""
+    n, H, Wdim, Cin = X.shape
+    _, OH, OW, NC = out.shape
+    K = kh * kw
+    (has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
+     has_out, ipO, fpO, modeO, ovfO, vecO) = P
+    dummy = np.zeros(1)
+    for r in prange(n * OH * OW):
+        b = r // (OH * OW)
+        oh = (r // OW) % OH
+        ow = r % OW
+        lanes = np.zeros((K, NC))
+        for dh in range(kh):
+            ih = oh * sh + dh - pt
+            if ih < 0 or ih >= H:
+                continue
+            for dw in range(kw):
+                iw = ow * sw + dw - pl
+                if iw < 0 or iw >= Wdim:
+                    continue
+                k = dh * kw + dw
+                for j in range(NC):
+                    lanes[k, j] = X[b, ih, iw, j // mult]
+        wk = np.empty((nws, NC))
+        row = np.empty(NC)
+        _row(K, NC, 1, dummy, lanes, Wd2, (offset + r) * NC, row, wk,
+             has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
+             has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[r], native32, fused)
+        for j in range(NC):
+            out[b, oh, ow, j] = row[j]
+
+
+# ------------------------------------------------------------------------------------------------
+# Python API
+# ------------------------------------------------------------------------------------------------
+
+_ORDER = {"sequential": 0, "pairwise": 1, "chunked": 2}
+
+
+def _params(spec: MacSpec):
+    rbits = rand_bits_value(spec.rand_bits)
+    if spec.product is not None:
+        ipP, fpP, mP, oP, vP = _stage_params(spec.product, spec.product_rounding, spec.overflow_for(spec.product), rbits)
+    else:
+        ipP, fpP, mP, oP, vP = _stage_params(spec.accum, "nearest", None, rbits)
+    ipA, fpA, mA, oA, vA = _stage_params(spec.accum, spec.accum_rounding, spec.overflow_for(spec.accum), rbits)
+    if spec.out is not None:
+        ipO, fpO, mO, oO, vO = _stage_params(spec.out, spec.accum_rounding, spec.overflow_for(spec.out), rbits)
+    else:
+        ipO, fpO, mO, oO, vO = ipA, fpA, mA, oA, vA
+    return (spec.product is not None, ipP, fpP, mP, oP, vP, ipA, fpA, mA, oA, vA,
+            spec.out is not None, ipO, fpO, mO, oO, vO), np.int64(rbits)
+
+
+def _out_dtype(spec):
+    return np.float32 if spec.out_format.fits_float32 else np.float64
+
+
+def _prepare(x, fmt, axis):
+    """Round an operand into its format (nearest); returns float64."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub" and x.dtype.kind != "V":
+        raise ValueError(f"operand of dtype {x.dtype} is not numeric")
+    if isinstance(fmt, MXFormat):
+        return quantize(x, fmt, axis=axis).astype(np.float64)
+    return quantize(x, fmt).astype(np.float64, copy=False)
+
+
+def _key(spec, seed):
+    return make_key(seed) if spec.is_stochastic else np.uint64(0)
+
+
+def _max_abs(fmt):
+    f = fmt.elem if isinstance(fmt, MXFormat) else fmt
+    return max(abs(f.max), abs(getattr(f, "min", -f.max)))
+
+
+def _exact_path(spec: MacSpec, K: int, stats: bool):
+    """(dtype, wrap) if the exact BLAS path applies, else None. See the module docstring."""
+    a, b, acc = spec.a, spec.b, spec.accum
+    if not (isinstance(a, FixedFormat) and isinstance(b, FixedFormat) and isinstance(acc, FixedFormat)):
+        return None
+    if spec.product is not None or acc.frac < a.frac + b.frac:
+        return None
+    if spec.out is not None and spec.accum_rounding == "stochastic":
+        return None  # the output rounding must draw from the MAC counter layout
+    quanta = K * (_max_abs(a) * 2.0 ** a.frac) * (_max_abs(b) * 2.0 ** b.frac)  # in product quanta
+    if quanta >= 2.0 ** 53:
+        return None
+    no_overflow = K * _max_abs(a) * _max_abs(b) <= acc.max and K * _max_abs(a) * _max_abs(b) <= -acc.min
+    if no_overflow:
+        wrap = False
+    elif spec.overflow_for(acc) == "wrap" and not stats:
+        wrap = True
+    else:
+        return None
+    return (np.float32 if quanta < 2.0 ** 24 else np.float64), wrap
+
+
+def _finish_exact(sums, spec: MacSpec, wrap: bool):
+    acc = spec.accum
+    if wrap:
+        q = sums * 2.0 ** acc.frac
+        span = 2.0 ** acc.bits
+        q = np.where((q > acc.qmax) | (q < acc.qmin), (q - acc.qmin) % span + acc.qmin, q)
+        sums = q * 2.0 ** -acc.frac
+    if spec.out is not None:
+        sums = quantize(sums.astype(np.float64), spec.out, rounding=spec.accum_rounding,
+                        overflow=spec.overflow_for(spec.out))
+    return sums.astype(_out_dtype(spec), copy=False)
+
+
+_FP32 = FloatFormat(8, 23)
+
+
+def _paths(spec: MacSpec, A, B, stats=False):
+    """(native32, fused) flags for the generic kernels.
+
+    native32: float32 hardware arithmetic is exactly the spec: fp32 accumulator, round to nearest,
+    sequential, products exact and exactly representable in float32 (checked on the data: finite,
+    nonzero magnitudes in [2**-60, 2**60], operand precisions adding up to at most 24 bits).
+    fused: sequential order, no product rounding, deterministic float accumulator the lane routine
+    handles (see _stage_params)."""
+    seq = spec.order == "sequential" and spec.product is None
+    det = spec.accum_rounding != "stochastic"
+    native = False
+    if seq and not stats and spec.accum == _FP32 and spec.accum_rounding == "nearest" and spec.out in (None, _FP32) \
+            and spec.overflow_for(spec.accum) == "ieee":
+        from .mac import precision_bits
+        if precision_bits(spec.a) + precision_bits(spec.b) <= 24:
+            native = all(_in_safe_range(z) for z in (A, B))
+    fused = seq and det and isinstance(spec.accum, FloatFormat) and _stage_params(spec.accum, "nearest", None, 32)[4]
+    return bool(native), bool(fused and not native)
+
+
+def _in_safe_range(z):
+    if z.size == 0:
+        return True
+    m = np.abs(z)
+    if not np.isfinite(m).all():
+        return False
+    nz = m[m != 0]
+    return nz.size == 0 or (nz.min() >= 2.0 ** -60 and nz.max() <= 2.0 ** 60)
+
+
+def _evc_to_stats(evc) -> MacStats:
+    tot = evc.sum(axis=0) if evc.size else np.zeros(4, dtype=np.int64)
+    return MacStats(saturated=int(tot[0]), wrapped=int(tot[1]), overflowed=int(tot[2]), invalid=int(tot[3]))
+
+
+def _check_offset(offset):
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+        raise ValueError(f"offset must be a non-negative int, got {offset!r}")
+    return int(offset)
+
+
+def matmul(a, b, spec, seed=None, offset=0, stats=False):
+    """``a @ b`` on the emulated MAC unit ``spec`` (a :class:`MacSpec` or preset name).
+
+    ``a`` is (M, K), ``b`` is (K, N). Operands are first rounded into ``spec.a`` / ``spec.b``
+    (nearest). Output element (i, j) is the accumulation over k of a[i, k] * b[k, j] with the
+    spec's semantics (:mod:`kernels.mac`); its stochastic counter index is ``e = (offset + i) * N + j``,
+    so a block of rows processed separately with ``offset`` = its first row equals the whole. Returns float32 when the output format fits
+    float32, else float64; with ``stats=True`` returns ``(out, MacStats)``.
+    """
+    spec = as_spec(spec)
+    offset = _check_offset(offset)
+    a_arr, b_arr = np.asarray(a), np.asarray(b)
+    if a_arr.ndim != 2 or b_arr.ndim != 2:
+        raise ValueError(f"matmul needs 2-D operands (M, K) and (K, N); got shapes {a_arr.shape} and {b_arr.shape}")
+    if a_arr.shape[1] != b_arr.shape[0]:
+        raise ValueError(f"matmul shape mismatch: a is {a_arr.shape}, b is {b_arr.shape}; "
+                         f"a's second dimension ({a_arr.shape[1]}) must equal b's first ({b_arr.shape[0]})")
+    M, K = a_arr.shape
+    N = b_arr.shape[1]
+    A = _prepare(a_arr, spec.a, axis=1)
+    B = _prepare(b_arr, spec.b, axis=0)
+    exact = _exact_path(spec, K, stats)
+    if exact is not None:
+        dt, wrap = exact
+        res = _finish_exact((A.astype(dt) @ B.astype(dt)).astype(np.float64), spec, wrap)
+        return (res, MacStats()) if stats else res
+    P, rbits = _params(spec)
+    out = np.empty((M, N), dtype=_out_dtype(spec))
+    evc = np.zeros((M, 4), dtype=np.int64)
+    if M and N:
+        _mm_kernel(np.ascontiguousarray(A), np.ascontiguousarray(B), out, np.int64(offset), P, _key(spec, seed),
+                   rbits, np.int64(_ORDER[spec.order]), np.int64(spec.chunk or 1), evc, _workspace_levels(K), *_paths(spec, A, B, stats))
+    return (out, _evc_to_stats(evc)) if stats else out
+
+
+def _pair(v, what):
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        t = (int(v), int(v))
+    else:
+        try:
+            t = tuple(int(i) for i in v)
+        except TypeError:
+            t = ()
+    if len(t) != 2 or min(t) < 1:
+        raise ValueError(f"{what} must be a positive int or a pair of positive ints, got {v!r}")
+    return t
+
+
+def conv_output_size(n, k, s, padding):
+    """Output length of a window op (TensorFlow's rules)."""
+    if padding == "same":
+        return -(-n // s)
+    if padding == "valid":
+        return max((n - k) // s + 1, 0)
+    raise ValueError(f"unknown padding {padding!r}; valid: 'valid', 'same'")
+
+
+def same_padding(n, k, s, padding):
+    """(pad_before, pad_after) along one axis (TensorFlow: the extra pixel goes after)."""
+    if padding == "valid":
+        return 0, 0
+    out = conv_output_size(n, k, s, padding)
+    total = max((out - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
+
+
+def _conv_setup(x, w, stride, padding, name, depthwise):
+    x_arr, w_arr = np.asarray(x), np.asarray(w)
+    if x_arr.ndim != 4:
+        raise ValueError(f"{name} needs NHWC input (4-D); got shape {x_arr.shape}")
+    if w_arr.ndim != 4:
+        kind = "(kh, kw, C, multiplier)" if depthwise else "HWIO (kh, kw, Cin, Cout)"
+        raise ValueError(f"{name} needs {kind} weights (4-D); got shape {w_arr.shape}")
+    if x_arr.shape[3] != w_arr.shape[2]:
+        raise ValueError(f"{name} channel mismatch: input {x_arr.shape} has {x_arr.shape[3]} channels, "
+                         f"weights {w_arr.shape} expect {w_arr.shape[2]}")
+    if padding not in ("valid", "same"):
+        raise ValueError(f"unknown padding {padding!r}; valid: 'valid', 'same'")
+    sh, sw = _pair(stride, "stride")
+    n, H, W, _ = x_arr.shape
+    kh, kw = w_arr.shape[:2]
+    OH, OW = conv_output_size(H, kh, sh, padding), conv_output_size(W, kw, sw, padding)
+    pt, _ = same_padding(H, kh, sh, padding)
+    pl, _ = same_padding(W, kw, sw, padding)
+    return x_arr, w_arr, sh, sw, OH, OW, pt, pl
+
+
+def conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0, stats=False):
+    """2-D convolution (cross-correlation, as TensorFlow) of NHWC ``x`` with HWIO ``w`` on ``spec``.
+
+    Output (n, oh, ow, co) accumulates over k = (dh * kw + dw) * Cin + ci, zero padding included
+    (TensorFlow 'same' padding: the odd extra pixel after). Stochastic counter index of an output is
+    its flat NHWC index plus ``offset`` * OH * OW * Cout (``offset`` = index of the first image).
+    Returns float32/float64 as :func:`matmul`; ``stats=True`` adds a :class:`MacStats`.
+    """
+    spec = as_spec(spec)
+    offset = _check_offset(offset)
+    x_arr, w_arr, sh, sw, OH, OW, pt, pl = _conv_setup(x, w, stride, padding, "conv2d", False)
+    n, H, W, Cin = x_arr.shape
+    kh, kw, _, Cout = w_arr.shape
+    K = kh * kw * Cin
+    X = _prepare(x_arr, spec.a, axis=3)
+    Wq = _prepare(w_arr, spec.b, axis=2)
+    exact = _exact_path(spec, K, stats)
+    if exact is not None:
+        dt, wrap = exact
+        res = _finish_exact(_conv_exact(X, Wq, sh, sw, OH, OW, pt, pl, dt), spec, wrap)
+        return (res, MacStats()) if stats else res
+    P, rbits = _params(spec)
+    out = np.empty((n, OH, OW, Cout), dtype=_out_dtype(spec))
+    evc = np.zeros((n * OH * OW, 4), dtype=np.int64)
+    if out.size:
+        _conv_kernel(np.ascontiguousarray(X), np.ascontiguousarray(Wq.reshape(K, Cout)), out, kh, kw, sh, sw, pt, pl,
+                     np.int64(offset * OH * OW), P, _key(spec, seed), rbits, np.int64(_ORDER[spec.order]),
+                     np.int64(spec.chunk or 1), evc, _workspace_levels(K), *_paths(spec, X, Wq, stats))
+    return (out, _evc_to_stats(evc)) if stats else out
+
+
+def _conv_exact(X, Wq, sh, sw, OH, OW, pt, pl, dt):
+    """Exact sums of a convolution with BLAS (im2col in blocks of images)."""
+    n, H, W, Cin = X.shape
+    kh, kw, _, Cout = Wq.shape
+    pb = max((OH - 1) * sh + kh - H - pt, 0)
+    pr = max((OW - 1) * sw + kw - W - pl, 0)
+    Xp = np.pad(X.astype(dt), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    W2 = Wq.reshape(kh * kw * Cin, Cout).astype(dt)
+    out = np.empty((n, OH, OW, Cout), dtype=np.float64)
+    per_img = OH * OW * kh * kw * Cin * np.dtype(dt).itemsize
+    step = max(1, int(2 ** 27 // max(per_img, 1)))
+    for i in range(0, n, step):
+        blk = Xp[i:i + step]
+        s = blk.strides
+        cols = np.lib.stride_tricks.as_strided(
+            blk, (blk.shape[0], OH, OW, kh, kw, Cin), (s[0], s[1] * sh, s[2] * sw, s[1], s[2], s[3]))
+        out[i:i + step] = (cols.reshape(-1, kh * kw * Cin) @ W2).reshape(-1, OH, OW, Cout)
+    return out
+
+
+def depthwise_conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0, stats=False):
+    """Depthwise convolution of NHWC ``x`` with weights (kh, kw, C, m) on ``spec``.
+
+    Output channel c * m + q of pixel (n, oh, ow) accumulates over k = dh * kw + dw the products
+    x[n, oh*sh+dh-pt, ow*sw+dw-pl, c] * w[dh, dw, c, q] (zero padding included). Counters, dtype and
+    ``stats`` as :func:`conv2d`.
+    """
+    spec = as_spec(spec)
+    offset = _check_offset(offset)
+    x_arr, w_arr, sh, sw, OH, OW, pt, pl = _conv_setup(x, w, stride, padding, "depthwise_conv2d", True)
+    n, H, W, C_ = x_arr.shape
+    kh, kw, _, m = w_arr.shape
+    K = kh * kw
+    X = _prepare(x_arr, spec.a, axis=3)
+    Wq = _prepare(w_arr, spec.b, axis=2)
+    exact = _exact_path(spec, K, stats)
+    if exact is not None:
+        dt, wrap = exact
+        pb = max((OH - 1) * sh + kh - H - pt, 0)
+        pr = max((OW - 1) * sw + kw - W - pl, 0)
+        Xp = np.pad(X, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+        acc = np.zeros((n, OH, OW, C_, m), dtype=np.float64)
+        for dh in range(kh):
+            for dw in range(kw):
+                xs = Xp[:, dh:dh + (OH - 1) * sh + 1:sh, dw:dw + (OW - 1) * sw + 1:sw, :]
+                acc += xs[..., None] * Wq[dh, dw]
+        res = _finish_exact(acc.reshape(n, OH, OW, C_ * m), spec, wrap)
+        return (res, MacStats()) if stats else res
+    P, rbits = _params(spec)
+    out = np.empty((n, OH, OW, C_ * m), dtype=_out_dtype(spec))
+    evc = np.zeros((n * OH * OW, 4), dtype=np.int64)
+    if out.size:
+        _dw_kernel(np.ascontiguousarray(X), np.ascontiguousarray(Wq.reshape(K, C_ * m)), np.int64(m), out, kh, kw,
+                   sh, sw, pt, pl, np.int64(offset * OH * OW), P, _key(spec, seed), rbits,
+                   np.int64(_ORDER[spec.order]), np.int64(spec.chunk or 1), evc, _workspace_levels(K), *_paths(spec, X, Wq, stats))
+    return (out, _evc_to_stats(evc)) if stats else out
