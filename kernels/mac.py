@@ -183,7 +183,9 @@ def as_spec(spec) -> MacSpec:
 
 
 #: Common MAC units. int8_int32 wraps like a two's-complement int32 register (as TF-Lite's
-#: reference kernels assume); the float presets multiply exactly (fused) and round each addition.
+#: reference kernels assume); the narrow-operand float presets multiply exactly (the product fits the
+#: accumulator's datapath) and round each addition; ``fp32`` is plain float32 arithmetic (multiply
+#: rounded, then add rounded, as numpy does elementwise); ``fp32_fma`` fuses them.
 PRESETS = {
     "int8_int32": MacSpec("int8", "int32", overflow="wrap", name="int8_int32"),
     "int4_int16": MacSpec("int4", "int16", overflow="wrap", name="int4_int16"),
@@ -193,5 +195,6 @@ PRESETS = {
     "fp8_e4m3_fp16": MacSpec("fp8_e4m3", "fp16", fma=True, name="fp8_e4m3_fp16"),
     "fp8_e4m3_fp32": MacSpec("fp8_e4m3", "fp32", fma=True, name="fp8_e4m3_fp32"),
     "fp8_e5m2_fp16": MacSpec("fp8_e5m2", "fp16", fma=True, name="fp8_e5m2_fp16"),
-    "fp32": MacSpec("fp32", "fp32", fma=True, name="fp32"),
+    "fp32": MacSpec("fp32", "fp32", product="fp32", name="fp32"),
+    "fp32_fma": MacSpec("fp32", "fp32", fma=True, name="fp32_fma"),
 }

@@ -569,11 +569,16 @@ def _paths(spec: MacSpec, A, B, stats=False):
     seq = spec.order == "sequential" and spec.product is None
     det = spec.accum_rounding != "stochastic"
     native = False
-    if seq and not stats and spec.accum == _FP32 and spec.accum_rounding == "nearest" and spec.out in (None, _FP32) \
-            and spec.overflow_for(spec.accum) == "ieee":
-        from .mac import precision_bits
-        if precision_bits(spec.a) + precision_bits(spec.b) <= 24:
-            native = all(_in_safe_range(z) for z in (A, B))
+    if spec.order == "sequential" and not stats and spec.accum == _FP32 and spec.accum_rounding == "nearest" \
+            and spec.out in (None, _FP32) and spec.overflow_for(spec.accum) == "ieee":
+        if spec.product is None:
+            from .mac import precision_bits
+            if precision_bits(spec.a) + precision_bits(spec.b) <= 24:
+                native = all(_in_safe_range(z) for z in (A, B))
+        elif spec.product == _FP32 and spec.product_rounding == "nearest" and spec.overflow_for(_FP32) == "ieee":
+            # float32 multiply then float32 add: exactly R32(R32(a*b) + acc) for float32 operands
+            native = spec.a.fits_float32 and spec.b.fits_float32 and not isinstance(spec.a, MXFormat) \
+                and not isinstance(spec.b, MXFormat)
     fused = seq and det and isinstance(spec.accum, FloatFormat) and _stage_params(spec.accum, "nearest", None, 32)[4]
     return bool(native), bool(fused and not native)
 
