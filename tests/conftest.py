@@ -79,8 +79,8 @@ def decode_all_codes(fmt):
         val = np.where(e == top, np.where(m == 0, np.where(s == 1, -np.inf, np.inf), np.nan), val)
     elif fmt.specials == "fn":
         val = np.where((e == top) & (m == (1 << M) - 1), np.nan, val)
-    elif fmt.specials == "fnuz":
-        val = np.where((s == 1) & (e == 0) & (m == 0), np.nan, val)
+    elif fmt.specials == "fnuz":  # no negative zero: that code is the NaN; other zeros are +0
+        val = np.where((s == 1) & (e == 0) & (m == 0), np.nan, np.where(val == 0, 0.0, val))
     return code, val, code & ((1 << (E + M)) - 1)
 
 
