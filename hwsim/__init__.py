@@ -12,6 +12,13 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "Network": "hwsim.ir",
+    "load_model": "hwsim.importer",
+    "run": "hwsim.runner",
+    "accuracy": "hwsim.runner",
+    "load_cifar10": "hwsim.data",
+    "ArrayConfig": "hwsim.array",
+    "EnergyTable": "hwsim.energy",
+    "cost": "hwsim.cost",
 }
 
 

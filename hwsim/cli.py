@@ -10,7 +10,9 @@ from importlib import import_module
 # subcommand modules, in the order ``hwsim --help`` lists them
 COMMANDS = [
     "hwsim.commands.formats",
+    "hwsim.commands.run",
     "hwsim.commands.train",
+    "hwsim.commands.cost",
 ]
 
 

@@ -73,6 +73,8 @@ class Conv2D(Layer):
     strides: tuple[int, int] = (1, 1)
     padding: str = "valid"
     activation: str = "linear"
+    #: Set by :mod:`quant`: how this layer runs on integer/scaled hardware (None: run the MAC spec as is).
+    quant: object = None
 
     kind = "conv2d"
     is_mac = True
@@ -103,6 +105,7 @@ class DepthwiseConv2D(Layer):
     strides: tuple[int, int] = (1, 1)
     padding: str = "valid"
     activation: str = "linear"
+    quant: object = None
 
     kind = "depthwise"
     is_mac = True
@@ -128,6 +131,7 @@ class Dense(Layer):
     kernel: np.ndarray = None
     bias: np.ndarray | None = None
     activation: str = "linear"
+    quant: object = None
 
     kind = "dense"
     is_mac = True

@@ -1,0 +1,244 @@
+"""Run a network IR on the emulated MAC array.
+
+``run(network, images, mac=...)`` evaluates the layers in order on batches of images:
+
+* MAC layers (Conv2D, DepthwiseConv2D, Dense) go through :mod:`kernels` with the layer's MAC spec
+  (inputs and weights are rounded into the spec's operand formats by the kernels); then the bias is
+  added and the activation applied in float32 (float64 when the spec's output format is wider).
+  A layer whose IR carries a ``quant`` record (set by :mod:`quant`) is executed by that record
+  instead (scales, zero points, requantization), see :mod:`quant.layers`.
+* All other layers (pooling, padding, reshapes, affine, residual adds) are float32 numpy, as
+  written in :mod:`hwsim.ir`.
+
+Stochastic rounding: every MAC layer gets its own stream, ``seed_l = mix(seed, layer index)``, and
+the kernels' counters are offset by the index of the batch's first image, so results do not depend
+on the batch size or the thread count.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+
+import numpy as np
+
+import kernels
+from kernels.mac import MacSpec, as_spec
+from kernels.rng import _mix64_py
+
+from . import ir
+
+
+def resolve_specs(network: ir.Network, mac) -> dict[str, MacSpec]:
+    """One MacSpec per MAC layer from a MacSpec, a preset name, or a mapping layer-name -> spec
+    (the key ``"*"`` gives the default for unlisted layers)."""
+    names = [l.name for l in network.mac_layers]
+    if isinstance(mac, Mapping):
+        unknown = [k for k in mac if k != "*" and k not in names]
+        if unknown:
+            raise ValueError(f"MAC specs given for unknown layers {unknown}; MAC layers: {', '.join(names)}")
+        out = {}
+        for n in names:
+            if n in mac:
+                out[n] = as_spec(mac[n])
+            elif "*" in mac:
+                out[n] = as_spec(mac["*"])
+            else:
+                raise ValueError(f"no MAC spec for layer {n!r}; give one per MAC layer or a default under '*'")
+        return out
+    spec = as_spec(mac)
+    return {n: spec for n in names}
+
+
+def _layer_seed(seed, index):
+    return int(_mix64_py((int(seed) & 0xFFFFFFFFFFFFFFFF) ^ ((index + 1) * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF)))
+
+
+def activate(y, activation):
+    if activation == "linear":
+        return y
+    if activation == "relu":
+        return np.maximum(y, 0, out=y)
+    if activation == "relu6":
+        return np.clip(y, 0, 6, out=y)
+    if activation == "softmax":
+        z = y - y.max(axis=-1, keepdims=True)
+        np.exp(z, out=z)
+        return z / z.sum(axis=-1, keepdims=True)
+    raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ir.ACTIVATIONS)}")
+
+
+def _pool(x, layer: ir.Pool2D):
+    n, H, W, C = x.shape
+    kh, kw = layer.pool_size
+    sh, sw = layer.strides
+    OH, OW = ir.conv_output_hw(H, W, kh, kw, layer.strides, layer.padding)
+    if layer.padding == "same":
+        pt = max((OH - 1) * sh + kh - H, 0) // 2
+        pl = max((OW - 1) * sw + kw - W, 0) // 2
+        pb = max((OH - 1) * sh + kh - H, 0) - pt
+        pr = max((OW - 1) * sw + kw - W, 0) - pl
+    else:
+        pt = pl = pb = pr = 0
+    fill = -np.inf if layer.op == "max" else 0.0
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=fill)
+    if layer.op == "avg":
+        ones = np.pad(np.ones((1, H, W, 1), x.dtype), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    out = None
+    cnt = None
+    for dh in range(kh):
+        for dw in range(kw):
+            sl = xp[:, dh:dh + (OH - 1) * sh + 1:sh, dw:dw + (OW - 1) * sw + 1:sw, :]
+            if layer.op == "max":
+                out = sl.copy() if out is None else np.maximum(out, sl)
+            else:
+                c = ones[:, dh:dh + (OH - 1) * sh + 1:sh, dw:dw + (OW - 1) * sw + 1:sw, :]
+                out = sl.astype(x.dtype) if out is None else out + sl
+                cnt = c.copy() if cnt is None else cnt + c
+    if layer.op == "avg":
+        out = out / cnt
+    return out
+
+
+def _mac_layer(layer, x, spec, seed, offset):
+    if layer.kind == "conv2d":
+        y = kernels.conv2d(x, layer.kernel, spec, stride=layer.strides, padding=layer.padding, seed=seed, offset=offset)
+    elif layer.kind == "depthwise":
+        y = kernels.depthwise_conv2d(x, layer.kernel, spec, stride=layer.strides, padding=layer.padding, seed=seed,
+                                     offset=offset)
+    else:
+        lead = x.shape[:-1]
+        rows = int(np.prod(lead[1:])) if len(lead) > 1 else 1
+        y = kernels.matmul(x.reshape(-1, x.shape[-1]), layer.kernel, spec, seed=seed, offset=offset * rows)
+        y = y.reshape(*lead, layer.kernel.shape[1])
+    if layer.bias is not None:
+        y = y + layer.bias.astype(y.dtype)
+    return activate(y, layer.activation)
+
+
+def forward(network: ir.Network, x, specs: Mapping[str, MacSpec], seed=None, offset: int = 0):
+    """One batch through the network: ``x`` float array (n, *input_shape); returns the output layer's values."""
+    vals = {ir.INPUT: x}
+    remaining = {}
+    for l in network.layers:
+        for s in l.inputs:
+            remaining[s] = remaining.get(s, 0) + 1
+    mac_index = 0
+    for layer in network.layers:
+        ins = [vals[s] for s in layer.inputs]
+        k = layer.kind
+        if layer.is_mac:
+            q = getattr(layer, "quant", None)
+            lseed = None if seed is None else _layer_seed(seed, mac_index)
+            if q is not None:
+                y = q.run(layer, ins[0], seed=lseed, offset=offset)
+            else:
+                y = _mac_layer(layer, ins[0], specs[layer.name], lseed, offset)
+            mac_index += 1
+        elif k == "pool":
+            y = _pool(ins[0], layer)
+        elif k == "global_avg_pool":
+            y = ins[0].mean(axis=(1, 2), keepdims=layer.keepdims, dtype=np.float64).astype(ins[0].dtype)
+        elif k == "reshape":
+            y = ins[0].reshape(ins[0].shape[0], *layer.target)
+        elif k == "zero_pad":
+            (t, b), (le, r) = layer.padding
+            y = np.pad(ins[0], ((0, 0), (t, b), (le, r), (0, 0)))
+        elif k == "affine":
+            dt = ins[0].dtype
+            y = (ins[0] * np.asarray(layer.scale, dt) + np.asarray(layer.offset, dt)).astype(dt, copy=False)
+        elif k == "activation":
+            y = activate(ins[0].copy(), layer.activation)
+        elif k == "add":
+            y = ins[0].copy()
+            for other in ins[1:]:
+                y += other
+            y = activate(y, layer.activation)
+        else:  # pragma: no cover - the IR has no other kinds
+            raise ValueError(f"layer {layer.name!r}: no runner for kind {k!r}")
+        vals[layer.name] = y
+        for s in layer.inputs:
+            remaining[s] -= 1
+            if remaining[s] == 0 and s != network.output:
+                vals.pop(s, None)
+    return vals[network.output]
+
+
+class Progress:
+    """A minimal progress bar on stderr (one line, rewritten), silent when ``enabled`` is False."""
+
+    def __init__(self, total: int, label: str = "", enabled: bool = True, stream=None):
+        self.total, self.label, self.enabled = total, label, enabled
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self.t0 = time.perf_counter()
+
+    def update(self, n: int, extra: str = ""):
+        self.done += n
+        if not self.enabled:
+            return
+        frac = self.done / self.total if self.total else 1.0
+        bar = "#" * int(30 * frac)
+        el = time.perf_counter() - self.t0
+        rate = self.done / el if el > 0 else 0.0
+        self.stream.write(f"\r{self.label} [{bar:<30}] {self.done}/{self.total} {rate:6.1f} img/s {extra}")
+        self.stream.flush()
+
+    def close(self):
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _check_images(network, images):
+    images = np.asarray(images)
+    want = network.input_shape
+    if images.ndim != len(want) + 1 or tuple(images.shape[1:]) != want:
+        raise ValueError(f"images have shape {images.shape}; network {network.name!r} expects (N, {', '.join(map(str, want))})")
+    return images
+
+
+def run(network: ir.Network, images, mac="fp32", batch_size: int = 250, seed=None, progress: bool = False,
+        labels=None):
+    """Run ``network`` on ``images`` (uint8 NHWC pixels as stored, or any numeric array) with the MAC
+    spec(s) ``mac``; returns the output values (float32; float64 if a spec's output is wider).
+
+    ``mac``: a :class:`kernels.MacSpec`, a preset name, or a mapping layer-name -> either (``"*"``:
+    default). ``seed``: stochastic rounding seed (None: fresh entropy). ``labels``: only used to
+    show the running accuracy on the progress bar.
+    """
+    images = _check_images(network, images)
+    specs = resolve_specs(network, mac)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if seed is None and any(s.is_stochastic for s in specs.values()):
+        seed = int(np.random.SeedSequence().entropy) & 0xFFFFFFFFFFFFFFFF
+    outs = []
+    bar = Progress(len(images), network.name, enabled=progress)
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].astype(np.float32)
+        y = forward(network, x, specs, seed=seed, offset=start)
+        outs.append(y)
+        extra = ""
+        if labels is not None:
+            correct += int((np.argmax(y.reshape(len(y), -1), axis=1) == labels[start:start + len(y)]).sum())
+            extra = f"acc {correct / (start + len(y)):.4f}"
+        bar.update(len(y), extra)
+    bar.close()
+    if not outs:
+        return np.zeros((0, *network.shapes[network.output]), dtype=np.float32)
+    return np.concatenate(outs)
+
+
+def accuracy(network: ir.Network, images, labels, mac="fp32", batch_size: int = 250, seed=None,
+             progress: bool = True) -> float:
+    """Top-1 accuracy of ``network`` on (images, labels) with the MAC spec(s) ``mac``."""
+    labels = np.asarray(labels)
+    if len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    out = run(network, images, mac=mac, batch_size=batch_size, seed=seed, progress=progress, labels=labels)
+    if len(labels) == 0:
+        return float("nan")
+    return float((np.argmax(out.reshape(len(out), -1), axis=1) == labels).mean())
