@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from . import _core as C
@@ -159,7 +160,14 @@ def _run(x, w, out_shape, spec, seed, offset, stats):
         raise ValueError(f"offset must be a non-negative int, got {offset!r}")
     key = make_key(seed) if spec.is_stochastic else np.uint64(0)
     st = RefStats()
-    acc = _mac(x, w, spec, key, int(offset), st)
+    # The reference rounds many tiny arrays; a parallel launch per call costs up to ~1 ms on a busy
+    # machine, so its Numba calls run on one thread (results never depend on threads).
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        acc = _mac(x, w, spec, key, int(offset), st)
+    finally:
+        numba.set_num_threads(threads)
     dtype = np.float32 if spec.out_format.fits_float32 else np.float64
     out = acc.astype(dtype).reshape(out_shape)  # exact: every value is in out_format
     return (out, st) if stats else out

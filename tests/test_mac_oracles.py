@@ -13,7 +13,8 @@
   ``MacSpec(F, <exact accumulator>, product=acc, overflow=o)``.
 * numpy float16 arithmetic (correctly rounded through float32) in a sequential loop.
 * exact integer matmul in int64 (with two's complement wrap where the preset wraps).
-* ``tf.nn.conv2d`` / ``tf.nn.depthwise_conv2d`` in float32, within a derived error bound.
+* ``tf.nn.conv2d`` / ``tf.nn.depthwise_conv2d`` in float32, within a derived error bound; numpy
+  float32 elementwise arithmetic for the ``fp32`` preset.
 """
 
 import apytypes as apy
@@ -275,51 +276,65 @@ def _gamma(n):
 
 CONV_GEOMS = [(1, "valid"), (1, "same"), (2, "valid"), (2, "same"), ((2, 1), "valid"), ((2, 1), "same"),
               (3, "same")]
+# the float32 presets and the number of roundings on each term's way into the sum: "fp32" rounds the
+# product and each addition (error <= gamma(K) * S, Higham, Accuracy and Stability, eq. 3.5), "fp32_fma"
+# only the additions (exact products: gamma(K - 1) * S); S = sum of |x * w| per output, in float64
+FP32_PRESETS = [("fp32", 0), ("fp32_fma", -1)]
 
 
+def _check_tf_bound(got, want, exact, S, K, extra):
+    """|ours - exact| <= gamma(K + extra) * S and |ours - tf| <= (gamma(K + extra) + gamma(K)) * S
+    (TF's float32 sum, in any order, with or without FMA, is within gamma(K) * S of the exact one)."""
+    assert got.dtype == np.float32
+    assert got.shape == want.shape
+    assert np.all(np.abs(got - exact) <= _gamma(K + extra) * S)
+    assert np.all(np.abs(got - want) <= (_gamma(K + extra) + _gamma(K)) * S)
+
+
+@pytest.mark.parametrize("preset,extra", FP32_PRESETS, ids=[p for p, _ in FP32_PRESETS])
 @pytest.mark.parametrize("stride,padding", CONV_GEOMS, ids=[f"{s}-{p}" for s, p in CONV_GEOMS])
-def test_conv2d_fp32_vs_tensorflow(impl, rng, stride, padding):
-    """fp32 preset (exact products, each addition rounded to float32): sequential summation of K
-    exact products has |error| <= gamma(K-1) * sum|p| (Higham, Accuracy and Stability, 4.2), so
-    |ours - exact| <= gamma(K-1) * S and, with TF's own (any-order) float32 sum within gamma(K) * S,
-    |ours - tf| <= (gamma(K-1) + gamma(K)) * S, where S = sum of |x * w| per output (float64)."""
+def test_conv2d_fp32_vs_tensorflow(impl, rng, stride, padding, preset, extra):
     conv2d = impl[1]
     x = rng.standard_normal((2, 9, 8, 3)).astype(np.float32)
     w = rng.standard_normal((3, 2, 3, 4)).astype(np.float32)
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
-    got = conv2d(x, w, "fp32", stride=stride, padding=padding)
-    assert got.dtype == np.float32
-    tf_pad = padding.upper()
-    want = tf.nn.conv2d(x, w, strides=[1, sh, sw, 1], padding=tf_pad).numpy()
-    assert got.shape == want.shape
+    got = conv2d(x, w, preset, stride=stride, padding=padding)
+    strides, tf_pad = [1, sh, sw, 1], padding.upper()
+    want = tf.nn.conv2d(x, w, strides=strides, padding=tf_pad).numpy()
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    exact = tf.nn.conv2d(x64, w64, strides=[1, sh, sw, 1], padding=tf_pad).numpy()
-    S = tf.nn.conv2d(np.abs(x64), np.abs(w64), strides=[1, sh, sw, 1], padding=tf_pad).numpy()
-    K = 3 * 2 * 3
-    assert np.all(np.abs(got - exact) <= _gamma(K - 1) * S)
-    assert np.all(np.abs(got - want) <= (_gamma(K - 1) + _gamma(K)) * S)
+    exact = tf.nn.conv2d(x64, w64, strides=strides, padding=tf_pad).numpy()
+    S = tf.nn.conv2d(np.abs(x64), np.abs(w64), strides=strides, padding=tf_pad).numpy()
+    _check_tf_bound(got, want, exact, S, 3 * 2 * 3, extra)
 
 
 DW_GEOMS = [(1, "valid"), (1, "same"), (2, "valid"), (2, "same"), (3, "same")]
 
 
+@pytest.mark.parametrize("preset,extra", FP32_PRESETS, ids=[p for p, _ in FP32_PRESETS])
 @pytest.mark.parametrize("stride,padding", DW_GEOMS, ids=[f"{s}-{p}" for s, p in DW_GEOMS])
-def test_depthwise_fp32_vs_tensorflow(impl, rng, stride, padding):
+def test_depthwise_fp32_vs_tensorflow(impl, rng, stride, padding, preset, extra):
     """As above for depthwise (multiplier 2; output channel c * m + j). TF's depthwise kernel
     supports equal strides only."""
     dw = impl[2]
     x = rng.standard_normal((2, 9, 8, 3)).astype(np.float32)
     w = rng.standard_normal((3, 2, 3, 2)).astype(np.float32)
-    got = dw(x, w, "fp32", stride=stride, padding=padding)
-    strides = [1, stride, stride, 1]
-    want = tf.nn.depthwise_conv2d(x, w, strides=strides, padding=padding.upper()).numpy()
-    assert got.shape == want.shape
+    got = dw(x, w, preset, stride=stride, padding=padding)
+    strides, tf_pad = [1, stride, stride, 1], padding.upper()
+    want = tf.nn.depthwise_conv2d(x, w, strides=strides, padding=tf_pad).numpy()
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    exact = tf.nn.depthwise_conv2d(x64, w64, strides=strides, padding=padding.upper()).numpy()
-    S = tf.nn.depthwise_conv2d(np.abs(x64), np.abs(w64), strides=strides, padding=padding.upper()).numpy()
-    K = 3 * 2
-    assert np.all(np.abs(got - exact) <= _gamma(K - 1) * S)
-    assert np.all(np.abs(got - want) <= (_gamma(K - 1) + _gamma(K)) * S)
+    exact = tf.nn.depthwise_conv2d(x64, w64, strides=strides, padding=tf_pad).numpy()
+    S = tf.nn.depthwise_conv2d(np.abs(x64), np.abs(w64), strides=strides, padding=tf_pad).numpy()
+    _check_tf_bound(got, want, exact, S, 3 * 2, extra)
+
+
+def test_fp32_preset_is_numpy_float32_loop(impl, rng):
+    """"fp32" is plain float32 arithmetic: acc = float32(acc + float32(a * b)), sequentially."""
+    a = rng.standard_normal((7, 40)).astype(np.float32)
+    b = rng.standard_normal((40, 5)).astype(np.float32)
+    acc = np.zeros((7, 5), dtype=np.float32)
+    for k in range(40):
+        acc = acc + a[:, k, None] * b[None, k, :]
+    assert_bits(impl[0](a, b, "fp32"), acc)
 
 
 def test_conv2d_tf_geometry_detects_misplaced_padding(rng):
@@ -331,4 +346,4 @@ def test_conv2d_tf_geometry_detects_misplaced_padding(rng):
     wrong = tf.nn.conv2d(np.pad(x, ((0, 0), (2, 1), (2, 1), (0, 0))), w, strides=1, padding="VALID").numpy()
     S = tf.nn.conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), strides=1, padding="SAME").numpy()
     K = 4 * 4 * 2
-    assert not np.all(np.abs(got - wrong) <= (_gamma(K - 1) + _gamma(K)) * S)
+    assert not np.all(np.abs(got - wrong) <= 2 * _gamma(K) * S)
