@@ -34,23 +34,16 @@ def register(subparsers):
 
 
 def load_network(model: str):
-    """The IR network for ``model``: a zoo name (trained weights via ``hwsim.zoo.load_keras``) or a
-    Keras model file, converted by the Keras importer ``hwsim.load_model``."""
-    import hwsim
-
-    try:
-        load_model = hwsim.load_model
-    except AttributeError:
-        raise ValueError("the Keras importer (hwsim.load_model) is not available in this build; "
-                         "use hwsim.cost() on an hwsim.ir.Network from Python") from None
+    """The IR network for ``model``. A zoo name is built untrained from its definition
+    (``hwsim.zoo.build``): the cost depends on layer shapes only, so no trained weights are needed.
+    Anything else goes to the Keras importer, ``hwsim.load_model`` (a ``.keras`` / ``.h5`` path)."""
     from hwsim import zoo
+    from hwsim.importer import from_keras, load_model
 
     if model in zoo.NAMES:
-        return load_model(zoo.load_keras(model))
-    from pathlib import Path
-
-    if not Path(model).exists():
-        raise FileNotFoundError(f"model {model!r} is neither a zoo model ({', '.join(zoo.NAMES)}) nor an existing file")
+        net = from_keras(zoo.build(model))
+        net.meta["source"] = f"zoo:{model} (shapes only)"
+        return net
     return load_model(model)
 
 
