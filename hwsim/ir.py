@@ -52,6 +52,9 @@ class Layer:
 
     name: str
     inputs: tuple[str, ...]
+    #: Set by :mod:`quant`: an object with ``run(layer, inputs, seed, offset)`` that executes this layer
+    #: on integer / scaled hardware (scales, zero points, requantization) instead of the default rule.
+    quant: object = field(default=None, kw_only=True)
 
     kind = "layer"
     #: True for the layers the MAC array computes (they carry a kernel and take a MAC spec).
@@ -73,8 +76,6 @@ class Conv2D(Layer):
     strides: tuple[int, int] = (1, 1)
     padding: str = "valid"
     activation: str = "linear"
-    #: Set by :mod:`quant`: how this layer runs on integer/scaled hardware (None: run the MAC spec as is).
-    quant: object = None
 
     kind = "conv2d"
     is_mac = True
@@ -105,7 +106,6 @@ class DepthwiseConv2D(Layer):
     strides: tuple[int, int] = (1, 1)
     padding: str = "valid"
     activation: str = "linear"
-    quant: object = None
 
     kind = "depthwise"
     is_mac = True
@@ -131,7 +131,6 @@ class Dense(Layer):
     kernel: np.ndarray = None
     bias: np.ndarray | None = None
     activation: str = "linear"
-    quant: object = None
 
     kind = "dense"
     is_mac = True

@@ -2,11 +2,11 @@
 
 ``run(network, images, mac=...)`` evaluates the layers in order on batches of images:
 
-* MAC layers (Conv2D, DepthwiseConv2D, Dense) go through :mod:`kernels` with the layer's MAC spec
-  (inputs and weights are rounded into the spec's operand formats by the kernels); then the bias is
-  added and the activation applied in float32 (float64 when the spec's output format is wider).
-  A layer whose IR carries a ``quant`` record (set by :mod:`quant`) is executed by that record
-  instead (scales, zero points, requantization), see :mod:`quant.layers`.
+* A layer whose IR carries a ``quant`` record (set by :mod:`quant`: scales, zero points,
+  requantization) is executed by ``layer.quant.run(layer, inputs, seed=..., offset=...)``.
+* Otherwise MAC layers (Conv2D, DepthwiseConv2D, Dense) go through :mod:`kernels` with the layer's
+  MAC spec (inputs and weights are rounded into the spec's operand formats by the kernels); then the
+  bias is added and the activation applied in float32 (float64 when the spec's output is wider).
 * All other layers (pooling, padding, reshapes, affine, residual adds) are float32 numpy, as
   written in :mod:`hwsim.ir`.
 
@@ -128,14 +128,14 @@ def forward(network: ir.Network, x, specs: Mapping[str, MacSpec], seed=None, off
     for layer in network.layers:
         ins = [vals[s] for s in layer.inputs]
         k = layer.kind
+        lseed = None
         if layer.is_mac:
-            q = getattr(layer, "quant", None)
             lseed = None if seed is None else _layer_seed(seed, mac_index)
-            if q is not None:
-                y = q.run(layer, ins[0], seed=lseed, offset=offset)
-            else:
-                y = _mac_layer(layer, ins[0], specs[layer.name], lseed, offset)
             mac_index += 1
+        if layer.quant is not None:
+            y = layer.quant.run(layer, ins, seed=lseed, offset=offset)
+        elif layer.is_mac:
+            y = _mac_layer(layer, ins[0], specs[layer.name], lseed, offset)
         elif k == "pool":
             y = _pool(ins[0], layer)
         elif k == "global_avg_pool":
