@@ -86,6 +86,11 @@ def test_tiny_run_resume_equals_uninterrupted(tiny_data, tmp_path, capsys):
     assert rec["accuracy"] == pytest.approx(acc) and rec["n_test"] == 20
     assert json.loads((tmp_path / "a" / "res.json").read_text())["cifar_cnn"]["accuracy"] == rec["accuracy"]
     assert rec["macs"] > 20_000_000 and rec["params"] == saved.count_params()
+    # cifar_cnn trains under mixed_bfloat16, but the saved model is float32 and the policy restored
+    assert tr.HYPER["cifar_cnn"]["policy"] == "mixed_bfloat16"
+    assert all(l.dtype_policy.name == "float32" for l in saved.layers)
+    assert all(w.dtype == np.float32 for w in saved.get_weights())
+    assert keras.config.dtype_policy().name == "float32"
 
     # interrupted after epoch 1, then resumed with the same arguments
     part = _run(tiny_data, tmp_path / "b", stop_after=1)

@@ -15,7 +15,7 @@ def register(subparsers):
     from hwsim.zoo import NAMES
 
     p.add_argument("model", metavar="MODEL", help=f"one of: {', '.join(NAMES)}")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: per model, cifar_cnn 40, mobilenet 30)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: per model, cifar_cnn 22, mobilenet 16)")
     p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     p.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default ~/.cache/hwsim/train/MODEL, or $HWSIM_CACHE/train/MODEL)")
