@@ -3,7 +3,7 @@
 A format is passed to the jitted code as two small arrays built by :func:`encode` (so one compiled
 kernel serves every format: no recompilation per format):
 
-* ``ip`` (int64): [kind, man, emin, frac, flags, bits, qmin, qmax]
+* ``ip`` (int64): [kind, man, emin, frac (fixed) / bias (float), flags, bits, qmin, qmax]
 * ``fp`` (float64): [max, min_normal]
 
 The exact semantics are documented in :mod:`kernels.quantize`.
@@ -25,9 +25,9 @@ K_FIXED, K_FLOAT = 0, 1
 # flags
 F_SUB, F_INF, F_NAN, F_NEGZERO, F_SIGNED, F_ZERO, F_NAN2ZERO = 1, 2, 4, 8, 16, 32, 64
 # rounding modes
-NEAREST, NEAREST_AWAY, TOWARD_ZERO, UP, DOWN, STOCHASTIC = 0, 1, 2, 3, 4, 5
+NEAREST, NEAREST_AWAY, TOWARD_ZERO, UP, DOWN, STOCHASTIC, HALF_UP = 0, 1, 2, 3, 4, 5, 6
 ROUNDING = {"nearest": NEAREST, "nearest_away": NEAREST_AWAY, "toward_zero": TOWARD_ZERO,
-            "up": UP, "down": DOWN, "stochastic": STOCHASTIC}
+            "up": UP, "down": DOWN, "stochastic": STOCHASTIC, "half_up": HALF_UP}
 # overflow modes
 SATURATE, WRAP, IEEE = 0, 1, 2
 OVERFLOW = {"saturate": SATURATE, "wrap": WRAP, "ieee": IEEE}
@@ -45,7 +45,7 @@ def encode(fmt) -> tuple[np.ndarray, np.ndarray]:
         flags = ((F_SUB if fmt.subnormals else 0) | (F_INF if fmt.has_inf else 0) | (F_NAN if fmt.has_nan else 0)
                  | (F_NEGZERO if fmt.has_negative_zero else 0) | (F_SIGNED if fmt.signed else 0)
                  | (F_ZERO if fmt.has_zero else 0) | (F_NAN2ZERO if not fmt.has_nan else 0))
-        ip = [K_FLOAT, fmt.man, fmt.emin, 0, flags, fmt.bits, 0, 0]
+        ip = [K_FLOAT, fmt.man, fmt.emin, fmt.bias, flags, fmt.bits, 0, 0]
         fp = [fmt.max, fmt.min_normal]
     else:
         raise TypeError(f"cannot encode {fmt!r} for the scalar core")
@@ -108,6 +108,17 @@ def scale2(v, k):
 _U1 = np.uint64(1)
 _MANT = np.uint64((1 << 52) - 1)
 _HID = np.uint64(1 << 52)
+
+
+@njit(cache=True, inline="always")
+def tie_odd(kind, man, bias, qe, ipart):
+    """Is the value below a tie (``ipart`` quanta of ``2**qe``) an odd code? Ties go to the even code.
+
+    With mantissa bits the code's last bit is the significand's; with none (e3m0, E8M0) it is the
+    exponent code's last bit, ``qe + bias`` for a normal value (``ipart == 1``); zero is even."""
+    if kind == K_FLOAT and man == 0:
+        return ipart == 1.0 and ((qe + bias) & 1) == 1
+    return (np.int64(ipart) & 1) == 1
 
 
 @njit(cache=True)
@@ -264,9 +275,11 @@ def round_scalar(x, resid, ip, fp, mode, ovf, rword, rbits):
     up = False
     if not rem_zero:
         if mode == NEAREST:
-            up = cmp > 0 or (cmp == 0 and (np.int64(ipart) & 1) == 1)
+            up = cmp > 0 or (cmp == 0 and tie_odd(kind, ip[1], ip[3], qe, ipart))
         elif mode == NEAREST_AWAY:
             up = cmp >= 0
+        elif mode == HALF_UP:
+            up = cmp > 0 or (cmp == 0 and not neg)
         elif mode == TOWARD_ZERO:
             up = False
         elif mode == UP:
@@ -275,23 +288,19 @@ def round_scalar(x, resid, ip, fp, mode, ovf, rword, rbits):
             up = neg
         else:
             up = rem_r + np.int64(rword >> np.uint64(32 - rbits)) >= (np.int64(1) << np.int64(rbits))
-    if kind == K_FLOAT and not (flags & F_ZERO) and e == emin and not rem_zero and mode <= NEAREST_AWAY:
-        # E8M0's lowest binade [2**-127, 2**-126): ml_dtypes (0.5, 0.6) rounds these up to 2**-126 (they
-        # are float32 subnormals on its conversion path); reproduced for bit-exactness with it.
-        up = True
     n = ipart + 1.0 if up else ipart
 
     if kind == K_FLOAT:
         res = scale2(n, qe)
         if res > maxval:
             if ovf == IEEE and flags & (F_INF | F_NAN):
-                away = mode == NEAREST or mode == NEAREST_AWAY or mode == STOCHASTIC or \
+                away = mode == NEAREST or mode == NEAREST_AWAY or mode == STOCHASTIC or mode == HALF_UP or \
                     (mode == UP and not neg) or (mode == DOWN and neg)
-                if flags & F_INF:
-                    if away:
-                        return sgn * np.inf, EV_INF
+                if not away:  # IEEE 754 7.4: directed roundings toward zero overflow to +-max
                     return sgn * maxval, EV_SAT
-                return np.nan, EV_INF
+                if flags & F_INF:
+                    return sgn * np.inf, EV_INF
+                return np.nan, EV_INF  # no inf ("fn", "fnuz", E8M0): NaN
             return sgn * maxval, EV_SAT
         if res == 0.0:
             if not (flags & F_ZERO):

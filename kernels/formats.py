@@ -63,9 +63,13 @@ class FixedFormat(_Format):
     bits: int
     frac: int = 0
     signed: bool = True
+    #: Symmetric signed range: codes -qmax..qmax (the most negative two's-complement code unused).
+    symmetric: bool = False
     name: str = field(default="", compare=False)
 
     def __post_init__(self):
+        if self.symmetric and not self.signed:
+            raise ValueError("symmetric=True applies to signed formats only")
         if not isinstance(self.bits, int) or isinstance(self.bits, bool):
             raise ValueError(f"fixed-point bits must be an int, got {self.bits!r}")
         lo = 2 if self.signed else 1
@@ -77,13 +81,15 @@ class FixedFormat(_Format):
         if not self.name:
             u = "" if self.signed else "u"
             nm = f"{u}int{self.bits}" if self.frac == 0 else f"{u}fixed{self.bits}.{self.frac}"
-            object.__setattr__(self, "name", nm)
+            object.__setattr__(self, "name", nm + ("sym" if self.symmetric else ""))
 
     kind = property(lambda self: "int" if self.frac == 0 else "fixed")
 
     @property
     def qmin(self) -> int:
         """Smallest integer code."""
+        if self.symmetric:
+            return -self.qmax
         return -(1 << (self.bits - 1)) if self.signed else 0
 
     @property

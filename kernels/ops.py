@@ -90,6 +90,8 @@ def _lane_float(v, mode, man, emin, maxval, negzero, w, rbits):
         bias = (half - _U1 + ((sig >> us) & _U1)) if s > 0 else _U0
     elif mode == C.NEAREST_AWAY:
         bias = half
+    elif mode == C.HALF_UP:
+        bias = half if sg == 0 else ((half - _U1) if s > 0 else _U0)
     elif mode == C.TOWARD_ZERO:
         bias = _U0
     elif mode == C.UP:
@@ -125,6 +127,8 @@ def _lane_fixed(v, mode, sc, isc, qmin, qmax, w, rmul, rlim, rsh):
         k = np.rint(y)
     elif mode == C.NEAREST_AWAY:
         k = np.copysign(np.floor(abs(y) + 0.5), y)
+    elif mode == C.HALF_UP:
+        k = np.floor(y + 0.5)
     elif mode == C.TOWARD_ZERO:
         k = np.trunc(y)
     elif mode == C.UP:

@@ -16,6 +16,7 @@ Writing ``|x| = (n + f) * quantum`` with integer ``n`` and ``0 <= f < 1``, the m
 
 * ``nearest``: the closer one; ties (``f = 1/2``) to the even ``n`` (IEEE roundTiesToEven);
 * ``nearest_away``: the closer one; ties away from zero (roundTiesToAway);
+* ``half_up``: the closer one; ties toward +inf (qtorch's block rounding, "round half up");
 * ``toward_zero``: ``n``; ``up``: toward +inf; ``down``: toward -inf;
 * ``stochastic``: ``n + 1`` iff ``floor(f * 2**r) + U >= 2**r``, where ``r = rand_bits`` (1..32,
   default 32) and ``U`` is the top ``r`` bits of the element's 32-bit random word (:mod:`kernels.rng`,
@@ -29,7 +30,9 @@ Writing ``|x| = (n + f) * quantum`` with integer ``n`` and ``0 <= f < 1``, the m
   (two's complement wrap-around);
 * ``ieee``: formats with infinities give ``+-inf``, except that ``toward_zero``, ``up`` for negative
   and ``down`` for positive values give ``+-max`` (IEEE 754 section 7.4); formats with NaN but no
-  infinity ("fn", "fnuz", E8M0) give NaN.
+  infinity ("fn", "fnuz", E8M0) give NaN where IEEE would give inf (and +-max under the same
+  directed-rounding exception, as gfloat does). An infinite input is not an overflow: it stays inf
+  (NaN for "fn"/"fnuz" formats) under ``ieee`` in every rounding mode.
 
 Defaults (``overflow=None``): ``ieee`` for float formats with an inf or a NaN (what ml_dtypes does),
 ``saturate`` for integer / fixed point and for float formats without specials (float6 / float4,
@@ -40,7 +43,12 @@ float4) give the zero of the opposite sign, as ml_dtypes does; integer / fixed f
 ``ValueError`` (as they do for +-inf with ``wrap``). ``-0.0`` is kept where the format has a
 negative zero ("fnuz" and integer / fixed formats give +0.0). E8M0 (unsigned, no zero): zero and
 negative values give NaN, positive values below ``2**-127`` give ``2**-127``. Note that ml_dtypes
-rounds E8M0 ties away from zero: use ``rounding="nearest_away"`` to match it.
+rounds E8M0 ties away from zero: use ``rounding="nearest_away"`` to match it. (ml_dtypes 0.5/0.6 also
+rounds every input ``f * 2**-126`` with ``1/2 < f < 1`` up to 2**-126, where correct rounding gives
+2**-127 for ``f < 3/4``: a bug there; hwsim rounds them correctly.)
+
+Ties of ``nearest`` go to the even *code*: for formats without mantissa bits (e3m0, E8M0) that is the
+even exponent code.
 
 **Block (MX) formats.** The input is split into blocks of ``block`` consecutive elements along
 ``axis`` (the last block may be shorter). Each block's shared scale is
@@ -55,6 +63,8 @@ through float32 (rounding twice); hwsim rounds float64 inputs once, correctly.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -123,7 +133,7 @@ _QNAN32 = np.uint32(0x7FC00000)
 
 
 @njit(cache=True, inline="always")
-def _f32_round(u, bias_mode, w, man, emin, maxv, ovbits, nanbits_flag, negzero, rbits):
+def _f32_round(u, bias_mode, w, man, emin, maxv, ovbits, infbits, nanbits_flag, negzero, rbits, fbias):
     """One float32 element (bit pattern ``u``) rounded into a float format; returns the result bits.
 
     Branch-free (selects only) so LLVM vectorises the loops below. The magnitude's significand is
@@ -138,15 +148,19 @@ def _f32_round(u, bias_mode, w, man, emin, maxv, ovbits, nanbits_flag, negzero, 
     E1 = max(E, np.int64(1))
     sig = np.uint64(a) if E == 0 else np.uint64((a & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
     qe = max(E1 - 127, emin) - man
-    s = min(qe - (E1 - 150), np.int64(40))
+    s = min(qe - (E1 - 150), np.int64(63))  # beyond 63 dropped bits nothing rounds up: see tie/stochastic notes
     us = np.uint64(s)
     one = np.uint64(1)
     mask = (one << us) - one
     half = (one << us) >> one
-    if bias_mode == 0:  # nearest, ties to even
-        bias = (half - one + ((sig >> us) & one)) if s > 0 else np.uint64(0)
+    if bias_mode == 0:  # nearest, ties to even (for man == 0 the code's last bit is the exponent's)
+        ip_ = sig >> us
+        odd = (ip_ & one) if man > 0 else (one if (ip_ == one and ((qe + fbias) & 1) == 1) else np.uint64(0))
+        bias = (half - one + odd) if s > 0 else np.uint64(0)
     elif bias_mode == 1:  # nearest, ties away
         bias = half
+    elif bias_mode == 6:  # nearest, ties toward +inf
+        bias = half if sg == 0 else ((half - one) if s > 0 else np.uint64(0))
     elif bias_mode == 2:  # truncate
         bias = np.uint64(0)
     elif bias_mode == 3:  # away from zero for positives (up)
@@ -163,44 +177,44 @@ def _f32_round(u, bias_mode, w, man, emin, maxv, ovbits, nanbits_flag, negzero, 
     rb = np.uint32(0) if (rb == 0 and not negzero) else rb | sg
     # special inputs
     nanres = (_QNAN32 | sg) if nanbits_flag else (sg ^ _SIGN32)
-    infres = ovbits | sg
+    infres = infbits | sg  # an infinite input is exact: inf (ieee), NaN (fn/fnuz) or max (saturate)
     rb = infres if a == _INF32 else rb
     rb = nanres if a > _INF32 else rb
     return rb
 
 
 @njit(cache=True, parallel=True)
-def _q_f32_float(xb, ob, man, emin, maxval, flags, mode, ovf, key, rbits, base):
+def _q_f32_float(xb, ob, man, emin, maxval, flags, mode, ovf, key, rbits, base, fbias):
     """Fast path: float32 in, float32 out, float formats with subnormals, a zero and emin >= -126."""
     maxv = np.float32(maxval)
     has_inf = (flags & C.F_INF) != 0
     has_nan = (flags & C.F_NAN) != 0
     negzero = (flags & C.F_NEGZERO) != 0
     maxbits = C.f32_bits(maxv)
-    away = mode == C.NEAREST or mode == C.NEAREST_AWAY or mode == C.STOCHASTIC
+    away = mode == C.NEAREST or mode == C.NEAREST_AWAY or mode == C.STOCHASTIC or mode == C.HALF_UP
     # overflow result bits (without sign); directed modes depend on the sign, handled per element below
     if ovf == C.IEEE and has_inf:
-        ov_away, ov_zero = _INF32, maxbits
+        ov_away, ov_zero, infb = _INF32, maxbits, _INF32
     elif ovf == C.IEEE and has_nan:
-        ov_away, ov_zero = _QNAN32, _QNAN32
+        ov_away, ov_zero, infb = _QNAN32, maxbits, _QNAN32
     else:
-        ov_away, ov_zero = maxbits, maxbits
+        ov_away, ov_zero, infb = maxbits, maxbits, maxbits
     if mode == C.STOCHASTIC:
         for i in prange(xb.size):
             w = rand32(key, np.uint64(base + i))
-            ob[i] = _f32_round(xb[i], 5, w, man, emin, maxv, ov_away, has_nan, negzero, rbits)
+            ob[i] = _f32_round(xb[i], 5, w, man, emin, maxv, ov_away, infb, has_nan, negzero, rbits, fbias)
     elif mode == C.UP or mode == C.DOWN:
         bm = 3 if mode == C.UP else 4
         for i in prange(xb.size):
             u = xb[i]
             pos = (u & _SIGN32) == 0
             ovb = ov_away if (pos == (mode == C.UP)) else ov_zero
-            ob[i] = _f32_round(u, bm, np.uint64(0), man, emin, maxv, ovb, has_nan, negzero, rbits)
+            ob[i] = _f32_round(u, bm, np.uint64(0), man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
     else:
-        bm = 0 if mode == C.NEAREST else (1 if mode == C.NEAREST_AWAY else 2)
+        bm = 0 if mode == C.NEAREST else (1 if mode == C.NEAREST_AWAY else (6 if mode == C.HALF_UP else 2))
         ovb = ov_away if away else ov_zero
         for i in prange(xb.size):
-            ob[i] = _f32_round(xb[i], bm, np.uint64(0), man, emin, maxv, ovb, has_nan, negzero, rbits)
+            ob[i] = _f32_round(xb[i], bm, np.uint64(0), man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
 
 
 @njit(cache=True, inline="always")
@@ -210,6 +224,8 @@ def _fixed_code(y, mode, w, rmul, rlim, rsh):
         return np.rint(y)
     if mode == C.NEAREST_AWAY:
         return np.copysign(np.floor(abs(y) + 0.5), y)
+    if mode == C.HALF_UP:
+        return np.floor(y + 0.5)
     if mode == C.TOWARD_ZERO:
         return np.trunc(y)
     if mode == C.UP:
@@ -274,11 +290,10 @@ def _q_mx(x, out, cidx, block, emax_elem, ip, fp, mode, key, rbits):
                 out[r, j] = np.nan
             continue
         if amax == 0.0:
-            for j in range(j0, j1):
-                out[r, j] = x[r, j]
-            continue
-        m, ex = np.frexp(amax)
-        se = (ex - 1) - emax_elem
+            se = -127  # an all-zero block: any scale; zeros take the element format's sign rules
+        else:
+            m, ex = math.frexp(amax)
+            se = (ex - 1) - emax_elem
         if se < -127:
             se = -127
         if se > 127:
@@ -333,7 +348,8 @@ def quantize(x, fmt, rounding="nearest", overflow=None, seed=None, rand_bits=Non
             raise ValueError(f"cannot quantize {xa[idx]} (at index {tuple(int(i) for i in idx)}) into {fmt.name}: "
                              f"{int(bad.sum())} non-finite value(s); integer/fixed formats have no NaN"
                              + (" and cannot wrap infinities" if ovf == C.WRAP else ""))
-    out_dtype = np.float32 if (xa.dtype != np.float64 and fmt.fits_float32) else np.float64
+    src_dtype = np.asarray(x).dtype
+    out_dtype = np.float32 if (src_dtype != np.float64 and fmt.fits_float32) else np.float64
     flat = np.ascontiguousarray(xa).reshape(-1)
     out = np.empty(flat.size, dtype=out_dtype)
     if flat.size:
@@ -349,7 +365,7 @@ def _run_flat(flat, out, fmt, mode, ovf, key, rbits, base):
             ip, fp = C.encode(fmt)
             _q_f32_float(flat.view(np.uint32), out.view(np.uint32), np.int64(fmt.man), np.int64(fmt.emin),
                          float(fmt.max), np.int64(ip[4]), np.int64(mode), np.int64(ovf), key, np.int64(rbits),
-                         np.int64(base))
+                         np.int64(base), np.int64(fmt.bias))
             return
         if isinstance(fmt, FixedFormat):
             _q_f32_fixed(flat, out, np.int64(fmt.frac), float(fmt.qmin), float(fmt.qmax), np.int64(fmt.bits),

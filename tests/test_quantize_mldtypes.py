@@ -185,6 +185,7 @@ def test_e8m0_subnormal_inputs_round_correctly():
     """Where ml_dtypes' E8M0 cast is wrong (float32 subnormals f * 2**-126, 0.5 < f < 0.75), hwsim gives
     the correctly rounded 2**-127 (ties-away midpoint 0.75 * 2**-126 and above give 2**-126)."""
     f = np.array([0.5, 0.5 + 2**-23, 0.6, 0.7, 0.75 - 2**-23, 0.75, 0.8, 2**-23, 0.25])
+    f = np.round(f * 2**23) / 2**23  # float32 subnormals are multiples of 2**-149 = 2**-23 * TINY
     x = (f * TINY).astype(np.float32)
     assert ((x.astype(np.float64) / TINY) == f).all()
     want = np.where(f >= 0.75, 2.0**-126, 2.0**-127)

@@ -47,8 +47,8 @@ an MX-style block format with a fixed-point element ``FixedFormat(wl, wl - 2)`` 
 toward +inf (hwsim has no such rounding mode), (2) the symmetric clip (hwsim's element includes
 ``-2**(wl-1)``), (3) the float32 pre-rounding. Expressed through kernels as
 ``MXFormat(FixedFormat(wl, wl - 2), block=<slice size>)`` it matches away from ties / the most
-negative code (tested); the full bit-exact comparison is an xfail(strict) pending a decision on a
-``BlockFormat`` (or an MX variant) with these rules.
+negative code (tested); with the symmetric element ``FixedFormat(wl, wl - 2, symmetric=True)`` and
+``rounding="half_up"`` it is bit-exact (tested, on inputs the float32 pre-rounding leaves unchanged).
 """
 
 import math
@@ -271,12 +271,24 @@ def test_block_quantize_via_mx_away_from_ties(wl, dim, rng, assert_same):
     assert_same(got[safe], want[safe], inputs=x[safe], what=f"block_quantize wl={wl} dim={dim} via MX")
 
 
-@pytest.mark.xfail(strict=True, reason="qtorch block_quantize rounds ties toward +inf and clips symmetrically "
-                   "to +-(2**(wl-1)-1) codes; hwsim has no such rounding mode / block format yet (needs a "
-                   "BlockFormat decision by the lead: see module docstring)")
-@pytest.mark.parametrize("wl", [4, 8])
-def test_block_quantize_bit_exact(wl, rng, assert_same):
-    x = block_inputs((16, 40), wl, rng, ties=True)
-    want = block_quantize(torch.from_numpy(x), wl, dim=0, rounding="nearest").numpy()
-    got = _hw_block(x.astype(np.float64), wl, 0)
-    assert_same(got, want, inputs=x, zero_sign=False, what=f"block_quantize wl={wl}")
+@pytest.mark.parametrize("wl", [3, 4, 6, 8, 12])
+@pytest.mark.parametrize("dim", [-1, 0])
+def test_block_quantize_bit_exact(wl, dim, rng, assert_same):
+    """qtorch's block format is exactly MXFormat(FixedFormat(wl, wl-2, symmetric=True), block=slice) with
+    rounding="half_up", on inputs its float32 pre-rounding leaves unchanged (multiples of 2**(E-21),
+    which the inputs are snapped to: the pre-rounding is an artefact of qtorch's float32 arithmetic,
+    not part of the format). Ties and the most negative code are included."""
+    x = block_inputs((16, 40), wl, rng, ties=True).astype(np.float64)
+    E = np.frexp(_block_amax(x, dim))[1] - 1
+    g = np.ldexp(1.0, E - 21)
+    x = (np.round(x / g) * g).astype(np.float32)
+    assert (np.frexp(_block_amax(x, dim))[1] - 1 == E).all()  # snapping kept every block's exponent
+    want = block_quantize(torch.from_numpy(x), wl, dim=dim, rounding="nearest").numpy()
+    xs = x.astype(np.float64)
+    if dim == -1:
+        fmt = MXFormat(FixedFormat(wl, wl - 2, symmetric=True), block=x.size)
+        got = kernels.quantize(xs.reshape(-1), fmt, rounding="half_up").reshape(x.shape)
+    else:
+        fmt = MXFormat(FixedFormat(wl, wl - 2, symmetric=True), block=x.shape[1])
+        got = kernels.quantize(xs, fmt, rounding="half_up", axis=1)
+    assert_same(got, want, inputs=x, zero_sign=False, what=f"block_quantize wl={wl} dim={dim}")
