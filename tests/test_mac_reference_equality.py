@@ -1,0 +1,213 @@
+"""The fast Numba MAC kernels equal the literal reference (:mod:`kernels.reference`) bit for bit.
+
+Randomized (hypothesis, fixed example budgets, no deadline) over operand / product / accumulator /
+output formats (integer, fixed point, fp32 / fp16 / bf16 / fp8 / fp6 / fp4, MX operands, narrow
+accumulators that overflow), every rounding mode per stage (stochastic with seeds and rand_bits),
+every accumulation order (chunk sizes 1 .. larger than K), fma, every overflow mode, shapes with
+K = 1 and empty dimensions, convolution strides and paddings, offsets, and the ``stats`` counters.
+Values are compared as bit patterns (NaN == NaN, the sign of zero counts), dtypes exactly.
+"""
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import kernels
+from kernels import reference as R
+from kernels.formats import FixedFormat, FloatFormat, MXFormat, parse_format
+from kernels.mac import MacSpec
+
+from conftest import same_values
+
+OPERANDS = ["int8", "int4", "uint4", "fixed8.4", "fixed12.10", "fp16", "bf16", "fp8_e4m3", "float8_e5m2",
+            "float8_e4m3fnuz", "float8_e3m4", "fp6_e2m3", "fp4_e2m1", "mxfp8_e4m3", "mxint8", "fp32", "tf32"]
+ACCUMS = ["fp32", "fp16", "bf16", "fp8_e4m3", "float8_e5m2", "e5m6", "e3m2", "fp6_e3m2", "fp64", "float8_e5m2fnuz",
+          "int32", "int16", "int8", "fixed16.8", "fixed8.3", "fixed10.6", "uint8", "int12"]
+PRODUCTS = [None, None, "fp16", "bf16", "fp8_e4m3", "e5m6", "fp32", "fixed12.6", "int8", "fixed16.10"]
+OUTS = [None, None, None, "fp8_e4m3", "bf16", "fp16", "int8", "fixed8.4", "fp4_e2m1"]
+ROUNDINGS = ["nearest", "nearest_away", "toward_zero", "up", "down", "stochastic"]
+SCALES = [2.0 ** -14, 2.0 ** -6, 1.0, 1.0, 8.0, 2.0 ** 7, 2.0 ** 9, 2.0 ** 12]
+
+SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.filter_too_much,
+                                                                         HealthCheck.too_slow])
+
+
+@st.composite
+def specs(draw):
+    while True:
+        a = draw(st.sampled_from(OPERANDS))
+        b = draw(st.sampled_from([None, *OPERANDS]))
+        accum = draw(st.sampled_from(ACCUMS))
+        fma = draw(st.booleans())
+        product = None if fma else draw(st.sampled_from(PRODUCTS))
+        order = draw(st.sampled_from(["sequential", "pairwise", "chunked"]))
+        chunk = draw(st.sampled_from([1, 2, 3, 5, 8, 64])) if order == "chunked" else None
+        rounding = draw(st.sampled_from(ROUNDINGS))
+        pr = draw(st.sampled_from([None, *ROUNDINGS]))
+        ar = draw(st.sampled_from([None, *ROUNDINGS]))
+        overflow = draw(st.sampled_from([None, "saturate", "wrap", "ieee"]))
+        out = draw(st.sampled_from(OUTS))
+        rand_bits = draw(st.sampled_from([None, None, 1, 3, 8, 23, 32]))
+        try:
+            return MacSpec(a, accum, b=b, product=product, rounding=rounding, product_rounding=pr,
+                           accum_rounding=ar, overflow=overflow, fma=fma, order=order, chunk=chunk, out=out,
+                           rand_bits=rand_bits)
+        except ValueError:
+            continue  # an invalid combination (checked in test_macspec); draw again
+
+
+def _values(draw, shape, fmt, scale):
+    """Random values for an operand of format ``fmt``: normal * scale, with zeros of both signs, and
+    (float formats only: fixed formats have no NaN) infinities and NaN now and then."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.standard_normal(shape) * scale
+    if x.size:
+        specials = [0.0, -0.0]
+        elem = fmt.elem if isinstance(fmt, MXFormat) else fmt
+        if isinstance(elem, FloatFormat) and draw(st.integers(0, 4)) == 0:
+            specials += [np.inf, -np.inf, np.nan]
+        mask = rng.random(shape) < draw(st.sampled_from([0.0, 0.1, 0.3]))
+        x[mask] = rng.choice(specials, size=int(mask.sum()))
+    return x
+
+
+def _maybe_empty(data, **dims):
+    """The dimensions, one of them set to 0 about one time in eight."""
+    which = data.draw(st.sampled_from([None] * 7 + [list(dims)]), "empty?")
+    if which is not None:
+        dims[data.draw(st.sampled_from(which), "empty dim")] = 0
+    return dims
+
+
+def _check(got, want, what):
+    (g, gs), (w, ws) = got, want
+    assert g.dtype == w.dtype, f"{what}: dtype {g.dtype} != {w.dtype}"
+    assert g.shape == w.shape, f"{what}: shape {g.shape} != {w.shape}"
+    eq = same_values(g, w)
+    if not eq.all():
+        i = np.flatnonzero(~eq)[:6]
+        raise AssertionError(f"{what}: {int((~eq).sum())} of {eq.size} differ at flat {i}: "
+                             f"fast {g.ravel()[i]!r} reference {w.ravel()[i]!r}")
+    assert (gs.saturated, gs.wrapped, gs.overflowed, gs.invalid) == \
+        (ws.saturated, ws.wrapped, ws.overflowed, ws.invalid), f"{what}: stats {gs} != {ws}"
+
+
+def _run_both(fast, ref, args, kwargs, spec):
+    """Both kernels on the same problem; an error must be the same error in both."""
+    try:
+        want = ref(*args, **kwargs)
+    except ValueError as exc:
+        try:
+            fast(*args, **kwargs)
+        except ValueError as exc2:
+            assert type(exc2) is type(exc)
+            return
+        raise AssertionError(f"{spec.name}: the reference raised {exc!r}, the fast kernel did not")
+    got = fast(*args, **kwargs)
+    _check(got, want, f"{spec.name} {kwargs}")
+
+
+@settings(max_examples=220, **SETTINGS)
+@given(data=st.data(), spec=specs())
+def test_matmul_equals_reference(data, spec):
+    M = data.draw(st.sampled_from([5, 3, 1, 2, 4]), "M")
+    K = data.draw(st.sampled_from([9, 33, 1, 2, 3, 4, 7, 1, 16, 33, 64]), "K")
+    N = data.draw(st.sampled_from([6, 4, 1, 2, 3]), "N")
+    scale = data.draw(st.sampled_from(SCALES), "scale")
+    M, K, N = _maybe_empty(data, M=M, K=K, N=N).values()
+    a = _values(data.draw, (M, K), spec.a, scale)
+    b = _values(data.draw, (K, N), spec.b, scale)
+    kw = dict(seed=data.draw(st.integers(0, 2**40), "seed"), offset=data.draw(st.sampled_from([0, 0, 1, 7]), "off"),
+              stats=True)
+    _run_both(kernels.matmul, R.ref_matmul, (a, b, spec), kw, spec)
+
+
+STRIDES = [1, 2, (2, 1), (1, 3)]
+
+
+@settings(max_examples=120, **SETTINGS)
+@given(data=st.data(), spec=specs())
+def test_conv2d_equals_reference(data, spec):
+    n = data.draw(st.sampled_from([2, 1]), "n")
+    H, W = data.draw(st.sampled_from([7, 5, 6, 4, 3, 2, 1]), "H"), data.draw(st.sampled_from([6, 7, 5, 4, 3, 2, 1]), "W")
+    cin = data.draw(st.sampled_from([3, 2, 1]), "cin")
+    cout = data.draw(st.sampled_from([3, 1, 2]), "cout")
+    kh, kw = data.draw(st.integers(1, 3), "kh"), data.draw(st.integers(1, 3), "kw")
+    scale = data.draw(st.sampled_from(SCALES), "scale")
+    n, H, W, cin, cout = _maybe_empty(data, n=n, H=H, W=W, cin=cin, cout=cout).values()
+    x = _values(data.draw, (n, H, W, cin), spec.a, scale)
+    w = _values(data.draw, (kh, kw, cin, cout), spec.b, scale)
+    kw_ = dict(stride=data.draw(st.sampled_from(STRIDES), "stride"),
+               padding=data.draw(st.sampled_from(["valid", "same"]), "padding"),
+               seed=data.draw(st.integers(0, 2**40), "seed"), offset=data.draw(st.sampled_from([0, 5]), "off"),
+               stats=True)
+    _run_both(kernels.conv2d, R.ref_conv2d, (x, w, spec), kw_, spec)
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(data=st.data(), spec=specs())
+def test_depthwise_equals_reference(data, spec):
+    n = data.draw(st.sampled_from([2, 1]), "n")
+    H, W = data.draw(st.sampled_from([7, 5, 6, 4, 3, 2, 1]), "H"), data.draw(st.sampled_from([6, 7, 5, 4, 3, 2, 1]), "W")
+    c = data.draw(st.sampled_from([3, 2, 1]), "c")
+    m = data.draw(st.sampled_from([1, 2]), "m")
+    kh, kw = data.draw(st.integers(1, 3), "kh"), data.draw(st.integers(1, 3), "kw")
+    scale = data.draw(st.sampled_from(SCALES), "scale")
+    n, H, W, c = _maybe_empty(data, n=n, H=H, W=W, c=c).values()
+    x = _values(data.draw, (n, H, W, c), spec.a, scale)
+    w = _values(data.draw, (kh, kw, c, m), spec.b, scale)
+    kw_ = dict(stride=data.draw(st.sampled_from(STRIDES), "stride"),
+               padding=data.draw(st.sampled_from(["valid", "same"]), "padding"),
+               seed=data.draw(st.integers(0, 2**40), "seed"), offset=data.draw(st.sampled_from([0, 3]), "off"),
+               stats=True)
+    _run_both(kernels.depthwise_conv2d, R.ref_depthwise_conv2d, (x, w, spec), kw_, spec)
+
+
+PRESETS = ["int8_int32", "int4_int16", "fp16_fp32", "bf16_fp32", "fp16_fp16", "fp8_e4m3_fp16", "fp8_e4m3_fp32",
+           "fp8_e5m2_fp16", "fp32", "fp32_fma"]
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(data=st.data(), preset=st.sampled_from(PRESETS))
+def test_presets_equal_reference(data, preset):
+    """Preset names (the fast kernels have special paths for some: exact integer BLAS, native fp32)."""
+    spec = kernels.mac.as_spec(preset)
+    M, K, N = data.draw(st.sampled_from([3, 1, 4, 0])), data.draw(st.sampled_from([5, 40, 1, 0])), data.draw(st.sampled_from([4, 1, 2, 0]))
+    scale = data.draw(st.sampled_from([1.0, 100.0, 2.0 ** -10]))
+    a = _values(data.draw, (M, K), spec.a, scale)
+    b = _values(data.draw, (K, N), spec.b, scale)
+    for stats in (False, True):
+        want = R.ref_matmul(a, b, preset, stats=stats)
+        got = kernels.matmul(a, b, preset, stats=stats)
+        _check(got if stats else (got, R.RefStats()), want if stats else (want, R.RefStats()), preset)
+    x = _values(data.draw, (2, 5, 4, 3), spec.a, scale)
+    w = _values(data.draw, (3, 2, 3, 2), spec.b, scale)
+    _check(kernels.conv2d(x, w, preset, padding="same", stats=True), R.ref_conv2d(x, w, preset, padding="same",
+                                                                                     stats=True), preset)
+    _check(kernels.depthwise_conv2d(x, w, preset, stride=2, stats=True),
+           R.ref_depthwise_conv2d(x, w, preset, stride=2, stats=True), preset)
+
+
+def test_specs_strategy_covers_the_space():
+    """The strategy reaches every format kind, order, overflow mode and the fma / product / out stages."""
+    seen = set()
+
+    @settings(max_examples=400, database=None, **SETTINGS)
+    @given(spec=specs())
+    def collect(spec):
+        seen.add(("order", spec.order))
+        seen.add(("ovf", spec.overflow))
+        seen.add(("fma", spec.fma))
+        seen.add(("prod", spec.product is not None))
+        seen.add(("out", spec.out is not None))
+        seen.add(("acc", type(spec.accum).__name__))
+        seen.add(("a", type(spec.a).__name__))
+        seen.add(("stoch", spec.is_stochastic))
+
+    collect()
+    want = {("order", o) for o in ("sequential", "pairwise", "chunked")} | \
+        {("ovf", o) for o in (None, "saturate", "wrap", "ieee")} | {("fma", True), ("fma", False)} | \
+        {("prod", True), ("out", True), ("acc", "FixedFormat"), ("acc", "FloatFormat"), ("a", "MXFormat"),
+         ("a", "FixedFormat"), ("a", "FloatFormat"), ("stoch", True), ("stoch", False)}
+    assert want <= seen, want - seen
+    assert isinstance(parse_format("fixed8.3"), FixedFormat)
