@@ -196,7 +196,8 @@ def _strides(stride) -> tuple[int, int]:
 
     if ok(stride):
         return int(stride), int(stride)
-    if isinstance(stride, (tuple, list)) and len(stride) == 2 and all(ok(s) for s in stride):
+    if isinstance(stride, (tuple, list, np.ndarray)) and np.ndim(stride) == 1 and len(stride) == 2 \
+            and all(ok(s) for s in stride):
         return int(stride[0]), int(stride[1])
     raise ValueError(f"stride must be a positive int or a pair of positive ints, got {stride!r}")
 
