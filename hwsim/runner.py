@@ -101,7 +101,11 @@ def _pool(x, layer: ir.Pool2D):
     return out
 
 
-def _mac_layer(layer, x, spec, seed, offset):
+def _mac_layer(layer, x, spec, seed, first_image):
+    """One MAC layer on a batch whose first image has index ``first_image`` in the whole run: the
+    kernels' stochastic counters are offset by that many images' outputs."""
+    per_image = int(np.prod(layer.output_shape([x.shape[1:]])))
+    offset = first_image * per_image
     if layer.kind == "conv2d":
         y = kernels.conv2d(x, layer.kernel, spec, stride=layer.strides, padding=layer.padding, seed=seed, offset=offset)
     elif layer.kind == "depthwise":
@@ -109,8 +113,7 @@ def _mac_layer(layer, x, spec, seed, offset):
                                      offset=offset)
     else:
         lead = x.shape[:-1]
-        rows = int(np.prod(lead[1:])) if len(lead) > 1 else 1
-        y = kernels.matmul(x.reshape(-1, x.shape[-1]), layer.kernel, spec, seed=seed, offset=offset * rows)
+        y = kernels.matmul(x.reshape(-1, x.shape[-1]), layer.kernel, spec, seed=seed, offset=offset)
         y = y.reshape(*lead, layer.kernel.shape[1])
     if layer.bias is not None:
         y = y + layer.bias.astype(y.dtype)

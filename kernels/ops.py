@@ -402,7 +402,7 @@ def _mm_kernel(A, B, out, offset, P, key, rbits, order, chunk, evc_rows, nws, na
     for i in prange(M):
         wk = np.empty((nws, N))
         row = np.empty(N)
-        _row(K, N, 0, A[i], dummy, B, (offset + i) * N, row, wk,
+        _row(K, N, 0, A[i], dummy, B, offset + i * N, row, wk,
              has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
              has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[i], native32, fused)
         for j in range(N):
@@ -437,7 +437,7 @@ def _conv_kernel(X, W2, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, orde
                     patch[base + c] = X[b, ih, iw, c]
         wk = np.empty((nws, Cout))
         row = np.empty(Cout)
-        _row(K, Cout, 0, patch, dummy, W2, (offset + r) * Cout, row, wk,
+        _row(K, Cout, 0, patch, dummy, W2, offset + r * Cout, row, wk,
              has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
              has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[r], native32, fused)
         for j in range(Cout):
@@ -472,7 +472,7 @@ def _dw_kernel(X, Wd2, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits,
                     lanes[k, j] = X[b, ih, iw, j // mult]
         wk = np.empty((nws, NC))
         row = np.empty(NC)
-        _row(K, NC, 1, dummy, lanes, Wd2, (offset + r) * NC, row, wk,
+        _row(K, NC, 1, dummy, lanes, Wd2, offset + r * NC, row, wk,
              has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
              has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[r], native32, fused)
         for j in range(NC):
@@ -531,8 +531,8 @@ def _exact_path(spec: MacSpec, K: int, stats: bool):
         return None
     if spec.product is not None or acc.frac < a.frac + b.frac:
         return None
-    if spec.out is not None and spec.accum_rounding == "stochastic":
-        return None  # the output rounding must draw from the MAC counter layout
+    if spec.out is not None and (spec.accum_rounding == "stochastic" or stats):
+        return None  # the output rounding draws from the MAC counter layout / reports its events
     quanta = K * (_max_abs(a) * 2.0 ** a.frac) * (_max_abs(b) * 2.0 ** b.frac)  # in product quanta
     if quanta >= 2.0 ** 53:
         return None
@@ -613,8 +613,9 @@ def matmul(a, b, spec, seed=None, offset=0, stats=False):
 
     ``a`` is (M, K), ``b`` is (K, N). Operands are first rounded into ``spec.a`` / ``spec.b``
     (nearest). Output element (i, j) is the accumulation over k of a[i, k] * b[k, j] with the
-    spec's semantics (:mod:`kernels.mac`); its stochastic counter index is ``e = (offset + i) * N + j``,
-    so a block of rows processed separately with ``offset`` = its first row equals the whole. Returns float32 when the output format fits
+    spec's semantics (:mod:`kernels.mac`); its stochastic counter index is ``e + offset`` with
+    ``e = i * N + j``, so a block of rows processed separately with ``offset`` = (its first row) * N
+    equals the whole. Returns float32 when the output format fits
     float32, else float64; with ``stats=True`` returns ``(out, MacStats)``.
     """
     spec = as_spec(spec)
@@ -700,7 +701,7 @@ def conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0, stats=Fal
 
     Output (n, oh, ow, co) accumulates over k = (dh * kw + dw) * Cin + ci, zero padding included
     (TensorFlow 'same' padding: the odd extra pixel after). Stochastic counter index of an output is
-    its flat NHWC index plus ``offset`` * OH * OW * Cout (``offset`` = index of the first image).
+    its flat NHWC index plus ``offset`` (for a batch starting at image ``b``: ``b * OH * OW * Cout``).
     Returns float32/float64 as :func:`matmul`; ``stats=True`` adds a :class:`MacStats`.
     """
     spec = as_spec(spec)
@@ -721,7 +722,7 @@ def conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0, stats=Fal
     evc = np.zeros((n * OH * OW, 4), dtype=np.int64)
     if out.size:
         _conv_kernel(np.ascontiguousarray(X), np.ascontiguousarray(Wq.reshape(K, Cout)), out, kh, kw, sh, sw, pt, pl,
-                     np.int64(offset * OH * OW), P, _key(spec, seed), rbits, np.int64(_ORDER[spec.order]),
+                     np.int64(offset), P, _key(spec, seed), rbits, np.int64(_ORDER[spec.order]),
                      np.int64(spec.chunk or 1), evc, _workspace_levels(K), *_paths(spec, X, Wq, stats))
     return (out, _evc_to_stats(evc)) if stats else out
 
@@ -779,6 +780,6 @@ def depthwise_conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0,
     evc = np.zeros((n * OH * OW, 4), dtype=np.int64)
     if out.size:
         _dw_kernel(np.ascontiguousarray(X), np.ascontiguousarray(Wq.reshape(K, C_ * m)), np.int64(m), out, kh, kw,
-                   sh, sw, pt, pl, np.int64(offset * OH * OW), P, _key(spec, seed), rbits,
+                   sh, sw, pt, pl, np.int64(offset), P, _key(spec, seed), rbits,
                    np.int64(_ORDER[spec.order]), np.int64(spec.chunk or 1), evc, _workspace_levels(K), *_paths(spec, X, Wq, stats))
     return (out, _evc_to_stats(evc)) if stats else out
