@@ -36,37 +36,6 @@ def int8_cifar(cifar):
 
 
 # ------------------------------------------------------------------------------- MAC and param counts
-def _keras_mac_layers(model):
-    """A tiny private Keras -> IR converter for counting: each Conv2D / DepthwiseConv2D / Dense of
-    ``model`` as a one-layer hwsim IR network, with the bias a following BatchNormalization folds into
-    it. (hwsim.load_model, the real importer, should replace this once it exists.)"""
-    import keras
-
-    folded = set()
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            folded.add(layer.input._keras_history.operation.name)
-    nets = []
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
-            in_shape = tuple(int(d) for d in layer.input.shape[1:])
-            k = np.zeros(tuple(layer.kernel.shape), np.float32)
-            has_bias = layer.use_bias or layer.name in folded
-            if isinstance(layer, keras.layers.DepthwiseConv2D):
-                bias = np.zeros(k.shape[2] * k.shape[3], np.float32) if has_bias else None
-                l = ir.DepthwiseConv2D(layer.name, ("input",), kernel=k, bias=bias, strides=layer.strides, padding=layer.padding)
-            elif isinstance(layer, keras.layers.Conv2D):
-                bias = np.zeros(k.shape[-1], np.float32) if has_bias else None
-                l = ir.Conv2D(layer.name, ("input",), kernel=k, bias=bias, strides=layer.strides, padding=layer.padding)
-            else:
-                bias = np.zeros(k.shape[-1], np.float32) if has_bias else None
-                l = ir.Dense(layer.name, ("input",), kernel=k, bias=bias)
-            net = ir.Network(layer.name, in_shape, [l])
-            assert net.shapes[layer.name] == tuple(int(d) for d in layer.output.shape[1:]), layer.name
-            nets.append(net)
-    return nets
-
-
 def _counts(nets):
     macs = sum(layer_gemm(n, l).macs for n in nets for l in n.mac_layers)
     params = sum(layer_gemm(n, l).params for n in nets for l in n.mac_layers)
@@ -78,9 +47,12 @@ def _counts(nets):
     ("MobileNetV2", mobilenet_v2_224, 300e6, 3.5e6),
 ])
 def test_keras_applications_mac_and_param_counts(app, ir_builder, macs, params):
-    keras = pytest.importorskip("keras")
+    import keras
+
+    from hwsim.importer import from_keras
+
     model = getattr(keras.applications, app)(weights=None, input_shape=(224, 224, 3))
-    got_macs, got_params = _counts(_keras_mac_layers(model))
+    got_macs, got_params = _counts([from_keras(model)])  # BN folded: biases added where BN was
     assert got_macs == pytest.approx(macs, rel=0.01)
     assert got_params == pytest.approx(params, rel=0.01)
     # the hand-built IR networks used below have exactly the Keras model's MAC layers
@@ -92,7 +64,6 @@ def test_keras_applications_mac_and_param_counts(app, ir_builder, macs, params):
 def test_test_networks_are_the_zoo_models(name, builder):
     """The hand-built IR networks (used without TensorFlow by the oracle test) have the same MAC layers
     as the importer's IR of the zoo's Keras models."""
-    pytest.importorskip("keras")
     from hwsim import zoo
     from hwsim.importer import from_keras
 
@@ -332,7 +303,6 @@ def test_cli_prints_table_and_writes_csv(tmp_path, monkeypatch, capsys):
 
 def test_cli_through_main(tmp_path, capsys):
     """End to end: ``hwsim cost`` on the zoo's cifar_cnn (built from its definition by the importer)."""
-    pytest.importorskip("keras")
     from hwsim import cli
 
     out = tmp_path / "c.csv"
