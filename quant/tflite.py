@@ -123,6 +123,12 @@ SUPPORTED_OPS = ("QUANTIZE", "DEQUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "FULL
 # kernel); checked against the interpreter's real partition in ``load_tflite``.
 _XNNPACK_OPS = frozenset(SUPPORTED_OPS) - {"AVERAGE_POOL_2D"}
 
+# Ops whose TF-Lite optimized built-in kernel (outside the delegate) computes what the emulator does.
+_BUILTIN_EXACT = frozenset({"AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "PAD"})
+
+# int32 shape arithmetic that only feeds a RESHAPE's shape operand (skipped, see _shape_only_ops)
+_SHAPE_OPS = frozenset({"SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "GATHER", "SLICE"})
+
 _ACT = {0: "linear", 1: "relu", 3: "relu6"}
 _ACT_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
 
@@ -508,6 +514,32 @@ def _delegated_outputs(data: bytes) -> set[int] | None:
     return outs if found else None
 
 
+def _shape_only_ops(ops, tensors) -> set[int]:
+    """Operators that only compute a RESHAPE's target shape (SHAPE -> STRIDED_SLICE -> PACK ... on int32,
+    what the converter emits for Keras' Flatten with a dynamic batch): every output is an int32 tensor
+    read only as the shape operand of a RESHAPE or by another such operator. The emulator takes the
+    RESHAPE's static output shape, so these are skipped."""
+    consumers: dict[int, list[tuple[int, int]]] = {}
+    for i, op in enumerate(ops):
+        for pos, t in enumerate(op["inputs"]):
+            consumers.setdefault(int(t), []).append((i, pos))
+    skip: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(ops) - 1, -1, -1):
+            op = ops[i]
+            if i in skip or op["op_name"] not in _SHAPE_OPS:
+                continue
+            outs = [int(t) for t in op["outputs"]]
+            if all(np.dtype(tensors[t]["dtype"]) == np.int32 and consumers.get(t) and
+                   all((ops[c]["op_name"] == "RESHAPE" and pos == 1) or c in skip for c, pos in consumers[t])
+                   for t in outs):
+                skip.add(i)
+                changed = True
+    return skip
+
+
 def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
     """Import the TF-Lite int8 model at ``path`` into a :class:`hwsim.ir.Network` that
     :func:`hwsim.run` executes bit-exactly as ``tf.lite.Interpreter`` (``kernels="xnnpack"``, the
@@ -545,11 +577,16 @@ def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
     producer = {in_t.index: ir.INPUT}
     layers: list[ir.Layer] = []
     kinds: list[tuple[str, int]] = []  # (op name, index) per IR layer that is a TF-Lite op
+    shape_only = _shape_only_ops(ops, tensors)
+    produced = {int(t) for op in ops for t in op["outputs"]}
+    delegated = [kernels == "xnnpack" and _xnnpack_takes(ops, i, produced, shape_only) for i in range(len(ops))]
 
     for i, (op, (oname, opt)) in enumerate(zip(ops, opts)):
         name = op["op_name"]
         if name != oname:
             raise ValueError(f"{where}: operator #{i} is {name} for the interpreter but {oname} in the flatbuffer")
+        if i in shape_only:
+            continue
         if name not in SUPPORTED_OPS:
             raise _unsupported(where, i, name)
         op_in = [int(t) for t in op["inputs"]]
@@ -562,7 +599,10 @@ def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
         if src is None:
             raise _unsupported(where, i, name, f"input tensor {x.index} ({x.name}) is neither the model input nor produced by an op")
         lname = f"op{i:03d}_{name.lower()}"
-        ekind = "reference" if kernels == "reference" else ("xnnpack" if name in _XNNPACK_OPS else "builtin")
+        ekind = "reference" if kernels == "reference" else ("xnnpack" if delegated[i] else "builtin")
+        if ekind == "builtin" and name not in _BUILTIN_EXACT:
+            raise _unsupported(where, i, name, "it would run outside the XNNPACK delegate on TF-Lite's optimized "
+                               "built-in kernel, whose arithmetic is not emulated")
 
         def check_int8(*ts):
             for t in ts:
@@ -711,27 +751,35 @@ def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
             raise _unsupported(where, q.index, q.op, f"output shape {q.output.shape[1:]} but the IR computes "
                                f"{shapes[layer.name]}")
     if kernels == "xnnpack":
-        _check_partition(data, net, where)
+        _check_partition(data, ops, delegated, out_t.index, where)
     return net
 
 
-def _check_partition(data: bytes, net: ir.Network, where):
-    """The emulator assumes XNNPACK runs exactly the ops in ``_XNNPACK_OPS``; compare the tensors its
-    partitions would output with the ones the interpreter's DELEGATE nodes do output."""
-    recs = [l.quant for l in net.layers if isinstance(l.quant, TFLiteOp)]
-    deleg = {id(r): r.kernels == "xnnpack" for r in recs}
-    consumers: dict[int, list] = {}
-    for r in recs:
-        for t in r.inputs:
-            consumers.setdefault(t.index, []).append(r)
-    graph_out = net[net.output].quant.output.index
+def _xnnpack_takes(ops, i: int, produced: set[int], shape_only: set[int]) -> bool:
+    """Whether the TF 2.21 XNNPACK delegate runs operator ``i`` (of a model ``load_tflite`` accepts):
+    the ops of ``_XNNPACK_OPS``, except a RESHAPE whose shape operand is computed at run time."""
+    name = ops[i]["op_name"]
+    if i in shape_only or name not in _XNNPACK_OPS:
+        return False
+    if name == "RESHAPE" and len(ops[i]["inputs"]) > 1 and int(ops[i]["inputs"][1]) in produced:
+        return False
+    return True
+
+
+def _check_partition(data: bytes, ops, delegated: list[bool], graph_out: int, where):
+    """The emulator assumes XNNPACK runs exactly the operators marked ``delegated``: compare the tensors
+    its partitions would output with the ones the interpreter's DELEGATE nodes do output."""
+    consumers: dict[int, list[int]] = {}
+    for i, op in enumerate(ops):
+        for t in op["inputs"]:
+            consumers.setdefault(int(t), []).append(i)
     predicted = set()
-    for r in recs:
-        if not deleg[id(r)]:
+    for i, op in enumerate(ops):
+        if not delegated[i]:
             continue
-        t = r.output.index
-        if t == graph_out or any(not deleg[id(c)] for c in consumers.get(t, [])):
-            predicted.add(t)
+        for t in (int(t) for t in op["outputs"]):
+            if t == graph_out or any(not delegated[c] for c in consumers.get(t, [])):
+                predicted.add(t)
     actual = _delegated_outputs(data) or set()
     if predicted != actual:
         raise ValueError(f"{where}: the XNNPACK delegate partitions this model differently than the emulator assumes "
