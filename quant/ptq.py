@@ -178,9 +178,9 @@ def _activate(y, activation):
     if activation == "linear":
         return y
     if activation == "relu":
-        return np.maximum(y, 0.0)
+        return np.maximum(y, 0.0, out=y)
     if activation == "relu6":
-        return np.clip(y, 0.0, 6.0)
+        return np.clip(y, 0.0, 6.0, out=y)
     z = y - y.max(axis=-1, keepdims=True)  # softmax
     np.exp(z, out=z)
     return z / z.sum(axis=-1, keepdims=True)
@@ -231,7 +231,10 @@ class QuantLayer:
         if self.act.kind == "mx":
             return x
         v = self.act.quantize(x)
-        return v - self.act.zero_point if np.any(self.act.zero_point != 0) else v
+        if np.any(self.act.zero_point != 0):
+            v = v - self.act.zero_point
+        # float32 holds every operand value exactly when the format fits it (the kernels' fast paths)
+        return v.astype(np.float32) if self.spec.a.fits_float32 else v
 
     def accumulate(self, layer, x, seed=None, offset=0):
         """The accumulator values (float64, accumulator format values) for float input ``x``, bias included."""
@@ -241,7 +244,11 @@ class QuantLayer:
         fmt = self.spec.out_format
         b = self.bias
         if isinstance(fmt, FixedFormat):  # both on the accumulator grid, |sum| < 2**53: exact
-            return np.asarray(kquantize(acc + b, fmt, overflow=self.spec.overflow_for(fmt)), dtype=np.float64)
+            s = acc
+            s += b
+            if s.size and (s.min() < fmt.min or s.max() > fmt.max):  # wrap / saturate per the spec
+                s = np.asarray(kquantize(s, fmt, overflow=self.spec.overflow_for(fmt)), dtype=np.float64)
+            return s
         s = acc + b  # TwoSum: s + err == acc + b exactly
         bp = s - acc
         err = (acc - (s - bp)) + (b - bp)
@@ -260,7 +267,8 @@ class QuantLayer:
     def run(self, layer, inputs, seed=None, offset=0):
         acc = self.accumulate(layer, inputs[0], seed=seed, offset=offset)
         if self.requant == "float":
-            return _activate(acc * self.multiplier, layer.activation).astype(np.float32)
+            acc *= self.multiplier
+            return _activate(acc, layer.activation).astype(np.float32)
         from .requant import multiply_by_quantized_multiplier
 
         zp = self.out.zero_point
@@ -477,7 +485,8 @@ def _quantize_weights(layer, cfg: LayerConfig, ccfg: dict):
     v = qp.quantize(w2)
     if np.any(qp.zero_point != 0):
         v = v - qp.zero_point
-    return qp, v.reshape(w.shape)
+    v = v.reshape(w.shape)
+    return qp, v.astype(np.float32) if _widen(qp).fits_float32 else v
 
 
 def _tflite_stage(layer, act: QParams, wq: QParams, out: QParams):
