@@ -15,12 +15,19 @@ and gemmlowp's ``fixedpoint/fixedpoint.h`` (``SaturatingRoundingDoublingHighMul`
 Two variants exist, chosen at TF-Lite build time by ``TFLITE_SINGLE_ROUNDING``:
 
 * **double rounding** (``single_rounding=False``, TF-Lite's default build and what the TF 2.21 pip
-  wheel's interpreter does, established by experiment in ``tests/test_requant.py``):
+  wheel's reference CONV_2D / DEPTHWISE_CONV_2D / ADD / MEAN kernels do, established by experiment in
+  ``tests/test_requant.py``):
   ``RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x * 2**left, m), right)`` -- the 64-bit
-  product is first rounded to its high 32 bits (round half away from zero), then shifted right
-  with a second rounding (round half away from zero);
+  product is first rounded to its high 32 bits (``floor((x m + 2**30) / 2**31)``: ties upward),
+  then shifted right with a second rounding (ties away from zero). E.g. ``x = 8`` times 0.3
+  (``m = 1288490189``, ``shift = -1``) gives 3, not round(2.4) = 2;
 * **single rounding** (``single_rounding=True``): ``(x * m + 2**(30 - shift)) >> (31 - shift)`` --
   one rounding, half up (towards +inf).
+
+The TF 2.21 interpreter's reference FULLY_CONNECTED int8 kernel uses neither: it rounds the exact
+product ``x * m * 2**(shift - 31)`` to nearest with ties away from zero
+(:func:`multiply_by_quantized_multiplier_round_away`). XNNPACK, the interpreter's default delegate,
+requantizes in float32 instead (:func:`fp32_requantize`).
 
 Every function takes and returns int64 arrays (values in int32 range where TF-Lite's are int32)
 and broadcasts its arguments, so per-channel multipliers/shifts are arrays over the last axis.
@@ -41,6 +48,7 @@ __all__ = [
     "rounding_divide_by_pot",
     "multiply_by_quantized_multiplier",
     "multiply_by_quantized_multiplier_smaller_than_one_exp",
+    "multiply_by_quantized_multiplier_round_away",
     "requantize",
     "fp32_requantize",
 ]
@@ -114,8 +122,9 @@ def saturating_rounding_doubling_high_mul(a, b):
     """gemmlowp ``SaturatingRoundingDoublingHighMul(int32 a, int32 b)`` (``fixedpoint.h``).
 
     ``ab = a * b`` in int64; ``nudge = 2**30`` if ``ab >= 0`` else ``1 - 2**30``; result
-    ``(ab + nudge) / 2**31`` with C division (truncation toward zero) -- i.e. ``round(a*b / 2**31)``
-    with ties away from zero; the single overflow case ``a == b == INT32_MIN`` gives ``INT32_MAX``.
+    ``(ab + nudge) / 2**31`` with C division (truncation toward zero) -- which equals
+    ``floor((a*b + 2**30) / 2**31)``, ``a*b / 2**31`` rounded to nearest with ties upward (toward
+    +inf, as ARM's SQRDMULH); the single overflow case ``a == b == INT32_MIN`` gives ``INT32_MAX``.
     ``a`` and ``b`` must be in int32 range (checked).
     """
     a = _i64(a)
@@ -181,6 +190,28 @@ def multiply_by_quantized_multiplier(x, multiplier, shift, single_rounding: bool
     if xl.size and (xl.min() < INT32_MIN or xl.max() > INT32_MAX):
         raise ValueError("MultiplyByQuantizedMultiplier: x * 2**left_shift overflows int32")
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(xl, m), right)
+
+
+def multiply_by_quantized_multiplier_round_away(x, multiplier, shift):
+    """``x * multiplier * 2**(shift - 31)`` computed exactly (int64 product) and rounded to nearest with
+    ties away from zero: ``sign(p) * ((|p| + 2**(t - 1)) >> t)`` with ``p = x * multiplier``,
+    ``t = 31 - shift``. This is what the TF 2.21 interpreter's *reference* FULLY_CONNECTED int8 kernel
+    (``OpResolverType.BUILTIN_REF``) computes -- established by experiment (``tests/test_requant.py``:
+    crafted ties such as ``-1536 * 2**-10 -> -2`` rule out both single rounding, which gives -1, and
+    double rounding, which turns ``1535 * 2**-10 = 1.499`` into 2); it equals rounding the exact real
+    ``x * M`` whenever ``M`` is a float32 ratio (a 24-bit significand fits the 31-bit multiplier).
+    Needs ``0 <= multiplier < 2**31``, ``shift <= 30`` and ``|x| < 2**31``. Returns int64."""
+    x = _i64(x)
+    m = _i64(multiplier)
+    s = _i64(shift)
+    if x.size and (x.min() < INT32_MIN or x.max() > INT32_MAX):
+        raise ValueError("x out of int32 range")
+    if (m.size and (m.min() < 0 or m.max() > INT32_MAX)) or (s.size and s.max() > 30):
+        raise ValueError("needs 0 <= multiplier < 2**31 and shift <= 30")
+    t = np.minimum(31 - s, 62)
+    p = x * m
+    q = (np.abs(p) + (np.int64(1) << (t - 1))) >> t
+    return np.where(p < 0, -q, q)
 
 
 def multiply_by_quantized_multiplier_smaller_than_one_exp(x, multiplier, left_shift, single_rounding: bool = False):

@@ -54,9 +54,9 @@ half away from zero; ``f32(.)`` one float32 operation):
     ``scale = f32(f32(s_x * s_w[c]) / s_y)`` per output channel;
   - reference: TF-Lite's fixed-point multiplier ``(m, shift) = QuantizeMultiplier(double(s_x) *
     double(s_w[c]) / double(s_y))`` and ``y = clamp(MultiplyByQuantizedMultiplier(acc, m, shift) +
-    zp_y, lo, hi)`` (:mod:`quant.requant`): double rounding for CONV_2D and DEPTHWISE_CONV_2D, single
-    rounding (``(acc * m + 2**(30 - shift)) >> (31 - shift)``) for FULLY_CONNECTED -- both measured
-    on the TF 2.21 interpreter (``tests/test_requant.py``).
+    zp_y, lo, hi)`` (:mod:`quant.requant`) with double rounding for CONV_2D and DEPTHWISE_CONV_2D;
+    FULLY_CONNECTED rounds the exact ``acc * m * 2**(shift - 31)`` once, ties away from zero -- both
+    measured on the TF 2.21 interpreter (``tests/test_requant.py``).
 
 * Activation bounds: reference ``lo = max(-128, zp_y)`` for RELU/RELU6 and
   ``hi = min(127, zp_y + round-away(f32(6 / s_y)))`` for RELU6 (``CalculateActivationRangeQuantized``);
@@ -280,7 +280,7 @@ class MacOp(TFLiteOp):
     scale32: np.ndarray = field(default=None, repr=False)  # xnnpack
     multiplier: np.ndarray = field(default=None, repr=False)  # reference
     shift: np.ndarray = field(default=None, repr=False)
-    single_rounding: bool = False
+    round_away: bool = False  # reference FULLY_CONNECTED: one exact rounding, ties away from zero
     lo: int = -128
     hi: int = 127
 
@@ -308,8 +308,10 @@ class MacOp(TFLiteOp):
         zp = self.output.zp
         if self.kernels == "xnnpack":
             return rq.fp32_requantize(acc, self.scale32, zp, self.lo, self.hi)
-        return rq.requantize(acc, self.multiplier, self.shift, zp, self.lo, self.hi,
-                             single_rounding=self.single_rounding)
+        if self.round_away:
+            y = rq.multiply_by_quantized_multiplier_round_away(acc, self.multiplier, self.shift)
+            return np.clip(y + np.int64(zp), self.lo, self.hi)
+        return rq.requantize(acc, self.multiplier, self.shift, zp, self.lo, self.hi)
 
     def run(self, layer, inputs, seed=None, offset=0):
         x = inputs[0]
@@ -645,12 +647,12 @@ def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
             if sw.size not in (1, nout):
                 raise _unsupported(where, i, name, f"{sw.size} weight scales for {nout} output channels")
             sw = np.broadcast_to(sw, (nout,)).copy()
-            fkw = dict(single_rounding=(name == "FULLY_CONNECTED" and ekind == "reference"))
+            fkw = dict(round_away=(name == "FULLY_CONNECTED" and ekind == "reference"))
             if ekind == "xnnpack":
                 fkw["scale32"] = ((x.s * sw).astype(np.float32) / y.s).astype(np.float32)
             else:
                 real = np.float64(x.s) * sw.astype(np.float64) / np.float64(y.s)
-                fkw["multiplier"], fkw["shift"] = rq.quantize_multiplier(real, single_rounding=fkw["single_rounding"])
+                fkw["multiplier"], fkw["shift"] = rq.quantize_multiplier(real)
             lo, hi = _act_bounds(act, y, "xnnpack" if ekind == "xnnpack" else "reference")
             if name == "FULLY_CONNECTED":
                 if getattr(opt, "keepNumDims", False) and len(x.shape) > 2:
