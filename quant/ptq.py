@@ -91,7 +91,8 @@ class LayerConfig:
     (``act_scheme=None``: asymmetric for integer / fixed formats, symmetric otherwise);
     ``weight_scale`` / ``act_scale``: ``"real"``, ``"pow2"``, ``"none"``, ``"mx"`` (None: ``"mx"`` for
     MX formats, ``"real"`` otherwise); ``method`` / ``weight_method``: calibration of activations /
-    weights (``"minmax"``, ``"percentile"``, ``"mse"``); ``requant``: ``"float"`` or ``"tflite"``.
+    weights (``"minmax"``, ``"percentile"``, ``"mse"``; unused for tensors with scale ``"none"`` /
+    ``"mx"``, which are not calibrated); ``requant``: ``"float"`` or ``"tflite"``.
     """
 
     weights: object = "int8"
@@ -134,12 +135,6 @@ class LayerConfig:
                 if kind not in ("real", "pow2"):
                     raise ValueError(f"requant='tflite' rescales by s_in*s_w/s_out: {role} need scale 'real' or "
                                      f"'pow2', not {kind!r}")
-        if self.act_scale in ("none", "mx") and self.method != "minmax":
-            raise ValueError(f"activations with scale={self.act_scale!r} are not calibrated; method="
-                             f"{self.method!r} has no effect there (leave it 'minmax')")
-        if self.weight_scale in ("none", "mx") and self.weight_method != "minmax":
-            raise ValueError(f"weights with scale={self.weight_scale!r} are not calibrated; weight_method="
-                             f"{self.weight_method!r} has no effect there (leave it 'minmax')")
 
     @property
     def needs_calibration(self) -> bool:
