@@ -181,16 +181,18 @@ def _activate(y, activation):
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def _mac(layer, x, w, spec, seed, offset):
-    """The layer's MAC kernel on operands ``x`` (NHWC / (..., K)) and ``w`` (the layer's kernel shape)."""
+def _mac(layer, x, w, spec, seed, first_image):
+    """The layer's MAC kernel on operands ``x`` (NHWC / (..., K)) and ``w`` (the layer's kernel shape),
+    for a batch whose first image is number ``first_image`` of the run (the kernels' stochastic counters
+    are offset by that many images' outputs, as :mod:`hwsim.runner` does)."""
+    offset = first_image * int(np.prod(layer.output_shape([x.shape[1:]])))
     if layer.kind == "conv2d":
         return kernels.conv2d(x, w, spec, stride=layer.strides, padding=layer.padding, seed=seed, offset=offset)
     if layer.kind == "depthwise":
         return kernels.depthwise_conv2d(x, w, spec, stride=layer.strides, padding=layer.padding, seed=seed,
                                         offset=offset)
     lead = x.shape[:-1]
-    rows = int(np.prod(lead[1:])) if len(lead) > 1 else 1
-    y = kernels.matmul(x.reshape(-1, x.shape[-1]), w, spec, seed=seed, offset=offset * rows)
+    y = kernels.matmul(x.reshape(-1, x.shape[-1]), w, spec, seed=seed, offset=offset)
     return y.reshape(*lead, w.shape[1])
 
 
@@ -244,9 +246,11 @@ class QuantLayer:
             if s.size and (s.min() < fmt.min or s.max() > fmt.max):  # wrap / saturate per the spec
                 s = np.asarray(kquantize(s, fmt, overflow=self.spec.overflow_for(fmt)), dtype=np.float64)
             return s
-        s = acc + b  # TwoSum: s + err == acc + b exactly
-        bp = s - acc
-        err = (acc - (s - bp)) + (b - bp)
+        with np.errstate(invalid="ignore"):
+            s = acc + b  # TwoSum: s + err == acc + b exactly
+            bp = s - acc
+            err = (acc - (s - bp)) + (b - bp)
+        err[~np.isfinite(s)] = 0.0  # inf / NaN sums are rounded as they are
         stochastic = self.spec.accum_rounding == "stochastic"
         if stochastic:
             per = int(np.prod(acc.shape[1:]))

@@ -236,6 +236,18 @@ def test_unscaled_fp8_and_mx_equal_the_float_network_on_that_mac(tiny):
         np.testing.assert_array_equal(hwsim.run(q, x), want, err_msg=fmt)
 
 
+def test_stochastic_mac_results_do_not_depend_on_the_batch_size(tiny):
+    net, cal, x = tiny
+    spec = MacSpec("fp8_e4m3", "fp32", fma=True, rounding="stochastic")
+    q = quantize_model(net, weights="fp8_e4m3", activations="fp8_e4m3", mac=spec, calibration=cal)
+    assert q["conv"].quant.spec.accum_rounding == "stochastic"
+    a = hwsim.run(q, x, seed=5, batch_size=8)
+    assert np.isfinite(a).all()
+    np.testing.assert_array_equal(hwsim.run(q, x, seed=5, batch_size=3), a)
+    np.testing.assert_array_equal(hwsim.run(q, x[5:], seed=5, batch_size=8)[0], a[5])  # counters keyed by image index
+    assert not np.array_equal(hwsim.run(q, x, seed=6, batch_size=8), a)
+
+
 def test_lower_precision_weights_use_narrow_operands(tiny):
     net, cal, x = tiny
     for bits in (8, 6, 4):
