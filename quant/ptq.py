@@ -62,14 +62,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import kernels
-from kernels.formats import FixedFormat, FloatFormat, MXFormat, parse_format
+from kernels.formats import FixedFormat, MXFormat, parse_format
 from kernels.mac import MacSpec, as_spec
 from kernels.quantize import _round_array
 from kernels.quantize import quantize as kquantize
 from kernels.rng import make_key
 
 from . import calibrate as cal
-from .scales import SCALE_KINDS, SCHEMES, QParams, check_scheme, compute_qparams
+from .scales import QParams, check_scheme, compute_qparams
 
 __all__ = ["quantize_model", "LayerConfig", "QuantLayer", "REQUANT_MODES"]
 
