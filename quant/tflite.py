@@ -73,12 +73,12 @@ half away from zero; ``f32(.)`` one float32 operation):
   ``QuantizeMultiplier`` (double); ``a' = MBQM((a - zp_a) * 2**20, m_a, shift_a)``, ``b'`` alike,
   ``y = clamp(MBQM(a' + b', m_y, shift_y) + zp_y, lo, hi)`` (double rounding).
 * MEAN over H, W (GlobalAveragePooling2D), ``n = H * W``, ``S = sum(q) - zp_x * n``: xnnpack (qs8
-  reduce): ``scale = f32(f32(s_x / s_y) * f32(1 / n))``, ``y = clamp(round-even(f32(f32(S) * scale)),
-  lo - zp_y, hi - zp_y) + zp_y``. reference (``QuantizedMeanOrSum``): ``(m, shift) =
-  QuantizeMultiplier(double(s_x) / double(s_y))``, ``k = min(floor(log2 n), 32, 31 + shift)``,
-  ``m' = (m * 2**k) // n``, ``y = clamp(MBQM(S, m', shift - k) + zp_y)``; when the input and output
-  quantization are identical TF-Lite's ``reference_ops::Mean`` is used instead:
-  ``y = trunc(sum(q) / n)``.
+  reduce): ``scale = f32(f32(s_x / s_y) * f32(1 / n))``,
+  ``y = clamp(round-away(f32(f32(f32(S) * scale) + zp_y)))`` -- ties away from zero, unlike XNNPACK's
+  conv requantization (measured with crafted power-of-two scale ratios, where ties are frequent).
+  reference (``QuantizedMeanOrSum``): ``(m, shift) = QuantizeMultiplier(double(s_x) / double(s_y))``,
+  ``k = min(floor(log2 n), 32, 31 + shift)``, ``m' = (m * 2**k) // n``,
+  ``y = clamp(MBQM(S, m', shift - k) + zp_y)`` (also when input and output quantization are equal).
 * AVERAGE_POOL_2D (not delegated to XNNPACK for int8; both variants): over the window's in-bounds
   cells (``count`` of them), ``y = clamp(round-away(sum(q) / count))`` computed as TF-Lite does,
   ``(sum + count/2) / count`` (C division) for positive sums, ``(sum - count/2) / count`` otherwise.
@@ -367,9 +367,8 @@ class MeanOp(TFLiteOp):
         S = total - np.int64(x.zp) * n
         if self.kernels == "xnnpack":
             scale = np.float32(np.float32(x.s / y.s) * (np.float32(1) / np.float32(n)))
-            return _out(rq.fp32_requantize(S, scale, y.zp, -128, 127))
-        if x.same_quant(y):  # reference_ops::Mean: integer division of the raw sums
-            return _out(np.clip(np.trunc(total / n), -128, 127))
+            f = S.astype(np.float32) * scale + np.float32(y.zp)
+            return _out(np.clip(_round_away(f), -128, 127))
         m, shift = rq.quantize_multiplier(np.float64(x.s) / np.float64(y.s))
         k = min(n.bit_length() - 1, 32, 31 + shift)
         m2 = (m << k) // n

@@ -1,0 +1,297 @@
+"""quant.tflite: TF-Lite int8 models run by hwsim equal the real tf.lite.Interpreter bit for bit.
+
+The oracle is the interpreter itself, run in the test: its default arithmetic (XNNPACK delegate)
+against ``kernels="xnnpack"`` and its reference kernels (``BUILTIN_REF``) against
+``kernels="reference"``. The models are small random Keras models with every supported op,
+converted in the test with full-integer quantization; the trained zoo models are checked on 100
+CIFAR-10 test images once their .keras files exist.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+from keras import layers  # noqa: E402
+
+import hwsim  # noqa: E402
+from quant import load_tflite  # noqa: E402
+from quant import tflite  # noqa: E402
+from tests._tflite_util import convert, edit, interpreter_outputs, set_quant  # noqa: E402
+
+KERNELS = ("xnnpack", "reference")
+
+
+def _randomize_bn(model, seed):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            g, b, mu, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.3, b.shape),
+                               rng.normal(0, 0.3, mu.shape), rng.uniform(0.5, 1.5, var.shape)])
+
+
+def _residual_model():
+    """Every op kind: conv + BN + ReLU6, depthwise (multiplier 1 and 2), 1x1 projection, residual add,
+    zero padding, strided valid conv, average and max pooling, global average pooling, dense."""
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((16, 16, 3))
+    x = layers.Rescaling(1.0 / 255)(inp)
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU(6.0)(x)
+    y = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    y = layers.BatchNormalization()(y)
+    y = layers.ReLU(6.0)(y)
+    y = layers.Conv2D(8, 1, use_bias=False)(y)
+    y = layers.BatchNormalization()(y)
+    x = layers.Add()([x, y])
+    x = layers.ZeroPadding2D(1)(x)
+    x = layers.Conv2D(12, 3, strides=2, activation="relu")(x)
+    x = layers.AveragePooling2D(2)(x)
+    x = layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu")(x)
+    x = layers.MaxPooling2D(2, padding="same")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(10)(x)
+    model = keras.Model(inp, x)
+    _randomize_bn(model, 2)
+    return model
+
+
+def _cnn_model():
+    """cifar_cnn's structure in small: conv/conv/maxpool, Flatten (a dynamic-batch RESHAPE), dense."""
+    keras.utils.set_random_seed(3)
+    return keras.Sequential([
+        keras.Input((12, 12, 3)),
+        layers.Rescaling(1.0 / 255),
+        layers.Conv2D(8, 3, padding="same", activation="relu"),
+        layers.Conv2D(8, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dense(24, activation="relu"),
+        layers.Dense(10),
+    ])
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tflite")
+    rng = np.random.default_rng(7)
+    res = tflite.convert_keras(_residual_model(), rng.integers(0, 256, (200, 16, 16, 3), dtype=np.uint8),
+                               d / "residual.tflite")
+    cnn = tflite.convert_keras(_cnn_model(), rng.integers(0, 256, (200, 12, 12, 3), dtype=np.uint8),
+                               d / "cnn.tflite", per_channel_dense=False)
+    return {"residual": res, "cnn": cnn}
+
+
+def _images(shape, n=32, seed=11):
+    return np.random.default_rng(seed).integers(0, 256, (n, *shape), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("which", ["residual", "cnn"])
+def test_random_models_equal_interpreter(models, which, kernels):
+    path = models[which]
+    net = load_tflite(path, kernels=kernels)
+    x = _images(net.input_shape)
+    got = hwsim.run(net, x, batch_size=13)
+    want = interpreter_outputs(path.read_bytes(), kernels, x.astype(np.float32))
+    assert got.dtype == np.float32 and want.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+
+
+def test_the_two_interpreter_arithmetics_differ(models):
+    """The tests above can tell the variants apart: on these models XNNPACK and the reference kernels
+    disagree, and each emulator variant matches only its own."""
+    data = models["residual"].read_bytes()
+    x = _images((16, 16, 3), n=32).astype(np.float32)
+    xnn, ref = interpreter_outputs(data, "xnnpack", x), interpreter_outputs(data, "reference", x)
+    assert not np.array_equal(xnn, ref)
+    emu = hwsim.run(load_tflite(models["residual"], kernels="reference"), x)
+    assert not np.array_equal(emu, xnn)
+
+
+def test_every_tensor_equals_reference_interpreter(models):
+    """Op by op: the emulator's value of every tensor equals the reference interpreter's
+    (``experimental_preserve_all_tensors``), each op fed the emulator's own previous values."""
+    for which in ("residual", "cnn"):
+        path = models[which]
+        net = load_tflite(path, kernels="reference")
+        it = tflite.interpreter(path, "reference", preserve_all_tensors=True)
+        inp = it.get_input_details()[0]["index"]
+        checked = 0
+        for img in _images(net.input_shape, n=4, seed=5).astype(np.float32):
+            it.set_tensor(inp, img[None])
+            it.invoke()
+            vals = {"input": img[None]}
+            for layer in net.layers:
+                ins = [vals[s] for s in layer.inputs]
+                if layer.quant is None:  # the Flatten the importer inserts before a dense layer
+                    vals[layer.name] = ins[0].reshape(1, *layer.target)
+                    continue
+                vals[layer.name] = layer.quant.run(layer, ins)
+                want = it.get_tensor(layer.quant.output.index)
+                np.testing.assert_array_equal(vals[layer.name], want.astype(np.float32),
+                                              err_msg=f"{which}: {layer.quant.describe()}")
+                checked += 1
+        assert checked >= 4 * 6
+
+
+def test_int8_io_model_returns_int8_codes():
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((8, 8, 4)), layers.Conv2D(6, 3, padding="same", activation="relu"),
+                              layers.MaxPooling2D(2), layers.Flatten(), layers.Dense(5)])
+    rng = np.random.default_rng(0)
+    content = convert(model, [rng.normal(0, 1, (100, 8, 8, 4))], int_io=True)
+    path = _write(content, "int8io.tflite")
+    x = rng.integers(-128, 128, (24, 8, 8, 4)).astype(np.int8)
+    for kernels in KERNELS:
+        net = load_tflite(path, kernels=kernels)
+        assert net.meta["input_dtype"] == "int8" and net.meta["output_dtype"] == "int8"
+        got = hwsim.run(net, x)
+        want = interpreter_outputs(content, kernels, x)
+        assert want.dtype == np.int8
+        np.testing.assert_array_equal(got, want.astype(np.float32))
+
+
+def test_mean_with_identical_quantization_reference(models):
+    """MEAN whose output quantization equals its input's takes TF-Lite's integer-division branch."""
+
+    def same(m):
+        sg = m.subgraphs[0]
+        for op in sg.operators:
+            code = m.operatorCodes[op.opcodeIndex]
+            if max(code.builtinCode, code.deprecatedBuiltinCode) == 40:  # MEAN
+                src, dst = sg.tensors[op.inputs[0]], sg.tensors[op.outputs[0]]
+                set_quant(dst, src.quantization.scale, src.quantization.zeroPoint)
+                return
+        raise AssertionError("no MEAN op")
+
+    content = edit(models["residual"].read_bytes(), same)
+    path = _write(content, "mean_same.tflite")
+    x = _images((16, 16, 3), n=16)
+    for kernels in KERNELS:
+        got = hwsim.run(load_tflite(path, kernels=kernels), x)
+        np.testing.assert_array_equal(got, interpreter_outputs(content, kernels, x.astype(np.float32)))
+
+
+def test_batch_size_and_mac_spec(models):
+    net = load_tflite(models["residual"])
+    x = _images((16, 16, 3), n=20)
+    a = hwsim.run(net, x, batch_size=20)
+    np.testing.assert_array_equal(a, hwsim.run(net, x, batch_size=3))
+    np.testing.assert_array_equal(a, hwsim.run(load_tflite(models["residual"], mac="int8_int32"), x))
+    # a 4-bit multiplier (operands saturate to int4) is a different machine: the same graph runs, results change
+    int4 = kernels_spec("int4")
+    b = hwsim.run(load_tflite(models["residual"], mac=int4), x)
+    assert b.shape == a.shape and not np.array_equal(a, b)
+
+
+def kernels_spec(fmt):
+    from kernels import MacSpec
+
+    return MacSpec(fmt, "int32", overflow="wrap")
+
+
+def test_network_structure(models):
+    net = load_tflite(models["residual"])
+    kinds = [l.kind for l in net.layers]
+    assert kinds[0] == "affine" and kinds[-1] == "affine"
+    assert {"conv2d", "depthwise", "dense", "add", "pool", "zero_pad", "global_avg_pool"} <= set(kinds)
+    conv = net.mac_layers[0]
+    assert conv.kernel.shape[:2] == (3, 3) and np.all(conv.kernel == np.round(conv.kernel))
+    assert np.abs(conv.kernel).max() <= 127
+    assert net.meta["kernels"] == "xnnpack" and net.meta["input_dtype"] == "float32"
+    # only AVERAGE_POOL_2D runs outside the XNNPACK delegate
+    assert {l.quant.op for l in net.layers if l.quant is not None and l.quant.kernels == "builtin"} == {"AVERAGE_POOL_2D"}
+
+
+# ------------------------------------------------------------------------------------------------
+# errors
+# ------------------------------------------------------------------------------------------------
+
+_TMP = {}
+
+
+def _write(content: bytes, name: str):
+    import tempfile
+    from pathlib import Path
+
+    d = _TMP.setdefault("dir", Path(tempfile.mkdtemp(prefix="hwsim_tflite_")))
+    p = d / name
+    p.write_bytes(content)
+    return p
+
+
+@pytest.mark.parametrize("op, act", [("TANH", "tanh"), ("LOGISTIC", "sigmoid")])
+def test_unsupported_op_named(op, act):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), layers.Dense(4), layers.Activation(act), layers.Dense(3)])
+    content = convert(model, [np.random.default_rng(0).normal(0, 1, (50, 6))])
+    path = _write(content, f"{op}.tflite")
+    with pytest.raises(ValueError, match=rf"TF-Lite op {op} \(operator #\d+\) is not supported; supported ops: QUANTIZE"):
+        load_tflite(path)
+
+
+def test_corrupt_files(models, tmp_path):
+    good = models["cnn"].read_bytes()
+    cases = {
+        "random.tflite": np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes(),
+        "empty.tflite": b"",
+        "truncated.tflite": good[: len(good) // 2],
+        "badroot.tflite": b"\xff\xff\xff\x7f" + good[4:],
+    }
+    for name, content in cases.items():
+        p = tmp_path / name
+        p.write_bytes(content)
+    before = sorted(os.listdir(tmp_path))
+    for name in cases:
+        with pytest.raises(ValueError, match=r"not a TF-Lite model|corrupt or unreadable") as e:
+            load_tflite(tmp_path / name)
+        assert name in str(e.value)
+    with pytest.raises(FileNotFoundError):
+        load_tflite(tmp_path / "missing.tflite")
+    assert sorted(os.listdir(tmp_path)) == before  # reading writes nothing
+
+
+def test_convert_keras_failure_writes_nothing(tmp_path):
+    model = _cnn_model()
+    target = tmp_path / "out.tflite"
+    with pytest.raises(Exception):
+        tflite.convert_keras(model, np.zeros((4, 5, 5, 3), np.uint8), target)  # wrong image shape
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match="representative_images"):
+        tflite.convert_keras(model, np.zeros((0, 12, 12, 3)), target)
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_arguments(models):
+    with pytest.raises(ValueError, match="unknown kernels"):
+        load_tflite(models["cnn"], kernels="builtin")
+    with pytest.raises(ValueError, match="preset"):
+        load_tflite(models["cnn"], mac="no_such_mac")
+
+
+# ------------------------------------------------------------------------------------------------
+# the trained zoo models (once hwsim/models/*.keras exist)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["cifar_cnn", "mobilenet"])
+def test_zoo_model_subset(name, tmp_path):
+    from hwsim import zoo
+    from hwsim.data import load_cifar10
+
+    if not zoo.model_path(name).is_file():
+        pytest.skip(f"trained {name} not present ({zoo.model_path(name)})")
+    test_x, _ = load_cifar10("test")
+    train_x, _ = load_cifar10("train")
+    path = tflite.convert_keras(zoo.load_keras(name), train_x[:200], tmp_path / f"{name}.tflite")
+    x = test_x[:100]
+    got = hwsim.run(load_tflite(path), x)
+    want = interpreter_outputs(path.read_bytes(), "xnnpack", x.astype(np.float32))
+    assert (got == want).mean() >= 0.999
+    assert np.array_equal(got.argmax(1), want.argmax(1))
