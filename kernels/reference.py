@@ -112,7 +112,8 @@ def _mac(x: np.ndarray, w: np.ndarray, spec, key, offset: int, stats: RefStats) 
     R = _Rounder(spec, key, E, offset, stats)
 
     # 2. products: exact in float64, then (optionally) rounded into the product format, t = k
-    p = x * w
+    with np.errstate(invalid="ignore", over="ignore"):
+        p = x * w  # IEEE: inf * 0 is NaN
     if spec.product is not None:
         p = R(p, np.zeros_like(p), spec.product, spec.product_rounding, STAGE_PRODUCT, np.arange(K))
 
