@@ -13,6 +13,8 @@ COMMANDS = [
     "hwsim.commands.run",
     "hwsim.commands.train",
     "hwsim.commands.cost",
+    "hwsim.commands.sweep",
+    "hwsim.commands.report",
 ]
 
 

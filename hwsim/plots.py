@@ -1,0 +1,225 @@
+"""Figures of a bit-width sweep (matplotlib, Agg canvas: no display, no global pyplot state).
+
+* ``accuracy_vs_bits.png``: top-1 accuracy against bits per weight element, one line per format
+  family, one panel per rounding mode; each format with its widest accumulator in the sweep.
+* ``accuracy_vs_energy.png``: accuracy against estimated energy per inference for every
+  configuration, with the Pareto front (no other configuration is both cheaper and more accurate).
+* ``rounding_accumulators.png``: round-to-nearest against stochastic rounding for each operand format,
+  accumulators on the x axis from narrow to wide (the Gupta et al. 2015 experiment).
+
+Accuracy is the mean over seeds; error bars are +-1 standard deviation over seeds (stochastic
+rounding only).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from . import sweep as G
+
+BITS_PNG = "accuracy_vs_bits.png"
+ENERGY_PNG = "accuracy_vs_energy.png"
+ROUNDING_PNG = "rounding_accumulators.png"
+
+_FAMILY_STYLE = {"float": ("tab:blue", "o"), "int": ("tab:red", "s"), "fixed": ("tab:purple", "D"),
+                 "mx": ("tab:green", "^")}
+_ROUNDING_COLOR = {"nearest": "tab:blue", "stochastic": "tab:orange", "nearest_away": "tab:cyan",
+                   "toward_zero": "tab:gray", "up": "tab:brown", "down": "tab:pink"}
+
+
+def _figure(w, h):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path):
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, metadata={"Software": None})
+    tmp.replace(path)
+
+
+def _pct(x):
+    return None if x is None else 100.0 * x
+
+
+def _std(r):
+    return 0.0 if r["accuracy_std"] is None else 100.0 * r["accuracy_std"]
+
+
+def _baseline(rows):
+    for r in rows:
+        if (r["weights"], r["activations"], r["accum"], r["rounding"]) == G.BASELINE:
+            return r
+    return None
+
+
+def _subtitle(settings) -> str:
+    return f"{settings['images']:,} CIFAR-10 test images"
+
+
+def _model(settings) -> str:
+    return Path(settings["model"]).stem
+
+
+def accuracy_vs_bits(path: Path, settings, rows) -> Path | None:
+    """Accuracy vs weight bits per family and rounding (widest accumulator per operand pair)."""
+    if not rows:
+        return None
+    widest = {}
+    for r in rows:
+        pair = (r["weights"], r["activations"], r["rounding"])
+        if pair not in widest or r["accum_bits"] > widest[pair]["accum_bits"]:
+            widest[pair] = r
+    roundings = [x for x in settings["rounding"] if any(k[2] == x for k in widest)]
+    base = _baseline(rows)
+    if base and "nearest" not in roundings:
+        roundings = ["nearest"] + roundings
+    n = max(1, len(roundings))
+    fig = _figure(5.2 * n + 0.6, 4.6)
+    axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
+    for ax, rnd in zip(axes, roundings):
+        pts = [r for k, r in widest.items() if k[2] == rnd]
+        if base and rnd != "nearest":
+            pts = pts + [base]
+        for fam in ("float", "mx", "int", "fixed"):
+            fr = sorted((r for r in pts if r["family"] == fam), key=lambda r: r["weight_bits"])
+            if not fr:
+                continue
+            color, marker = _FAMILY_STYLE[fam]
+            # line through the most accurate format of each width
+            best = {}
+            for r in fr:
+                b = r["weight_bits"]
+                if b not in best or r["accuracy_mean"] > best[b]["accuracy_mean"]:
+                    best[b] = r
+            xs = sorted(best)
+            ax.plot(xs, [_pct(best[b]["accuracy_mean"]) for b in xs], "-", color=color, alpha=0.6, lw=1.5)
+            ax.errorbar([r["weight_bits"] for r in fr], [_pct(r["accuracy_mean"]) for r in fr],
+                        yerr=[_std(r) for r in fr], fmt=marker, color=color, ms=6, capsize=3, label=fam)
+            for r in fr:
+                ax.annotate(G.pair_label(r["weights"], r["activations"]) + f" ({G.short_name(r['accum'])})",
+                            (r["weight_bits"], _pct(r["accuracy_mean"])), textcoords="offset points",
+                            xytext=(4, 3), fontsize=6.5, color="0.25")
+        if base:
+            ax.axhline(_pct(base["accuracy_mean"]), color="0.4", ls="--", lw=1,
+                       label=f"float32 ({_pct(base['accuracy_mean']):.1f}%)")
+        ax.set_xscale("log", base=2)
+        ticks = [2, 3, 4, 6, 8, 16, 32]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(t) for t in ticks])
+        ax.set_xlim(1.7, 40)
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel("bits per weight element (MX: element + shared scale / 32)")
+        ax.set_title(f"rounding: {rnd}", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel("top-1 accuracy (%)")
+    fig.suptitle(f"{_model(settings)}: accuracy vs precision, widest accumulator per format "
+                 f"({_subtitle(settings)}; error bars: std over seeds)", fontsize=10)
+    fig.tight_layout()
+    out = path / BITS_PNG
+    _save(fig, out)
+    return out
+
+
+def accuracy_vs_energy(path: Path, settings, rows) -> Path | None:
+    """Accuracy vs energy per inference, every configuration, Pareto front marked."""
+    if not rows:
+        return None
+    fig = _figure(8.5, 5.4)
+    ax = fig.subplots()
+    for r in rows:
+        color = _ROUNDING_COLOR.get(r["rounding"], "k")
+        marker = _FAMILY_STYLE[r["family"]][1]
+        ax.errorbar(r["energy_pj"] / 1e6, _pct(r["accuracy_mean"]), yerr=_std(r), fmt=marker, color=color,
+                    ms=5, capsize=2, alpha=0.85)
+    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["energy_pj"])
+    if front:
+        xs, ys = [], []
+        for r in front:
+            xs.append(r["energy_pj"] / 1e6)
+            ys.append(_pct(r["accuracy_mean"]))
+        ax.step(xs, ys, where="post", color="k", lw=1.2, label="Pareto front")
+        ax.scatter(xs, ys, s=120, facecolors="none", edgecolors="k", lw=1.2)
+        for r in front:
+            ax.annotate(f"{G.pair_label(r['weights'], r['activations'])}, acc {G.short_name(r['accum'])}, "
+                        f"{r['rounding']}", (r["energy_pj"] / 1e6, _pct(r["accuracy_mean"])),
+                        textcoords="offset points", xytext=(5, -10), fontsize=6.5)
+    # legend proxies
+    for fam, (c, m) in _FAMILY_STYLE.items():
+        if any(r["family"] == fam for r in rows):
+            ax.plot([], [], m, color="0.3", label=f"{fam} operands")
+    for rnd in dict.fromkeys(r["rounding"] for r in rows):
+        ax.plot([], [], "o", color=_ROUNDING_COLOR.get(rnd, "k"), label=f"{rnd} rounding")
+    base = _baseline(rows)
+    ax.set_xscale("log")
+    ax.set_ylim(-2, 102)
+    e32 = f"; float32 = {base['energy_pj'] / 1e6:.3g} uJ" if base else ""
+    arr = settings["array"]["name"]
+    ax.set_xlabel(f"energy per inference (uJ, 45 nm estimate, {arr} array{e32})")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"{_model(settings)}: accuracy vs energy ({_subtitle(settings)}; error bars: std over seeds)",
+                 fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    out = path / ENERGY_PNG
+    _save(fig, out)
+    return out
+
+
+def rounding_accumulators(path: Path, settings, rows) -> Path | None:
+    """Nearest vs stochastic per operand pair, accumulators from narrow to wide."""
+    by_pair = {}
+    for r in rows:
+        by_pair.setdefault((r["weights"], r["activations"]), []).append(r)
+    panels = []
+    for pair, rs in by_pair.items():
+        if {"nearest", "stochastic"} <= {r["rounding"] for r in rs}:
+            panels.append((pair, rs))
+    if not panels:
+        (path / ROUNDING_PNG).unlink(missing_ok=True)
+        return None
+    n = len(panels)
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig = _figure(4.6 * ncols, 3.6 * nrows + 0.5)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, (pair, rs) in zip(axes.flat, panels):
+        accs = sorted({r["accum"] for r in rs}, key=lambda a: (G._precision(a), G.storage_bits(a), a))
+        xs = list(range(len(accs)))
+        for rnd, dx in (("nearest", -0.06), ("stochastic", 0.06)):
+            pts = {r["accum"]: r for r in rs if r["rounding"] == rnd}
+            x = [i + dx for i, a in enumerate(accs) if a in pts]
+            y = [_pct(pts[a]["accuracy_mean"]) for a in accs if a in pts]
+            e = [_std(pts[a]) for a in accs if a in pts]
+            label = "round to nearest" if rnd == "nearest" else "stochastic (mean +- std over seeds)"
+            ax.errorbar(x, y, yerr=e, fmt="o-", color=_ROUNDING_COLOR[rnd], ms=5, capsize=3, label=label)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([G.short_name(a) for a in accs], rotation=30, fontsize=8)
+        ax.set_ylim(-2, 102)
+        ax.set_title(f"operands {G.pair_label(*pair)}", fontsize=9)
+        ax.set_xlabel("accumulator format (narrow -> wide)", fontsize=8)
+        ax.set_ylabel("top-1 accuracy (%)", fontsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{_model(settings)}: round-to-nearest vs stochastic rounding of products and sums "
+                 f"({_subtitle(settings)})", fontsize=10)
+    fig.tight_layout()
+    out = path / ROUNDING_PNG
+    _save(fig, out)
+    return out
+
+
+def render_all(path, settings, rows) -> list[Path]:
+    path = Path(path)
+    outs = [accuracy_vs_bits(path, settings, rows), accuracy_vs_energy(path, settings, rows),
+            rounding_accumulators(path, settings, rows)]
+    return [o for o in outs if o is not None]

@@ -1,0 +1,762 @@
+"""Running a sweep: evaluating points, serially or on Dask, resumably, into an output directory.
+
+Files in the sweep directory ``DIR``:
+
+* ``sweep.json``: the settings that decide the results (model and its SHA-256, test images and their
+  digest, calibration, array, the grid). Written once, when the sweep starts; a later run into the
+  same ``DIR`` must have identical settings, else it stops with an error naming every difference and
+  touches nothing.
+* ``points.csv``: the record, **append-only**: one row per evaluated point (configuration + seed),
+  written with flush + fsync as each point finishes. It is never rewritten or truncated; a rerun
+  reads it and evaluates only the points missing from it, so a killed sweep loses at most the points
+  that were in flight. A torn last line (a kill inside a write) is ignored and its point recomputed.
+* ``results.csv`` / ``results.json``: one row per configuration (accuracy mean and std over seeds,
+  energy, cycles, ratios to float32), the plots and ``summary.md``: derived from ``points.csv`` and
+  re-rendered (written to a temporary file, then renamed) at the end of every run and by
+  ``hwsim report DIR``.
+
+A point's evaluation (:func:`evaluate`), in whichever process runs it: the network is quantized for
+the point's (weights, activations, MAC unit) by ``quant.quantize_model`` (calibrated on the first
+``calibration`` CIFAR-10 training images), run on the test images batch by batch exactly as
+:func:`hwsim.runner.run` does (so stochastic results depend only on the seed), and costed by
+:func:`hwsim.cost` on the array. Processes load the model and data themselves from the names/paths
+in the settings and check them against the digests, so a Dask worker on another machine computes the
+same numbers or refuses.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import io
+import json
+import math
+import os
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import sweep as G
+
+SETTINGS_FILE = "sweep.json"
+POINTS_FILE = "points.csv"
+RESULTS_CSV = "results.csv"
+RESULTS_JSON = "results.json"
+SETTINGS_FORMAT = "hwsim-sweep/1"
+
+POINT_COLUMNS = ("weights", "activations", "accum", "rounding", "seed", "images", "correct", "accuracy",
+                 "energy_pj", "cycles", "fp32_energy_pj", "fp32_cycles", "outputs_sha256", "seconds")
+RESULT_COLUMNS = ("weights", "activations", "accum", "rounding", "label", "family", "weight_bits",
+                  "activation_bits", "accum_bits", "seeds", "images", "accuracy_mean", "accuracy_std",
+                  "accuracy_min", "accuracy_max", "delta_vs_fp32", "energy_pj", "energy_ratio", "cycles",
+                  "cycles_ratio", "pareto")
+DEFAULT_CALIBRATION = 200
+DEFAULT_BATCH = 250
+
+
+class SweepError(ValueError):
+    """A user error about the sweep directory or settings (one clear message)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# settings
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_file(model: str) -> Path:
+    """The file behind a zoo name or a path; errors name the valid choices."""
+    from . import zoo
+
+    if model in zoo.NAMES:
+        p = zoo.model_path(model)
+        if not p.is_file():
+            raise FileNotFoundError(f"trained weights for {model!r} not found at {p}; create them with `hwsim train {model}`")
+        return p
+    p = Path(model)
+    if p.suffix not in (".keras", ".h5"):
+        raise ValueError(f"unknown model {model!r}: neither a zoo name ({', '.join(zoo.NAMES)}) nor a .keras / .h5 file")
+    if not p.is_file():
+        raise FileNotFoundError(f"model file {p} does not exist")
+    return p.resolve()
+
+
+def data_digest(images, labels) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(images).tobytes())
+    h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def subset(n_total: int, n: int | None) -> np.ndarray:
+    """Indices of the ``n``-image subset: image ``floor(i * n_total / n)`` for ``i < n`` (all when None).
+
+    CIFAR-10 image folders load sorted by class, so the first ``n`` images would be one class; this
+    interleaving takes the same number from every class block (``n`` a multiple of 10) and is the
+    whole set when ``n == n_total``."""
+    if n is None or n == n_total:
+        return np.arange(n_total)
+    return (np.arange(n, dtype=np.int64) * n_total) // n
+
+
+def load_test_images(data, limit):
+    """The sweep's test images: ``limit`` of the CIFAR-10 test set spread over it (:func:`subset`)."""
+    from .data import load_cifar10
+
+    images, labels = load_cifar10("test", path=data)
+    if limit is not None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"--limit must be a positive number of images, got {limit!r}")
+        if limit > len(labels):
+            raise ValueError(f"--limit {limit} exceeds the {len(labels)} CIFAR-10 test images")
+    idx = subset(len(labels), limit)
+    return images[idx], labels[idx]
+
+
+def array_settings(array) -> dict:
+    from .array import load_array
+
+    cfg = load_array(array)
+    return {"path": "default" if array is None else str(Path(array).resolve()), "name": cfg.name,
+            "digest": hashlib.sha256(repr(cfg).encode()).hexdigest()[:16]}
+
+
+def make_settings(model=G.DEFAULT_MODEL, formats=G.DEFAULT_FORMATS, accum=G.DEFAULT_ACCUM,
+                  rounding=G.DEFAULT_ROUNDING, seeds=G.DEFAULT_SEEDS, limit=G.DEFAULT_LIMIT, array=None,
+                  data=None, calibration=DEFAULT_CALIBRATION, scale="auto") -> dict:
+    """The settings of a sweep (validated; raises ``ValueError`` / ``FileNotFoundError`` naming bad input)."""
+    grid = G.build_grid(formats, accum, rounding, seeds)
+    if scale not in G.SCALE_MODES:
+        raise ValueError(f"--scale: unknown mode {scale!r}; valid: {', '.join(G.SCALE_MODES)}")
+    mfile = model_file(model)
+    if not isinstance(calibration, int) or isinstance(calibration, bool) or calibration < 1:
+        raise ValueError(f"--calibration must be a positive number of images, got {calibration!r}")
+    images, labels = load_test_images(data, limit)
+    return {
+        "format": SETTINGS_FORMAT,
+        "model": model if model in _zoo_names() else str(mfile),
+        "model_sha256": _sha256_file(mfile),
+        "data": None if data is None else str(Path(data).resolve()),
+        "images": int(len(labels)),
+        "data_sha256": data_digest(images, labels),
+        "calibration": {"split": "train", "images": calibration},
+        "scale": scale,
+        "array": array_settings(array),
+        "formats": [list(p) for p in grid.pairs],
+        "accum": list(grid.accums),
+        "rounding": list(grid.roundings),
+        "seeds": grid.seeds,
+    }
+
+
+def _zoo_names():
+    from . import zoo
+
+    return zoo.NAMES
+
+
+def grid_of(settings) -> G.Grid:
+    return G.build_grid([":".join(p) for p in settings["formats"]], settings["accum"], settings["rounding"],
+                        settings["seeds"])
+
+
+def settings_diff(old: dict, new: dict) -> list[str]:
+    keys = sorted(set(old) | set(new), key=lambda k: (list(new).index(k) if k in new else 99, k))
+    return [f"{k}: {json.dumps(old.get(k))} in DIR, {json.dumps(new.get(k))} now"
+            for k in keys if old.get(k) != new.get(k)]
+
+
+# ------------------------------------------------------------------------------------------------
+# the directory
+
+
+class SweepDir:
+    """The output directory: settings check, lock, append-only journal of points."""
+
+    def __init__(self, path, settings: dict):
+        self.path = Path(path)
+        self.settings = settings
+        self._lock_fh = None
+
+    def open(self):
+        """Create or reopen the directory; check it is writable and holds this sweep (or none)."""
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise SweepError(f"output {p} exists and is not a directory")
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+            probe = p / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise SweepError(f"cannot write to output directory {p}: {exc.strerror or exc}") from None
+        sfile, jfile = p / SETTINGS_FILE, p / POINTS_FILE
+        if sfile.exists():
+            try:
+                old = json.loads(sfile.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise SweepError(f"{sfile} is unreadable ({exc}); not touching {p}") from None
+            diff = settings_diff(old, self.settings)
+            if diff:
+                raise SweepError(f"{p} holds a sweep with different settings; use another --out directory or "
+                                 f"the original settings. Differences: " + "; ".join(diff))
+        else:
+            leftovers = [f for f in (POINTS_FILE, RESULTS_CSV, RESULTS_JSON) if (p / f).exists()]
+            if leftovers:
+                raise SweepError(f"{p} holds {', '.join(leftovers)} but no {SETTINGS_FILE}; refusing to mix or "
+                                 "overwrite results: use another --out directory")
+        self._lock_fh = open(p / ".lock", "a")
+        try:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_fh.close()
+            self._lock_fh = None
+            raise SweepError(f"another sweep is running in {p} (it holds {p / '.lock'})") from None
+        if not sfile.exists():
+            _atomic_write(sfile, json.dumps(self.settings, indent=2) + "\n")
+        if not jfile.exists():
+            with open(jfile, "x", newline="") as fh:
+                fh.write(",".join(POINT_COLUMNS) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        return self
+
+    def close(self):
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def done(self) -> dict:
+        return read_points(self.path)
+
+    def append(self, row: dict):
+        """Append one point's row; flush and fsync before returning."""
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow([_fmt(row[c]) for c in POINT_COLUMNS])
+        jfile = self.path / POINTS_FILE
+        with open(jfile, "ab") as fh:
+            if fh.tell() > 0:
+                with open(jfile, "rb") as r:
+                    r.seek(fh.tell() - 1)
+                    if r.read(1) != b"\n":  # a torn line from a killed run: end it, keep it (ignored)
+                        fh.write(b"\n")
+            fh.write(buf.getvalue().encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _atomic_write(path: Path, text: str):
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _parse_point_row(rec: dict) -> dict | None:
+    try:
+        row = {c: rec[c] for c in POINT_COLUMNS}
+        row["seed"] = int(row["seed"])
+        row["images"] = int(row["images"])
+        row["correct"] = int(row["correct"])
+        row["accuracy"] = float(row["accuracy"])
+        row["energy_pj"] = float(row["energy_pj"])
+        row["cycles"] = int(row["cycles"])
+        row["fp32_energy_pj"] = float(row["fp32_energy_pj"])
+        row["fp32_cycles"] = int(row["fp32_cycles"])
+        if len(row["outputs_sha256"]) != 16:
+            return None
+        row["seconds"] = float(row["seconds"])
+        if row["accuracy"] != row["correct"] / row["images"]:
+            return None
+        return row
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def read_points(path) -> dict:
+    """``{point key: row}`` from ``DIR/points.csv`` (first complete row per point wins; torn or
+    malformed rows are skipped)."""
+    jfile = Path(path) / POINTS_FILE
+    if not jfile.exists():
+        return {}
+    out = {}
+    with open(jfile, newline="") as fh:
+        text = fh.read()
+    lines = text.split("\n")
+    complete = lines[:-1]  # the last element is "" (text ends with \n) or a torn line
+    reader = csv.DictReader(complete)
+    if tuple(reader.fieldnames or ()) != POINT_COLUMNS:
+        raise SweepError(f"{jfile} has columns {reader.fieldnames}, expected {list(POINT_COLUMNS)}")
+    for rec in reader:
+        if None in rec or any(v is None for v in rec.values()):
+            continue
+        row = _parse_point_row(rec)
+        if row is None:
+            continue
+        key = (row["weights"], row["activations"], row["accum"], row["rounding"], row["seed"])
+        out.setdefault(key, row)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluating one point (in any process)
+
+
+def load_network_cached(mfile: Path, sha: str):
+    """``hwsim.load_model(mfile)``, through a pickle of the IR in the hwsim cache folder keyed by the
+    model file's SHA-256 and the importer's source: a second process (a Dask worker, a rerun) gets the
+    network without importing TensorFlow. A damaged cache entry is rebuilt."""
+    import pickle
+
+    from . import importer, ir
+    from .data import cache_dir
+    from .importer import load_model
+
+    src = hashlib.sha256()
+    for mod in (importer, ir):
+        src.update(Path(mod.__file__).read_bytes())
+    path = cache_dir() / f"ir-{sha[:20]}-{src.hexdigest()[:12]}.pkl"
+    if path.is_file():
+        try:
+            with open(path, "rb") as fh:
+                net = pickle.load(fh)
+            if isinstance(net, ir.Network):
+                return net
+        except Exception:  # damaged entry: rebuild below
+            pass
+    net = load_model(str(mfile))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            pickle.dump(net, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache only costs speed
+        pass
+    return net
+
+
+class Context:
+    """What a process needs to evaluate points of one sweep: network, images, calibration, array.
+    Built once per process and settings (:func:`context`)."""
+
+    def __init__(self, settings: dict):
+        from .array import load_array
+        from .importer import load_model
+
+        self.settings = settings
+        mfile = model_file(settings["model"])
+        sha = _sha256_file(mfile)
+        if sha != settings["model_sha256"]:
+            raise SweepError(f"model {settings['model']} ({mfile}) has SHA-256 {sha[:12]}..., the sweep was "
+                             f"started with {settings['model_sha256'][:12]}...: a different model")
+        self.network = load_network_cached(mfile, sha)
+        self.images, self.labels = load_test_images(settings["data"], settings["images"])
+        dig = data_digest(self.images, self.labels)
+        if dig != settings["data_sha256"]:
+            raise SweepError(f"the CIFAR-10 test images found here (digest {dig[:12]}...) differ from the sweep's "
+                             f"({settings['data_sha256'][:12]}...)")
+        arr = settings["array"]["path"]
+        self.array = load_array(None if arr == "default" else arr)
+        self._calibration = None
+        self._nets = {}
+        self._costs = {}
+
+    @property
+    def calibration(self):
+        if self._calibration is None:
+            from .data import load_cifar10
+
+            images, _ = load_cifar10("train", path=self.settings["data"])
+            self._calibration = images[subset(len(images), self.settings["calibration"]["images"])]
+        return self._calibration
+
+    def network_for(self, weights, activations, spec):
+        """The network to run for this MAC unit (quantized; cached per process)."""
+        key = (weights, activations, spec.a.name, spec.b.name, spec.accum.name,
+               None if spec.product is None else spec.product.name, spec.rounding)
+        if key not in self._nets:
+            if len(self._nets) >= 8:
+                self._nets.pop(next(iter(self._nets)))
+            self._nets[key] = prepare_network(self, weights, activations, spec)
+        return self._nets[key]
+
+    def cost(self, spec):
+        key = (spec.a.name, spec.b.name, spec.accum.name)
+        if key not in self._costs:
+            from .cost import cost
+
+            res = cost(self.network, spec, self.array)
+            self._costs[key] = (float(res.energy_pj), int(res.cycles), float(res.baseline.energy_pj),
+                                int(res.baseline.cycles))
+        return self._costs[key]
+
+
+def prepare_network(ctx: Context, weights, activations, spec):
+    """The network for a point: float32 operands run the float network as is; every other operand pair
+    is quantized by ``quant.quantize_model`` with per-channel weights and the scales of
+    :func:`hwsim.sweep.scale_kind`, calibrated on ``ctx.calibration`` when a scale needs it."""
+    if (weights, activations) == ("fp32", "fp32"):
+        return ctx.network
+    from quant import quantize_model
+
+    mode = ctx.settings["scale"]
+    sw, sa = G.scale_kind(weights, mode), G.scale_kind(activations, mode)
+    needs = {"real", "pow2"} & {sw, sa}
+    return quantize_model(ctx.network, weights=weights, activations=activations, mac=spec, per_channel=True,
+                          calibration=ctx.calibration if needs else None,
+                          scale={"weights": sw, "activations": sa})
+
+
+_CONTEXTS: dict = {}
+
+
+def context(settings: dict) -> Context:
+    key = json.dumps(settings, sort_keys=True)
+    if key not in _CONTEXTS:
+        _CONTEXTS.clear()
+        _CONTEXTS[key] = Context(settings)
+    return _CONTEXTS[key]
+
+
+def evaluate(settings: dict, point: G.Point, on_images=None, batch_size: int = DEFAULT_BATCH) -> dict:
+    """Evaluate one point; returns its ``points.csv`` row. ``on_images(n)`` is called after each batch."""
+    from .runner import forward, resolve_specs
+
+    t0 = time.perf_counter()
+    ctx = context(settings)
+    spec = G.mac_spec(point.weights, point.activations, point.accum, point.rounding)
+    net = ctx.network_for(point.weights, point.activations, spec)
+    specs = resolve_specs(net, spec)
+    images, labels = ctx.images, ctx.labels
+    correct = 0
+    digest = hashlib.sha256()
+    for start in range(0, len(labels), batch_size):
+        x = images[start:start + batch_size].astype(np.float32)
+        y = forward(net, x, specs, seed=point.seed, offset=start)
+        digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+        correct += int((np.argmax(y.reshape(len(y), -1), axis=1) == labels[start:start + len(y)]).sum())
+        if on_images is not None:
+            on_images(len(y))
+    energy, cycles, e32, c32 = ctx.cost(spec)
+    n = int(len(labels))
+    return {"weights": point.weights, "activations": point.activations, "accum": point.accum,
+            "rounding": point.rounding, "seed": point.seed, "images": n, "correct": correct,
+            "accuracy": correct / n, "energy_pj": energy, "cycles": cycles, "fp32_energy_pj": e32,
+            "fp32_cycles": c32, "outputs_sha256": digest.hexdigest()[:16], "seconds": round(time.perf_counter() - t0, 3)}
+
+
+PROGRESS_TOPIC = "hwsim-sweep-progress"
+
+
+def _dask_evaluate(settings: dict, point_key: tuple, batch_size: int = DEFAULT_BATCH) -> dict:
+    """The Dask task: one point, on one thread, reporting images done to the client."""
+    try:
+        import numba
+
+        numba.set_num_threads(1)
+    except Exception:  # pragma: no cover - numba always present; thread count is only a speed matter
+        pass
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # pragma: no cover - run outside a worker
+        worker = None
+
+    def report(n):
+        if worker is not None:
+            worker.log_event(PROGRESS_TOPIC, {"point": list(point_key), "images": n})
+
+    return evaluate(settings, G.Point(*point_key), on_images=report, batch_size=batch_size)
+
+
+# ------------------------------------------------------------------------------------------------
+# progress
+
+
+class Progress:
+    """Points and images done, rate and ETA on one stderr line (a new line per finished point when
+    stderr is not a terminal)."""
+
+    def __init__(self, points: int, images_per_point: int, enabled: bool = True, stream=None):
+        self.points, self.ipp = points, images_per_point
+        self.total_images = points * images_per_point
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+        self.done_points = 0
+        self.done_images = 0
+        self._partial = {}
+        self.t0 = time.perf_counter()
+        self._lock = threading.Lock()
+        self._last = 0.0
+
+    def images(self, point_key, n):
+        with self._lock:
+            self._partial[point_key] = self._partial.get(point_key, 0) + n
+            self._render(False)
+
+    def point(self, point_key, label=""):
+        with self._lock:
+            self._partial.pop(point_key, None)
+            self.done_points += 1
+            self.done_images += self.ipp
+            self._render(True, label)
+
+    def _render(self, finished, label=""):
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not finished and (not self.tty or now - self._last < 0.2):
+            return
+        self._last = now
+        imgs = self.done_images + sum(self._partial.values())
+        frac = imgs / self.total_images if self.total_images else 1.0
+        el = now - self.t0
+        rate = imgs / el if el > 0 else 0.0
+        eta = (self.total_images - imgs) / rate if rate > 0 else math.inf
+        bar = "#" * int(30 * frac)
+        eta_s = "--" if not math.isfinite(eta) else _duration(eta)
+        line = (f"points {self.done_points}/{self.points} [{bar:<30}] images {imgs}/{self.total_images} "
+                f"{rate:5.1f} img/s ETA {eta_s}")
+        if finished and label:
+            line += f"  done: {label}"
+        if self.tty:
+            self.stream.write("\r" + line[:200].ljust(120))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self):
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+# ------------------------------------------------------------------------------------------------
+# running a sweep
+
+
+@dataclass
+class SweepRun:
+    """What :func:`run_sweep` did."""
+
+    out: Path
+    total: int
+    already: int
+    evaluated: int
+    results: list = field(default_factory=list)
+    complete: bool = False
+
+
+def run_sweep(settings: dict, out, *, scheduler=None, workers: int = 2, serial: bool = False,
+              progress: bool = True, max_points: int | None = None, batch_size: int = DEFAULT_BATCH,
+              render: bool = True, figures: bool = True, cluster_kwargs: dict | None = None) -> SweepRun:
+    """Evaluate every point of ``settings`` missing from ``out``; then write the results files.
+
+    ``serial``: in this process, in grid order; else on Dask: ``scheduler`` (an address, or a
+    ``distributed.Client``) or a ``LocalCluster`` of ``workers`` single-threaded processes.
+    ``max_points``: stop after evaluating that many (for tests and partial runs). ``render``:
+    write results.csv/json at the end, and with ``figures`` the plots and summary.md too.
+    """
+    grid = grid_of(settings)
+    points = grid.points
+    with SweepDir(out, settings) as d:
+        done = d.done()
+        todo = [p for p in points if p.key not in done]
+        if max_points is not None:
+            todo = todo[:max_points]
+        run = SweepRun(out=d.path, total=len(points), already=len(points) - len([p for p in points if p.key not in done]),
+                       evaluated=0)
+        bar = Progress(len(todo), settings["images"], enabled=progress)
+        try:
+            if todo:
+                if serial:
+                    _run_serial(settings, todo, d, bar, batch_size, run)
+                else:
+                    _run_dask(settings, todo, d, bar, batch_size, run, scheduler, workers, cluster_kwargs or {})
+        finally:
+            bar.close()
+            if render:
+                run.results = render_results(d.path, settings, figures=figures)
+            done = d.done()
+            run.complete = all(p.key in done for p in points)
+    return run
+
+
+def _run_serial(settings, todo, d, bar, batch_size, run):
+    for p in todo:
+        row = evaluate(settings, p, on_images=lambda n, k=p.key: bar.images(k, n), batch_size=batch_size)
+        d.append(row)
+        run.evaluated += 1
+        bar.point(p.key, str(p))
+
+
+def _run_dask(settings, todo, d, bar, batch_size, run, scheduler, workers, cluster_kwargs):
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = client = None
+    own_client = True
+    if scheduler is None:
+        env = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
+               "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        kw = dict(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                  env=env, silence_logs=40)
+        kw.update(cluster_kwargs)
+        cluster = LocalCluster(**kw)
+        client = Client(cluster)
+    elif isinstance(scheduler, Client):
+        client, own_client = scheduler, False
+    else:
+        client = Client(scheduler)
+
+    def on_event(event):
+        _, msg = event
+        bar.images(tuple(msg["point"]), msg["images"])
+
+    try:
+        try:
+            client.subscribe_topic(PROGRESS_TOPIC, on_event)
+        except Exception:  # pragma: no cover - progress is cosmetic
+            pass
+        futures = {}
+        for i, p in enumerate(todo):
+            f = client.submit(_dask_evaluate, settings, p.key, batch_size, pure=False, priority=-i,
+                              key=f"hwsim-point-{i}-{os.getpid()}-{time.monotonic_ns()}")
+            futures[f] = p
+        try:
+            for f in as_completed(futures):
+                p = futures[f]
+                row = f.result()
+                d.append(row)
+                run.evaluated += 1
+                bar.point(p.key, str(p))
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+        finally:
+            try:
+                client.unsubscribe_topic(PROGRESS_TOPIC)
+            except Exception:  # pragma: no cover
+                pass
+    finally:
+        if own_client:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# aggregation
+
+
+def aggregate(settings: dict, done: dict) -> list[dict]:
+    """One row per configuration of the grid that has all its seeds done (:data:`RESULT_COLUMNS`),
+    in grid order; ``pareto`` marks the accuracy/energy Pareto front."""
+    grid = grid_of(settings)
+    rows = []
+    for c in grid.configs:
+        keys = [(*c, s) for s in G.seeds_for(c[3], grid.seeds)]
+        if not all(k in done for k in keys):
+            continue
+        pts = [done[k] for k in keys]
+        accs = [p["accuracy"] for p in pts]
+        w, a, acc, r = c
+        rows.append({
+            "weights": w, "activations": a, "accum": acc, "rounding": r, "label": G.config_label(c),
+            "family": G.family(w), "weight_bits": G.storage_bits(w), "activation_bits": G.storage_bits(a),
+            "accum_bits": G.storage_bits(acc), "seeds": len(pts), "images": pts[0]["images"],
+            "accuracy_mean": statistics.fmean(accs),
+            "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else None,
+            "accuracy_min": min(accs), "accuracy_max": max(accs),
+            "delta_vs_fp32": None, "energy_pj": pts[0]["energy_pj"],
+            "energy_ratio": pts[0]["energy_pj"] / pts[0]["fp32_energy_pj"], "cycles": pts[0]["cycles"],
+            "cycles_ratio": pts[0]["cycles"] / pts[0]["fp32_cycles"], "pareto": False,
+        })
+    base = [r for r in rows if (r["weights"], r["activations"], r["accum"], r["rounding"]) == G.BASELINE]
+    if base:
+        for r in rows:
+            r["delta_vs_fp32"] = r["accuracy_mean"] - base[0]["accuracy_mean"]
+    for i in pareto_front(rows):
+        rows[i]["pareto"] = True
+    return rows
+
+
+def pareto_front(rows) -> list[int]:
+    """Indices of rows not dominated in (lower energy, higher mean accuracy)."""
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["energy_pj"], -rows[i]["accuracy_mean"]))
+    front, best = [], -math.inf
+    for i in order:
+        if rows[i]["accuracy_mean"] > best:
+            front.append(i)
+            best = rows[i]["accuracy_mean"]
+    return sorted(front)
+
+
+def results_csv_text(rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(RESULT_COLUMNS)
+    for r in rows:
+        w.writerow(["" if r[c] is None else _fmt(r[c]) for c in RESULT_COLUMNS])
+    return buf.getvalue()
+
+
+def render_results(path, settings: dict | None = None, figures: bool = True) -> list[dict]:
+    """Write results.csv, results.json and (``figures``) the plots and summary.md of the sweep in ``path``."""
+    path = Path(path)
+    if settings is None:
+        settings = load_settings(path)
+    rows = aggregate(settings, read_points(path))
+    _atomic_write(path / RESULTS_CSV, results_csv_text(rows))
+    _atomic_write(path / RESULTS_JSON, json.dumps({"settings": settings, "results": rows}, indent=1) + "\n")
+    if not figures:
+        return rows
+    from . import plots, report
+
+    figs = [f.name for f in plots.render_all(path, settings, rows)]
+    _atomic_write(path / report.SUMMARY_FILE, report.markdown(settings, rows, grid_of(settings), figs))
+    return rows
+
+
+def load_settings(path) -> dict:
+    sfile = Path(path) / SETTINGS_FILE
+    if not sfile.exists():
+        raise FileNotFoundError(f"{path} holds no sweep: {sfile} not found")
+    try:
+        return json.loads(sfile.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{sfile} is not valid JSON: {exc}") from None

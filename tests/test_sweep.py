@@ -1,0 +1,313 @@
+"""The bit-width sweep: grid parsing, resume, Dask = serial, errors, report, and the golden sweep.
+
+Most tests sweep tests/golden/tiny_cnn.keras (a small trained CNN, about 30 k MACs per image) on a
+few CIFAR-10 test images, so they take seconds. The golden test compares a fixed-seed sweep with the
+committed tests/golden/sweep_small*.csv exactly (see tests/golden/README.md to regenerate them).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwsim import sweep as G
+from hwsim import sweep_exec as X
+
+GOLDEN = Path(__file__).with_name("golden")
+TINY = GOLDEN / "tiny_cnn.keras"
+
+# the golden sweep (tests/golden/make_golden.py runs the same)
+GOLDEN_ARGS = dict(model=str(TINY), formats="fp32,bf16,fp8_e4m3,int8,int4,mxfp4_e2m1",
+                   accum="fp32,fp16,int32,int16,fixed16.8,fixed16.-4", rounding="nearest,stochastic", seeds=2,
+                   limit=200,
+                   calibration=200)
+
+
+def _settings(**kw):
+    args = dict(model=str(TINY), formats="fp32,bf16", accum="fp32", rounding="nearest,stochastic", seeds=1,
+                limit=20, calibration=20)
+    args.update(kw)
+    return X.make_settings(**args)
+
+
+def _points_sans_time(path) -> str:
+    """points.csv without the timing column, rows sorted by point (order depends on completion)."""
+    with open(Path(path) / X.POINTS_FILE, newline="") as fh:
+        rows = list(csv.reader(fh))
+    head, body = rows[0], rows[1:]
+    keep = [i for i, c in enumerate(head) if c != "seconds"]
+    body = sorted(([r[i] for i in keep] for r in body if len(r) == len(head)), key=lambda r: r[:5])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([head[i] for i in keep])
+    w.writerows(body)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------ grid
+
+
+def test_ranges_families_pairs():
+    assert G.parse_formats("int2..int5") == ["int2", "int3", "int4", "int5"]
+    assert G.parse_formats("int4..int2") == ["int4", "int3", "int2"]
+    assert G.parse_formats("e4m1..e4m3") == ["e4m1", "e4m2", "e4m3"]
+    assert G.parse_formats("fixed8.4..fixed10.4") == ["fixed8.4", "fixed9.4", "fixed10.4"]
+    assert G.parse_formats("fp6, fp4") == ["float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn"]
+    assert G.parse_formats("fp8") == list(__import__("kernels").formats.FAMILIES["fp8"])
+    # aliases resolve to one canonical name; duplicates go
+    assert G.parse_formats("fp8_e4m3,float8_e4m3fn,FP16,half") == ["float8_e4m3fn", "fp16"]
+    assert G.parse_format_pairs("int4:int8,fp16") == [("int4", "int8"), ("fp16", "fp16")]
+    assert G.parse_format_pairs("int2..int3:int8") == [("int2", "int8"), ("int3", "int8")]
+
+
+@pytest.mark.parametrize("text, bad", [
+    ("int8,foo,int99", ["'foo'", "'int99'"]),
+    ("int2..fp8", ["int2..fp8"]),
+    ("e4m3..e5m4", ["e4m3..e5m4"]),
+    ("int4:int8:int2", ["int4:int8:int2"]),
+])
+def test_bad_formats_are_named(text, bad):
+    with pytest.raises(ValueError) as e:
+        G.build_grid(text, "fp32", "nearest", 1)
+    for b in bad:
+        assert b in str(e.value)
+
+
+def test_bad_accum_rounding_seeds():
+    with pytest.raises(ValueError, match="'bogus'"):
+        G.build_grid("fp8", "fp32", "nearest,bogus", 1)
+    with pytest.raises(ValueError, match="mxfp8_e4m3"):
+        G.build_grid("fp8_e4m3", "mxfp8_e4m3", "nearest", 1)
+    with pytest.raises(ValueError, match="--seeds"):
+        G.build_grid("fp8_e4m3", "fp32", "nearest", 0)
+    with pytest.raises(ValueError, match="fp64"):  # 53 + 53 bits: no exact product
+        G.build_grid("fp64", "fp64", "nearest", 1)
+    with pytest.raises(ValueError, match="pairs up"):
+        G.build_grid("int8", "fp16", "nearest", 1)
+
+
+def test_grid_points_and_pairing():
+    g = G.build_grid("fp8_e4m3,int8", "fp32,fp16,int32,fixed16.8,fixed16.-2", "nearest,stochastic", 3)
+    assert g.configs[0] == G.BASELINE
+    skipped = {k for k, _ in g.skipped}
+    assert skipped == {("int8", "int8", "fp32"), ("int8", "int8", "fp16"), ("int8", "int8", "fixed16.8"),
+                       ("float8_e4m3fn", "float8_e4m3fn", "int32"), ("float8_e4m3fn", "float8_e4m3fn", "fixed16.-2")}
+    cfgs = set(g.configs)
+    assert ("float8_e4m3fn", "float8_e4m3fn", "fixed16.8", "stochastic") in cfgs
+    # integer operands into int32 are exact: one run, whatever the rounding; a coarse register rounds
+    assert ("int8", "int8", "int32", "nearest") in cfgs and ("int8", "int8", "int32", "stochastic") not in cfgs
+    assert ("int8", "int8", "fixed16.-2", "stochastic") in cfgs
+    pts = g.points
+    n_stoch = sum(c[3] == "stochastic" for c in g.configs)
+    assert len(pts) == (len(g.configs) - n_stoch) + 3 * n_stoch
+    assert {p.seed for p in pts if p.rounding == "nearest"} == {0}
+    assert len(set(pts)) == len(pts)
+
+
+def test_mac_spec_rule_matches_presets():
+    from kernels.mac import PRESETS
+
+    assert G.mac_spec("fp32", "fp32", "fp32", "nearest") == PRESETS["fp32"]
+    assert G.mac_spec("fp16", "fp16", "fp16", "nearest") == PRESETS["fp16_fp16"]
+    s = G.mac_spec("fp8_e4m3", "fp8_e4m3", "fp16", "stochastic")
+    assert s.product is None and s.accum.name == "fp16" and s.accum_rounding == "stochastic"
+    s = G.mac_spec("int4", "int8", "int32", "nearest")
+    assert (s.a.name, s.b.name, s.product) == ("int8", "int4", None)
+
+
+def test_subset_is_balanced():
+    idx = X.subset(10000, 200)
+    assert len(set(idx)) == 200 and idx[0] == 0 and idx[-1] == 9950
+    assert np.bincount(idx // 1000).tolist() == [20] * 10
+    assert np.array_equal(X.subset(50, None), np.arange(50))
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+def test_evaluate_equals_runner_accuracy():
+    """The sweep's batch loop is hwsim.run's: same counts for any batch size, stochastic included."""
+    import hwsim
+
+    st = _settings(formats="fp32", accum="fp16", rounding="stochastic", limit=30)
+    p = G.Point("fp32", "fp32", "fp16", "stochastic", 1)
+    row = X.evaluate(st, p, batch_size=7)
+    ctx = X.context(st)
+    acc = hwsim.accuracy(ctx.network, ctx.images, ctx.labels, mac=G.mac_spec(*p.config), seed=1, progress=False)
+    assert row["correct"] == round(acc * 30)
+    assert X.evaluate(st, p, batch_size=250)["outputs_sha256"] == row["outputs_sha256"]
+    other = X.evaluate(st, G.Point("fp32", "fp32", "fp16", "stochastic", 2))
+    assert other["outputs_sha256"] != row["outputs_sha256"]  # the seed matters
+    # through the quantizer too (float operands, fixed-point accumulator; coarse integer register)
+    st = _settings(formats="bf16,int4", accum="fixed16.8,fixed16.-4", rounding="stochastic", limit=30)
+    for p in X.grid_of(st).points[1:]:
+        assert X.evaluate(st, p, batch_size=7)["outputs_sha256"] == X.evaluate(st, p)["outputs_sha256"], p
+
+
+# ------------------------------------------------------------------------------------------------ resume
+
+
+def test_resume_recomputes_nothing_and_matches_uninterrupted(tmp_path, monkeypatch):
+    st = _settings()  # 4 points: fp32/bf16 x nearest/stochastic(1 seed)
+    assert len(X.grid_of(st).points) == 4
+    full, part = tmp_path / "full", tmp_path / "part"
+    X.run_sweep(st, full, serial=True, progress=False, figures=False)
+
+    first = X.run_sweep(st, part, serial=True, progress=False, max_points=2, figures=False)
+    assert (first.evaluated, first.complete) == (2, False)
+    before = (part / X.POINTS_FILE).read_bytes()
+    calls = []
+    real = X.evaluate
+    monkeypatch.setattr(X, "evaluate", lambda s, p, **kw: calls.append(p) or real(s, p, **kw))
+    second = X.run_sweep(st, part, serial=True, progress=False, figures=False)
+    assert len(calls) == 2 and second.already == 2 and second.complete
+    assert not {p.key for p in calls} & set(X.read_points(part)) - {p.key for p in calls}
+    assert (part / X.POINTS_FILE).read_bytes().startswith(before)  # appended, never truncated
+    assert (part / X.RESULTS_CSV).read_text() == (full / X.RESULTS_CSV).read_text()
+    assert _points_sans_time(part) == _points_sans_time(full)
+    calls.clear()
+    X.run_sweep(st, part, serial=True, progress=False, figures=False)
+    assert calls == []
+
+
+def test_interrupt_then_resume(tmp_path, monkeypatch):
+    """Ctrl-C in the third point: two points saved, the torn last line of a killed write ignored."""
+    st = _settings()
+    out = tmp_path / "s"
+    real = X.evaluate
+    n = []
+
+    def interrupted(s, p, **kw):
+        n.append(p)
+        if len(n) == 3:
+            raise KeyboardInterrupt
+        return real(s, p, **kw)
+
+    monkeypatch.setattr(X, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        X.run_sweep(st, out, serial=True, progress=False, figures=False)
+    assert len(X.read_points(out)) == 2
+    assert len(X.aggregate(st, X.read_points(out))) == 2  # results written for what is done
+    with open(out / X.POINTS_FILE, "ab") as fh:  # a kill inside a write leaves a torn line
+        fh.write(b"bf16,bf16,fp32,stochastic,0,20,1")
+    saved = (out / X.POINTS_FILE).read_bytes()
+    monkeypatch.setattr(X, "evaluate", real)
+    run = X.run_sweep(st, out, serial=True, progress=False, figures=False)
+    assert run.evaluated == 2 and run.complete
+    assert (out / X.POINTS_FILE).read_bytes().startswith(saved)
+    ref = tmp_path / "ref"
+    X.run_sweep(st, ref, serial=True, progress=False, figures=False)
+    assert (out / X.RESULTS_CSV).read_text() == (ref / X.RESULTS_CSV).read_text()
+
+
+def test_dask_equals_serial(tmp_path):
+    st = _settings(formats="fp32,fp8_e4m3,int4", accum="fp32,fp16,int32", seeds=2, limit=20)
+    ser, par = tmp_path / "serial", tmp_path / "dask"
+    X.run_sweep(st, ser, serial=True, progress=False, figures=False)
+    run = X.run_sweep(st, par, workers=2, progress=False, figures=False)
+    assert run.complete and run.evaluated == len(X.grid_of(st).points)
+    assert (par / X.RESULTS_CSV).read_text() == (ser / X.RESULTS_CSV).read_text()
+    assert _points_sans_time(par) == _points_sans_time(ser)
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+def test_different_settings_is_an_error_and_touches_nothing(tmp_path):
+    out = tmp_path / "s"
+    X.run_sweep(_settings(), out, serial=True, progress=False, max_points=1, figures=False)
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    other = _settings(limit=10, formats="fp32,bf16,int8", accum="fp32,int32")
+    with pytest.raises(X.SweepError) as e:
+        X.run_sweep(other, out, serial=True, progress=False, figures=False)
+    msg = str(e.value)
+    assert "different settings" in msg and "images: 20 in DIR, 10 now" in msg and "formats:" in msg
+    assert "accum:" in msg and "seeds" not in msg
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+
+
+def test_results_without_settings_are_not_overwritten(tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / X.RESULTS_CSV).write_text("precious\n")
+    with pytest.raises(X.SweepError, match="no sweep.json"):
+        X.run_sweep(_settings(), out, serial=True, progress=False, figures=False)
+    assert (out / X.RESULTS_CSV).read_text() == "precious\n"
+    assert sorted(p.name for p in out.iterdir()) == [X.RESULTS_CSV]
+
+
+def test_unwritable_dir(tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(X.SweepError, match="not a directory"):
+        X.run_sweep(_settings(), f, serial=True, progress=False, figures=False)
+    with pytest.raises(X.SweepError, match="cannot write"):
+        X.run_sweep(_settings(), f / "sub", serial=True, progress=False, figures=False)
+    assert f.read_text() == "x"
+
+
+def test_second_sweep_in_same_dir_is_refused(tmp_path):
+    st = _settings()
+    with X.SweepDir(tmp_path / "s", st):
+        with pytest.raises(X.SweepError, match="another sweep is running"):
+            X.SweepDir(tmp_path / "s", st).open()
+
+
+def test_cli_errors(tmp_path, capsys):
+    from hwsim.cli import main
+
+    assert main(["sweep", "--formats", "int8,nope4", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "'nope4'" in err and "Traceback" not in err
+    assert main(["sweep", "--model", "resnet9000", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "resnet9000" in err and "cifar_cnn" in err
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def test_report_rerenders(tmp_path, capsys):
+    from hwsim import plots, report
+    from hwsim.cli import main
+
+    out = tmp_path / "s"
+    X.run_sweep(_settings(), out, serial=True, progress=False)
+    results = (out / X.RESULTS_CSV).read_text()
+    summary = (out / report.SUMMARY_FILE).read_text()
+    for name in (X.RESULTS_CSV, X.RESULTS_JSON, report.SUMMARY_FILE, plots.BITS_PNG, plots.ENERGY_PNG,
+                 plots.ROUNDING_PNG):
+        (out / name).unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / X.RESULTS_CSV).read_text() == results
+    assert (out / report.SUMMARY_FILE).read_text() == summary
+    for name in (plots.BITS_PNG, plots.ENERGY_PNG, plots.ROUNDING_PNG):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = capsys.readouterr().out
+    assert "bf16" in text and "top-1" in text
+    assert "| bf16 | fp32 | stochastic | 1 |" in summary
+
+
+def test_pareto_front():
+    rows = [dict(energy_pj=e, accuracy_mean=a) for e, a in [(3, 0.9), (1, 0.5), (2, 0.5), (2, 0.8), (4, 0.9)]]
+    assert X.pareto_front(rows) == [0, 1, 3]
+
+
+# ------------------------------------------------------------------------------------------------ golden
+
+
+def test_golden_sweep(tmp_path):
+    """Any change in numerics (kernels, quantizer, runner, cost model) changes these files. If the change
+    is intended, regenerate them deliberately (tests/golden/README.md) and say why in the commit."""
+    out = tmp_path / "golden"
+    X.run_sweep(X.make_settings(**GOLDEN_ARGS), out, serial=True, progress=False, figures=False)
+    assert (out / X.RESULTS_CSV).read_text() == (GOLDEN / "sweep_small.csv").read_text()
+    assert _points_sans_time(out) == (GOLDEN / "sweep_small_points.csv").read_text()
