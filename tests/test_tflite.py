@@ -141,6 +141,36 @@ def test_every_tensor_equals_reference_interpreter(models):
         assert checked >= 4 * 6
 
 
+def _pow2_scales(model):
+    """Every int8 scale -> the nearest power of two (bias scales follow), so that requantization
+    ratios are powers of two and rounding ties are frequent in every op."""
+    sg = model.subgraphs[0]
+    for t in sg.tensors:
+        q = t.quantization
+        if q is not None and q.scale is not None and len(q.scale) and t.type == 9:  # INT8
+            q.scale = [float(2.0 ** np.round(np.log2(v))) for v in q.scale]
+    for op in sg.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if max(code.builtinCode, code.deprecatedBuiltinCode) in (3, 4, 9) and len(op.inputs) > 2 and op.inputs[2] >= 0:
+            x, w, b = (sg.tensors[i] for i in op.inputs[:3])  # CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED
+            b.quantization.scale = [float(x.quantization.scale[0] * v) for v in w.quantization.scale]
+
+
+@pytest.mark.parametrize("which", ["residual", "cnn"])
+def test_power_of_two_scales_ties(models, which):
+    """With power-of-two scales the tie rules of every op matter (XNNPACK's conv ties to even, its MEAN
+    away from zero, TF-Lite's double rounding...): still bit-exact for both arithmetics."""
+    content = edit(models[which].read_bytes(), _pow2_scales)
+    path = _write(content, f"pow2_{which}.tflite")
+    outs = {}
+    for kernels in KERNELS:
+        net = load_tflite(path, kernels=kernels)
+        x = _images(net.input_shape, n=24, seed=13)
+        outs[kernels] = interpreter_outputs(content, kernels, x.astype(np.float32))
+        np.testing.assert_array_equal(hwsim.run(net, x), outs[kernels], err_msg=kernels)
+    assert not np.array_equal(outs["xnnpack"], outs["reference"])
+
+
 def test_int8_io_model_returns_int8_codes():
     keras.utils.set_random_seed(5)
     model = keras.Sequential([keras.Input((8, 8, 4)), layers.Conv2D(6, 3, padding="same", activation="relu"),
