@@ -232,9 +232,11 @@ def _act_bounds(activation: str, y: TensorQ, kernels_: str) -> tuple[int, int]:
 
 @dataclass(frozen=True, eq=False)
 class TFLiteOp:
-    """Base of the quant records: the TF-Lite op (``op``, its ``index`` in the model), the
-    arithmetic variant (``kernels``: "xnnpack" or "reference"; for an op outside XNNPACK's
-    partition this is "reference"-independent TF-Lite built-in arithmetic) and its tensors."""
+    """Base of the quant records: the TF-Lite op (``op``, its ``index`` in the model), whose
+    arithmetic it reproduces (``kernels``: "xnnpack" = inside the XNNPACK delegate, "builtin" = on
+    TF-Lite's optimized built-in kernel outside it, "reference" = TF-Lite's reference kernel) and its
+    tensors (``inputs``, ``output``; :class:`TensorQ`). ``run(layer, inputs, seed, offset)`` maps the
+    input codes (float32 arrays of exact integers) to the output's."""
 
     op: str
     index: int
@@ -577,7 +579,6 @@ def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
 
     producer = {in_t.index: ir.INPUT}
     layers: list[ir.Layer] = []
-    kinds: list[tuple[str, int]] = []  # (op name, index) per IR layer that is a TF-Lite op
     shape_only = _shape_only_ops(ops, tensors)
     produced = {int(t) for op in ops for t in op["outputs"]}
     delegated = [kernels == "xnnpack" and _xnnpack_takes(ops, i, produced, shape_only) for i in range(len(ops))]
@@ -664,7 +665,6 @@ def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
                 if len(x.shape) > 2:  # TF-Lite flattens the input to (-1, in)
                     rname = lname + "_flatten"
                     layers.append(ir.Reshape(rname, (src,), target=(-1,)))
-                    kinds.append((name, i))
                     src = rname
                 colsum = w.sum(axis=1)
                 make = lambda q: ir.Dense(lname, (src,), kernel=kernel, bias=bias.astype(np.float64),  # noqa: E731
@@ -735,7 +735,6 @@ def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
         else:  # pragma: no cover - SUPPORTED_OPS is exhaustive above
             raise _unsupported(where, i, name)
         layers.append(layer)
-        kinds.append((name, i))
         producer[y.index] = lname
 
     if out_t.index not in producer:
