@@ -3,8 +3,7 @@
 The oracle is the interpreter itself, run in the test: its default arithmetic (XNNPACK delegate)
 against ``kernels="xnnpack"`` and its reference kernels (``BUILTIN_REF``) against
 ``kernels="reference"``. The models are small random Keras models with every supported op,
-converted in the test with full-integer quantization; the trained zoo models are checked on 100
-CIFAR-10 test images once their .keras files exist.
+converted in the test with full-integer quantization. The trained zoo models: tests/test_tflite_zoo.py.
 """
 
 from __future__ import annotations
@@ -304,24 +303,3 @@ def test_bad_arguments(models):
         load_tflite(models["cnn"], kernels="builtin")
     with pytest.raises(ValueError, match="preset"):
         load_tflite(models["cnn"], mac="no_such_mac")
-
-
-# ------------------------------------------------------------------------------------------------
-# the trained zoo models (once hwsim/models/*.keras exist)
-# ------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("name", ["cifar_cnn", "mobilenet"])
-def test_zoo_model_subset(name, tmp_path):
-    from hwsim import zoo
-    from hwsim.data import load_cifar10
-
-    if not zoo.model_path(name).is_file():
-        pytest.skip(f"trained {name} not present ({zoo.model_path(name)})")
-    test_x, _ = load_cifar10("test")
-    train_x, _ = load_cifar10("train")
-    path = tflite.convert_keras(zoo.load_keras(name), train_x[:200], tmp_path / f"{name}.tflite")
-    x = test_x[:100]
-    got = hwsim.run(load_tflite(path), x)
-    want = interpreter_outputs(path.read_bytes(), "xnnpack", x.astype(np.float32))
-    assert (got == want).mean() >= 0.999
-    assert np.array_equal(got.argmax(1), want.argmax(1))
