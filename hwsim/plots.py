@@ -1,7 +1,8 @@
 """Figures of a bit-width sweep (matplotlib, Agg canvas: no display, no global pyplot state).
 
 * ``accuracy_vs_bits.png``: top-1 accuracy against bits per weight element, one line per format
-  family, one panel per rounding mode; each format with its widest accumulator in the sweep.
+  family (round to nearest; stochastic rounding as open markers with error bars); each format with
+  its widest accumulator in the sweep.
 * ``accuracy_vs_energy.png``: accuracy against estimated energy per inference for every
   configuration, with the Pareto front (no other configuration is both cheaper and more accurate).
 * ``rounding_accumulators.png``: round-to-nearest against stochastic rounding for each operand format,
@@ -66,61 +67,85 @@ def _model(settings) -> str:
     return Path(settings["model"]).stem
 
 
+def _ylim(ax, values):
+    """Accuracy axis: from a little under the lowest point (0 when something collapses) to 100."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    lo = min(vals) if vals else 0.0
+    ax.set_ylim(max(0.0, math.floor((lo - 6) / 10) * 10) - 1, 101)
+
+
+def _stagger(points):
+    """Label offsets (points) so that labels of markers at the same x do not overlap."""
+    seen, out = {}, []
+    for x, y in points:
+        k = round(math.log2(x), 1)
+        i = seen.get(k, 0)
+        seen[k] = i + 1
+        out.append((5, 3 - 9 * i))
+    return out
+
+
 def accuracy_vs_bits(path: Path, settings, rows) -> Path | None:
-    """Accuracy vs weight bits per family and rounding (widest accumulator per operand pair)."""
+    """Accuracy vs weight bits per family: each operand pair with its widest accumulator, round to
+    nearest as filled markers joined per family, stochastic rounding as open markers with error bars."""
     if not rows:
         return None
     widest = {}
     for r in rows:
-        pair = (r["weights"], r["activations"], r["rounding"])
-        if pair not in widest or r["accum_bits"] > widest[pair]["accum_bits"]:
-            widest[pair] = r
-    roundings = [x for x in settings["rounding"] if any(k[2] == x for k in widest)]
+        pair = (r["weights"], r["activations"])
+        if pair not in widest or r["accum_bits"] > widest[pair]:
+            widest[pair] = r["accum_bits"]
+    sel = [r for r in rows if r["accum_bits"] == widest[(r["weights"], r["activations"])]]
+    det = {}
+    for r in sel:  # the deterministic run: nearest if present, else the first non-stochastic
+        if r["rounding"] != "stochastic":
+            k = (r["weights"], r["activations"])
+            if k not in det or r["rounding"] == "nearest":
+                det[k] = r
+    sto = [r for r in sel if r["rounding"] == "stochastic"]
+    fig = _figure(10.5, 5.6)
+    ax = fig.subplots()
     base = _baseline(rows)
-    if base and "nearest" not in roundings:
-        roundings = ["nearest"] + roundings
-    n = max(1, len(roundings))
-    fig = _figure(5.2 * n + 0.6, 4.6)
-    axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
-    for ax, rnd in zip(axes, roundings):
-        pts = [r for k, r in widest.items() if k[2] == rnd]
-        if base and rnd != "nearest":
-            pts = pts + [base]
-        for fam in ("float", "mx", "int", "fixed"):
-            fr = sorted((r for r in pts if r["family"] == fam), key=lambda r: r["weight_bits"])
-            if not fr:
-                continue
-            color, marker = _FAMILY_STYLE[fam]
-            # line through the most accurate format of each width
+    allpts = sorted(det.values(), key=lambda r: (r["weight_bits"], -r["accuracy_mean"]))
+    offsets = dict(zip([id(r) for r in allpts],
+                       _stagger([(r["weight_bits"], r["accuracy_mean"]) for r in allpts])))
+    for fam in ("float", "mx", "int", "fixed"):
+        color, marker = _FAMILY_STYLE[fam]
+        fr = sorted((r for r in det.values() if r["family"] == fam), key=lambda r: r["weight_bits"])
+        if fr:
             best = {}
-            for r in fr:
+            for r in fr:  # line through the most accurate format of each width
                 b = r["weight_bits"]
                 if b not in best or r["accuracy_mean"] > best[b]["accuracy_mean"]:
                     best[b] = r
             xs = sorted(best)
-            ax.plot(xs, [_pct(best[b]["accuracy_mean"]) for b in xs], "-", color=color, alpha=0.6, lw=1.5)
-            ax.errorbar([r["weight_bits"] for r in fr], [_pct(r["accuracy_mean"]) for r in fr],
-                        yerr=[_std(r) for r in fr], fmt=marker, color=color, ms=6, capsize=3, label=fam)
+            ax.plot(xs, [_pct(best[b]["accuracy_mean"]) for b in xs], "-", color=color, alpha=0.5, lw=1.5)
+            ax.plot([r["weight_bits"] for r in fr], [_pct(r["accuracy_mean"]) for r in fr], marker, color=color, ms=7,
+                    ls="none", label=f"{fam}, round to nearest")
             for r in fr:
-                ax.annotate(G.pair_label(r["weights"], r["activations"]) + f" ({G.short_name(r['accum'])})",
-                            (r["weight_bits"], _pct(r["accuracy_mean"])), textcoords="offset points",
-                            xytext=(4, 3), fontsize=6.5, color="0.25")
-        if base:
-            ax.axhline(_pct(base["accuracy_mean"]), color="0.4", ls="--", lw=1,
-                       label=f"float32 ({_pct(base['accuracy_mean']):.1f}%)")
-        ax.set_xscale("log", base=2)
-        ticks = [2, 3, 4, 6, 8, 16, 32]
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([str(t) for t in ticks])
-        ax.set_xlim(1.7, 40)
-        ax.set_ylim(-2, 102)
-        ax.set_xlabel("bits per weight element (MX: element + shared scale / 32)")
-        ax.set_title(f"rounding: {rnd}", fontsize=10)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    axes[0].set_ylabel("top-1 accuracy (%)")
-    fig.suptitle(f"{_model(settings)}: accuracy vs precision, widest accumulator per format "
-                 f"({_subtitle(settings)}; error bars: std over seeds)", fontsize=10)
+                ax.annotate(G.pair_label(r["weights"], r["activations"]), (r["weight_bits"], _pct(r["accuracy_mean"])),
+                            textcoords="offset points", xytext=offsets[id(r)], fontsize=7, color="0.2")
+        fs = [r for r in sto if r["family"] == fam]
+        if fs:
+            ax.errorbar([r["weight_bits"] * 1.04 for r in fs], [_pct(r["accuracy_mean"]) for r in fs],
+                        yerr=[_std(r) for r in fs], fmt=marker, mfc="none", color=color, ms=7, capsize=3,
+                        label=f"{fam}, stochastic (mean ± std)")
+    if base:
+        ax.axhline(_pct(base["accuracy_mean"]), color="0.4", ls="--", lw=1,
+                   label=f"float32 ({_pct(base['accuracy_mean']):.1f}%)")
+    ax.set_xscale("log", base=2)
+    ticks = [2, 3, 4, 5, 6, 8, 12, 16, 32]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.set_xlim(1.8, 40)
+    _ylim(ax, [_pct(r["accuracy_mean"]) for r in sel])
+    ax.set_xlabel("bits per weight element (MX: element + 8-bit shared scale / 32)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    accs = sorted({G.short_name(r["accum"]) for r in sel})
+    ax.set_title(f"{_model(settings)}: accuracy vs operand precision ({_subtitle(settings)})\n"
+                 f"each format with its widest accumulator in the sweep ({', '.join(accs)})", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     out = path / BITS_PNG
     _save(fig, out)
@@ -131,7 +156,7 @@ def accuracy_vs_energy(path: Path, settings, rows) -> Path | None:
     """Accuracy vs energy per inference, every configuration, Pareto front marked."""
     if not rows:
         return None
-    fig = _figure(8.5, 5.4)
+    fig = _figure(10.5, 5.6)
     ax = fig.subplots()
     for r in rows:
         color = _ROUNDING_COLOR.get(r["rounding"], "k")
@@ -158,7 +183,13 @@ def accuracy_vs_energy(path: Path, settings, rows) -> Path | None:
         ax.plot([], [], "o", color=_ROUNDING_COLOR.get(rnd, "k"), label=f"{rnd} rounding")
     base = _baseline(rows)
     ax.set_xscale("log")
-    ax.set_ylim(-2, 102)
+    from matplotlib.ticker import FuncFormatter
+
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(fmt)
+    ax.xaxis.set_minor_formatter(fmt)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    _ylim(ax, [_pct(r["accuracy_mean"]) for r in rows])
     e32 = f"; float32 = {base['energy_pj'] / 1e6:.3g} uJ" if base else ""
     arr = settings["array"]["name"]
     ax.set_xlabel(f"energy per inference (uJ, 45 nm estimate, {arr} array{e32})")
@@ -166,7 +197,7 @@ def accuracy_vs_energy(path: Path, settings, rows) -> Path | None:
     ax.set_title(f"{_model(settings)}: accuracy vs energy ({_subtitle(settings)}; error bars: std over seeds)",
                  fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     out = path / ENERGY_PNG
     _save(fig, out)
@@ -204,14 +235,15 @@ def rounding_accumulators(path: Path, settings, rows) -> Path | None:
             ax.errorbar(x, y, yerr=e, fmt="o-", color=_ROUNDING_COLOR[rnd], ms=5, capsize=3, label=label)
         ax.set_xticks(xs)
         ax.set_xticklabels([G.short_name(a) for a in accs], rotation=30, fontsize=8)
-        ax.set_ylim(-2, 102)
+        _ylim(ax, [_pct(r["accuracy_mean"]) for r in rs])
         ax.set_title(f"operands {G.pair_label(*pair)}", fontsize=9)
         ax.set_xlabel("accumulator format (narrow -> wide)", fontsize=8)
         ax.set_ylabel("top-1 accuracy (%)", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{_model(settings)}: round-to-nearest vs stochastic rounding of products and sums "
-                 f"({_subtitle(settings)})", fontsize=10)
+                 f"({_subtitle(settings)})\ninteger operands into int<N> accumulators are exact (one run, "
+                 "no rounding)", fontsize=10)
     fig.tight_layout()
     out = path / ROUNDING_PNG
     _save(fig, out)

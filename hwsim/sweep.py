@@ -47,10 +47,10 @@ BASELINE = ("fp32", "fp32", "fp32", "nearest")
 
 DEFAULT_MODEL = "cifar_cnn"
 DEFAULT_FORMATS = "fp32,bf16,fp8_e4m3,fp8_e5m2,int8,int4"
-DEFAULT_ACCUM = "fp32,fp16,int32,int16"
+DEFAULT_ACCUM = "fp32,fp16,int32"
 DEFAULT_ROUNDING = "nearest,stochastic"
 DEFAULT_SEEDS = 2
-DEFAULT_LIMIT = 500
+DEFAULT_LIMIT = 200
 
 ROUNDINGS = ("nearest", "nearest_away", "toward_zero", "up", "down", "stochastic")
 

@@ -515,18 +515,22 @@ class Progress:
         self.done_points = 0
         self.done_images = 0
         self._partial = {}
+        self._finished = set()
         self.t0 = time.perf_counter()
         self._lock = threading.Lock()
         self._last = 0.0
 
     def images(self, point_key, n):
         with self._lock:
+            if point_key in self._finished:  # a late progress event of a finished point
+                return
             self._partial[point_key] = self._partial.get(point_key, 0) + n
             self._render(False)
 
     def point(self, point_key, label=""):
         with self._lock:
             self._partial.pop(point_key, None)
+            self._finished.add(point_key)
             self.done_points += 1
             self.done_images += self.ipp
             self._render(True, label)

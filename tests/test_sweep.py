@@ -272,6 +272,26 @@ def test_cli_errors(tmp_path, capsys):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_cli_sweep_writes_everything(tmp_path, capsys):
+    from hwsim import plots, report
+    from hwsim.cli import main
+
+    out = tmp_path / "cli"
+    args = ["sweep", "--model", str(TINY), "--formats", "fp32,fp8_e4m3,int4", "--accum", "fp32,fp16,int32",
+            "--seeds", "2", "--limit", "20", "--calibration", "20", "--serial", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "sweep complete" in text and "fp8_e4m3" in text and "int4" in text
+    for name in (X.SETTINGS_FILE, X.POINTS_FILE, X.RESULTS_CSV, X.RESULTS_JSON, report.SUMMARY_FILE, plots.BITS_PNG,
+                 plots.ENERGY_PNG, plots.ROUNDING_PNG):
+        assert (out / name).stat().st_size > 0, name
+    rows = list(csv.DictReader(open(out / X.RESULTS_CSV)))
+    # baseline; fp32 operands: fp32 stochastic, fp16 x 2 roundings; fp8: 2 accumulators x 2; int4 x int32 (exact)
+    assert len(rows) == 1 + 3 + 4 + 1
+    assert main(args) == 0  # rerun: nothing to do (13 points: stochastic ones twice)
+    assert "0 points evaluated, 13 already" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------------------------ report
 
 
