@@ -1,9 +1,13 @@
-"""Train the zoo models (``hwsim.zoo``) on CIFAR-10 in float32, resumably.
+"""Train the zoo models (``hwsim.zoo``) on CIFAR-10, resumably; the result is a float32 model.
 
 ``train(name, ...)`` trains on the 50,000 training images (or a seeded random subset of
 ``limit`` of them), evaluates on the 10,000 test images (the first ``limit`` of a seeded
 permutation when ``limit`` is given), saves the trained model without optimizer state to ``out``
 and records the result in a JSON file (``results/float32_accuracy.json`` by default).
+
+Precision: each model trains under the Keras dtype policy ``HYPER[name]["policy"]`` (float32
+master weights either way); the saved model is rebuilt in float32 and the recorded test accuracy
+is that float32 model's.
 
 Reproducibility: everything random is a function of ``seed`` and the epoch number only: the
 weight initialisation (``keras.utils.set_random_seed(seed)``), the per-epoch shuffling and
@@ -28,7 +32,6 @@ with different settings is refused rather than silently mixed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -48,7 +51,7 @@ HYPER = {
     "cifar_cnn": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "label_smoothing": 0.1, "policy": "mixed_bfloat16"},
     "mobilenet": {"lr": 0.1, "momentum": 0.9, "weight_decay": 4e-4, "label_smoothing": 0.1, "policy": "float32"},
 }
-DEFAULT_EPOCHS = {"cifar_cnn": 22, "mobilenet": 16}
+DEFAULT_EPOCHS = {"cifar_cnn": 22, "mobilenet": 12}
 DEFAULT_BATCH = 128
 _NO_DECAY = ["bias", "gamma", "beta"]  # variables named so are not weight-decayed
 
@@ -170,7 +173,8 @@ def evaluate(model, images, labels, batch_size=500) -> float:
 def _train(name: str, *, epochs: int | None = None, batch_size: int = DEFAULT_BATCH, seed: int = 0,
           checkpoint_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
           limit: int | None = None, threads: int | None = None, results: str | os.PathLike | None = None,
-          monitor: int = 2000, data_path=None, verbose: int = 1, stop_after: int | None = None) -> dict:
+          monitor: int = 2000, data_path=None, verbose: int = 1, stop_after: int | None = None,
+          allow_epochs_change: bool = False) -> dict:
     """See ``train``."""
     from hwsim import zoo
     from hwsim.data import load_cifar10
@@ -213,6 +217,12 @@ def _train(name: str, *, epochs: int | None = None, batch_size: int = DEFAULT_BA
     state = None
     if state_path.is_file() and ckpt_path.is_file():
         state = json.loads(state_path.read_text())
+        old_cfg = dict(state.get("config") or {})
+        if allow_epochs_change and old_cfg.get("epochs") != epochs and old_cfg.get("epochs", 0) > state["epoch"] \
+                and epochs > state["epoch"] and {**old_cfg, "epochs": epochs} == config:
+            state.setdefault("schedule_changes", []).append(
+                {"after_epoch": state["epoch"], "epochs_from": old_cfg["epochs"], "epochs_to": epochs})
+            state["config"] = config
         if state.get("config") != config:
             raise ValueError(
                 f"checkpoint in {ckdir} was written with settings {state.get('config')}, not {config}; "
@@ -279,7 +289,7 @@ def _train(name: str, *, epochs: int | None = None, batch_size: int = DEFAULT_BA
         "epochs": epochs, "seed": seed, "batch_size": batch_size, "train_images": int(len(x_train)),
         "train_time_s": round(state["train_time_s"], 1), "macs": zoo.count_macs(final),
         "params": int(final.count_params()), "threads": threads, "hyper": HYPER[name], "float32_eval": True, "weights": str(out),
-        "history": state["history"],
+        "history": state["history"], "schedule_changes": state.get("schedule_changes", []),
     }
     if results is None and limit is None:
         results = project_root() / "results" / "float32_accuracy.json"
@@ -309,8 +319,12 @@ def train(name: str, **kwargs) -> dict:
     spaced) whose accuracy is printed after each epoch, for watching progress only (0: none).
     ``threads``: TensorFlow intra-/inter-op threads (None: TensorFlow's default). ``stop_after``:
     return ``{"stopped_after_epoch": e}`` after finishing this many epochs in this call (for
-    tests of resuming; the checkpoint is kept, no model is saved). The Keras global dtype policy
-    is restored afterwards.
+    tests of resuming; the checkpoint is kept, no model is saved). ``allow_epochs_change``: when
+    resuming a checkpoint whose settings differ from these only in ``epochs`` (both larger than
+    the epochs done), continue under the new total: the learning-rate schedule is recomputed for
+    the new length from the next epoch on, and the change is recorded in ``schedule_changes`` of
+    the state and the result record (so such a result is not an uninterrupted run of that
+    length). The Keras global dtype policy is restored afterwards.
     """
     from hwsim import zoo
 

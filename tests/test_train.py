@@ -152,3 +152,15 @@ def test_command_parses_and_calls_train(monkeypatch, capsys):
     bad = p.parse_args(["train", "nope"])
     with pytest.raises(ValueError, match=r"'nope'.*cifar_cnn, mobilenet"):
         bad.func(bad)
+
+
+def test_epochs_change_only_when_allowed_and_recorded(tiny_data, tmp_path):
+    ck = tmp_path / "d"
+    assert _run(tiny_data, ck, epochs=3, stop_after=1) == {"stopped_after_epoch": 1}
+    with pytest.raises(ValueError, match="'epochs': 3"):
+        _run(tiny_data, ck, epochs=2)
+    with pytest.raises(ValueError, match="settings"):  # other settings changed too: still refused
+        _run(tiny_data, ck, epochs=2, seed=9, allow_epochs_change=True)
+    rec = _run(tiny_data, ck, epochs=2, allow_epochs_change=True)
+    assert rec["schedule_changes"] == [{"after_epoch": 1, "epochs_from": 3, "epochs_to": 2}]
+    assert rec["epochs"] == 2 and [h["epoch"] for h in rec["history"]] == [1, 2]
