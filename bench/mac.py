@@ -11,7 +11,8 @@ int8_int32, fp8_e4m3_fp16 (nearest and stochastic) and bf16_fp32, prints MAC/s a
   product into the accumulator format (hwsim's presets multiply exactly), the same amount of work.
 
 Also prints the first-call time (JIT compilation) of each kernel in a fresh process whose Numba cache
-is an empty temporary directory. Timings are the best of ``--repeat`` runs after a warm-up call.
+is an empty temporary directory. Timings are the best of ``--repeat`` runs after a warm-up call, the
+numpy baseline of each problem timed interleaved with the kernel runs (the machine's load drifts).
 """
 
 from __future__ import annotations
@@ -44,14 +45,21 @@ TARGETS = {"int8_int32": ("numpy", 0.5), "fp8_e4m3_fp16": ("numpy", 0.1), "bf16_
 APY_TARGET = 30.0  # per-MAC-rounded float presets vs APyTypes
 
 
-def best_time(fn, repeat):
-    fn()  # warm-up (compilation, caches)
-    ts = []
+def paired_times(fn, ref, repeat):
+    """Best times of ``fn`` and of ``ref`` measured interleaved (the machine's load drifts; a baseline
+    timed minutes apart from the kernel would not be comparable)."""
+    fn()
+    ref()
+    tf, tr = [], []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
-        ts.append(time.perf_counter() - t)
-    return min(ts)
+        tf.append(time.perf_counter() - t)
+        for _ in range(3):
+            t = time.perf_counter()
+            ref()
+            tr.append(time.perf_counter() - t)
+    return min(tf), min(tr)
 
 
 def operands(rng, preset, shape):
@@ -124,22 +132,21 @@ def main():
     import numba
     print(f"hwsim MAC kernel throughput; numpy {np.__version__}, numba {numba.__version__} "
           f"({numba.get_num_threads()} threads), apytypes {apy.__version__}, {os.cpu_count()} CPUs")
-    print(f"batch {args.batch}, best of {args.repeat} (numpy: best of {max(args.repeat, 7)}); APyTypes timed once on a "
+    print(f"batch {args.batch}, best of {args.repeat} (numpy, interleaved with each kernel run: best of "
+          f"{3 * args.repeat}); APyTypes timed once on a "
           f"slice of each GEMM (>= {args.apy_rows} rows and >= {args.apy_macs:.0e} MACs; it is too slow for the full "
           "problems) in its accumulator context, which also rounds each product into the accumulator\n")
 
-    # numpy float32 baselines for each GEMM shape
     problems = [("matmul 512x512x512", (512, 512, 512), None)]
     for name, h, cin, cout, pad in CIFAR_CONVS:
         problems.append((name, im2col_shape(args.batch, h, cin, cout, pad), (h, cin, cout, pad)))
-    np_rate = {}
+    gemm = {}  # float32 operands of each GEMM shape for the numpy baseline
     for name, (M, K, N), _ in problems:
-        a = rng.standard_normal((M, K)).astype(np.float32)
-        b = rng.standard_normal((K, N)).astype(np.float32)
-        np_rate[name] = M * K * N / best_time(lambda: a @ b, max(args.repeat, 7))
+        gemm[name] = (rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((K, N)).astype(np.float32))
 
     rows = []
     summary = {}
+    np_rates = {}
     for label, preset in PRESETS:
         tot_mac = {"matmul": 0, "conv": 0}
         tot_t = {"matmul": 0.0, "conv": 0.0}
@@ -147,30 +154,36 @@ def main():
         tot_apy_t = {"matmul": 0.0, "conv": 0.0}
         for name, (M, K, N), conv in problems:
             kind = "conv" if conv else "matmul"
+            ga, gb = gemm[name]
             if conv is None:
                 a, b = operands(rng, preset, (M, K)), operands(rng, preset, (K, N))
-                t = best_time(lambda: kernels.matmul(a, b, preset, seed=1), args.repeat)
+                t, t_np = paired_times(lambda: kernels.matmul(a, b, preset, seed=1), lambda: ga @ gb, args.repeat)
             else:
                 h, cin, cout, pad = conv
                 x = operands(rng, preset, (args.batch, h, h, cin))
                 w = operands(rng, preset, (3, 3, cin, cout))
-                t = best_time(lambda: kernels.conv2d(x, w, preset, padding=pad, seed=1), args.repeat)
+                t, t_np = paired_times(lambda: kernels.conv2d(x, w, preset, padding=pad, seed=1), lambda: ga @ gb,
+                                       args.repeat)
                 a, b = operands(rng, preset, (M, K)), operands(rng, preset, (K, N))
             macs = M * K * N
             rows_apy = min(M, max(args.apy_rows, -(-args.apy_macs // (K * N))))
             apy_rate = apy_gemm_rate(preset, a[:rows_apy].astype(np.float64), b.astype(np.float64))
-            rate = macs / t
-            rows.append((label, name, rate, rate / np_rate[name], rate / apy_rate, apy_rate))
+            rate, np_rate = macs / t, macs / t_np
+            np_rates.setdefault(name, []).append(np_rate)
+            rows.append((label, name, rate, rate / np_rate, rate / apy_rate, apy_rate, np_rate))
             tot_mac[kind] += macs
             tot_t[kind] += t
-            tot_np_t[kind] += macs / np_rate[name]
+            tot_np_t[kind] += t_np
             tot_apy_t[kind] += macs / apy_rate
         summary[label] = {k: (tot_mac[k] / tot_t[k], tot_np_t[k] / tot_t[k], tot_apy_t[k] / tot_t[k]) for k in tot_t}
 
-    print(f"{'preset':<26} {'problem':<24} {'MMAC/s':>9} {'x numpy f32':>12} {'x APyTypes':>11} {'APy MMAC/s':>11}")
-    for label, name, rate, r_np, r_apy, apy_rate in rows:
-        print(f"{label:<26} {name:<24} {rate / 1e6:>9.1f} {r_np:>12.3f} {r_apy:>11.1f} {apy_rate / 1e6:>11.2f}")
-    print("\nnumpy float32 GEMM baselines (MMAC/s): " + ", ".join(f"{n}: {r / 1e6:.0f}" for n, r in np_rate.items()))
+    print(f"{'preset':<26} {'problem':<24} {'MMAC/s':>9} {'x numpy f32':>12} {'x APyTypes':>11} {'APy MMAC/s':>11} "
+          f"{'numpy MMAC/s':>13}")
+    for label, name, rate, r_np, r_apy, apy_rate, np_rate in rows:
+        print(f"{label:<26} {name:<24} {rate / 1e6:>9.1f} {r_np:>12.3f} {r_apy:>11.1f} {apy_rate / 1e6:>11.2f} "
+              f"{np_rate / 1e6:>13.0f}")
+    print("\nnumpy float32 GEMM baselines (MMAC/s; min .. max over the presets' interleaved runs: the spread is the "
+          "machine's load): " + ", ".join(f"{n}: {min(r) / 1e6:.0f}..{max(r) / 1e6:.0f}" for n, r in np_rates.items()))
 
     print("\ntargets (on the matmul and on all CIFAR conv layers together):")
     for label, _ in PRESETS:
