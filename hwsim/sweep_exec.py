@@ -351,7 +351,12 @@ def load_network_cached(mfile: Path, sha: str):
                 return net
         except Exception:  # damaged entry: rebuild below
             pass
-    net = load_model(str(mfile))
+    try:
+        net = load_model(str(mfile))
+    except ValueError as exc:
+        if "is shared" not in str(exc):
+            raise
+        net = _load_sequential_fresh(mfile)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -360,6 +365,29 @@ def load_network_cached(mfile: Path, sha: str):
         os.replace(tmp, path)
     except OSError:  # a read-only cache only costs speed
         pass
+    return net
+
+
+def _load_sequential_fresh(mfile: Path):
+    """Workaround for a saved ``keras.Sequential`` (the zoo's cifar_cnn) that ``hwsim.load_model``
+    rejects because Keras re-calls its layers while loading ("layer ... is shared"): rebuild it as a
+    functional model from fresh copies of its layers (same configs and weights, each called once) and
+    import that. Other models are passed to the error unchanged."""
+    import keras
+
+    from .importer import from_keras
+
+    model = keras.models.load_model(mfile, compile=False)
+    if not isinstance(model, keras.Sequential):
+        raise ValueError(f"cannot import {mfile}: its layers are shared") from None
+    inp = keras.Input(tuple(model.inputs[0].shape[1:]), name="pixels")
+    x = inp
+    for layer in model.layers:
+        fresh = layer.__class__.from_config(layer.get_config())
+        x = fresh(x)
+        fresh.set_weights(layer.get_weights())
+    net = from_keras(keras.Model(inp, x, name=model.name))
+    net.meta["source"] = f"{mfile} (Sequential rebuilt as functional)"
     return net
 
 

@@ -24,8 +24,7 @@ TINY = GOLDEN / "tiny_cnn.keras"
 # the golden sweep (tests/golden/make_golden.py runs the same)
 GOLDEN_ARGS = dict(model=str(TINY), formats="fp32,bf16,fp8_e4m3,int8,int4,mxfp4_e2m1",
                    accum="fp32,fp16,int32,int16,fixed16.8,fixed16.-4", rounding="nearest,stochastic", seeds=2,
-                   limit=200,
-                   calibration=200)
+                   limit=100, calibration=32)
 
 
 def _settings(**kw):

@@ -26,7 +26,7 @@ def register(sub):
         "seed) of a grid on CIFAR-10 test images and write DIR/results.csv + results.json (one row per "
         "configuration: accuracy mean/std over seeds, energy, cycles, ratios to float32), plots and "
         "summary.md. Points already in DIR are not recomputed. With no options: the default sweep of "
-        "cifar_cnn on 500 images.",
+        f"cifar_cnn on {G.DEFAULT_LIMIT} images.",
         epilog="Lists are comma-separated: format names (`hwsim formats`), families (fp8, fp6, fp4, mx), "
         "ranges (int2..int8) and, in --formats, weight:activation pairs (int4:int8).")
     p.add_argument("--model", default=G.DEFAULT_MODEL, help="zoo name (cifar_cnn, mobilenet) or a .keras/.h5 path")
@@ -39,7 +39,8 @@ def register(sub):
     p.add_argument("--seeds", type=int, default=G.DEFAULT_SEEDS, metavar="N",
                    help=f"seeds per stochastic configuration (default {G.DEFAULT_SEEDS})")
     p.add_argument("--limit", type=_limit, default=G.DEFAULT_LIMIT, metavar="N",
-                   help=f"first N test images, or 'all' (default {G.DEFAULT_LIMIT})")
+                   help="N test images spread evenly over the test set (image i*10000/N, the same number "
+                   f"from every class), or 'all' (default {G.DEFAULT_LIMIT})")
     p.add_argument("--array", default=None, metavar="TOML", help="array config (default: 32x32 output stationary)")
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default sweeps/MODEL)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask scheduler (tcp://host:8786)")
