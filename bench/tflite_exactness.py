@@ -56,7 +56,7 @@ def interpreter_outputs(it, images):
 
 
 def compare(path, images, kernels_):
-    """(values equal, top-1 agree, emulator seconds, interpreter seconds) for one model file."""
+    """(values equal, top-1 agree, emulator seconds, interpreter seconds, emulator outputs)."""
     import hwsim
     from quant import tflite
 
@@ -69,7 +69,7 @@ def compare(path, images, kernels_):
     assert emu.shape == ref.shape, (emu.shape, ref.shape)
     eq = float((emu == ref).mean())
     top1 = float((emu.reshape(len(emu), -1).argmax(1) == ref.reshape(len(ref), -1).argmax(1)).mean())
-    return eq, top1, t1 - t0, t2 - t1
+    return eq, top1, t1 - t0, t2 - t1, emu
 
 
 def main(argv=None):
@@ -79,6 +79,7 @@ def main(argv=None):
     ap.add_argument("--calib", type=int, default=500, help="representative train images (default 500)")
     ap.add_argument("--kernels", nargs="+", default=["xnnpack", "reference"], choices=["xnnpack", "reference"])
     ap.add_argument("--untrained", action="store_true", help="use the zoo architectures with random weights")
+    ap.add_argument("--keras-dir", metavar="DIR", help="load DIR/{name}.keras instead of the zoo's trained files")
     ap.add_argument("--keep", metavar="DIR", help="keep the .tflite files in DIR")
     args = ap.parse_args(argv)
 
@@ -102,6 +103,11 @@ def main(argv=None):
                 model = zoo.build(name)
                 _perturb_bn(model, np.random.default_rng(1))
                 what = f"{name} (untrained)"
+            elif args.keras_dir:
+                import keras
+
+                model = keras.models.load_model(Path(args.keras_dir) / f"{name}.keras", compile=False)
+                what = f"{name} ({args.keras_dir})"
             else:
                 try:
                     model = zoo.load_keras(name)
@@ -112,13 +118,8 @@ def main(argv=None):
                 what = name
             path = tflite.convert_keras(model, calib, outdir / f"{name}.tflite")
             for k in args.kernels:
-                eq, top1, te, ti = compare(path, images, k)
-                net_acc = ""
-                if not args.untrained:
-                    import hwsim
-
-                    out = hwsim.run(tflite.load_tflite(path, kernels=k), images, batch_size=100)
-                    net_acc = f"  int8 top-1 accuracy {float((out.argmax(1) == labels).mean()):.4f}"
+                eq, top1, te, ti, out = compare(path, images, k)
+                net_acc = "" if args.untrained else f"  int8 top-1 accuracy {float((out.argmax(1) == labels).mean()):.4f}"
                 flag = "" if (eq >= BAR and top1 >= BAR) else "  BELOW 99.9 %"
                 ok &= not flag
                 print(f"{what:24s} kernels={k:9s} images={len(images)}  output values equal {eq * 100:8.4f} %  "
