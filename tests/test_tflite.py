@@ -220,6 +220,18 @@ def test_batch_size_and_mac_spec(models):
     assert b.shape == a.shape and not np.array_equal(a, b)
 
 
+def test_stochastic_mac_independent_of_batch_size(models):
+    """A stochastic-rounding MAC on the TF-Lite graph: results depend on the seed and on each output's
+    position only (the runner's image offset is turned into the kernels' element offset)."""
+    from kernels import MacSpec
+
+    net = load_tflite(models["residual"], mac=MacSpec("int8", "fp16", rounding="stochastic"))
+    x = _images((16, 16, 3), n=12)
+    a = hwsim.run(net, x, batch_size=12, seed=5)
+    np.testing.assert_array_equal(a, hwsim.run(net, x, batch_size=5, seed=5))
+    assert not np.array_equal(a, hwsim.run(net, x, batch_size=12, seed=6))
+
+
 def kernels_spec(fmt):
     from kernels import MacSpec
 
