@@ -29,7 +29,10 @@ Which accumulators pair with which operands (:func:`compatible`): integer operan
 (``int<N>``, or ``fixed<W>.<F>`` with ``F <= 0``: a register that drops ``-F`` low bits); float and
 MX-float operands in float formats or fixed point with fractional bits ``F > 0`` (the setting of
 Gupta et al. 2015). Other combinations are skipped and listed, so ``--accum fp32,int32`` serves a
-grid of both kinds. Integer operands with an ``int<N>`` accumulator compute exactly (every product
+grid of both kinds. For fixed-point operands (``fixed<W>.<F>``, ``mxint8``'s 1.6 elements) an
+integer accumulator names the register width: ``int32`` is a 32-bit register with the binary point
+of the products (``fixed32.<Fw+Fa>``), as ``quant``'s default. Integer operands with an ``int<N>``
+accumulator compute exactly (every product
 and sum is an integer; only saturation can happen), so the rounding mode cannot matter: such a
 configuration is run once, with the first rounding listed.
 """
@@ -224,11 +227,22 @@ def _precision(fmt) -> int:
     return precision_bits(parse_format(fmt))
 
 
+def _frac(fmt) -> int:
+    f = parse_format(fmt)
+    if isinstance(f, MXFormat):
+        f = f.elem
+    return f.frac if isinstance(f, FixedFormat) else 0
+
+
 def mac_spec(weights: str, activations: str, accum: str, rounding: str):
     """The :class:`kernels.MacSpec` of a configuration (rule in the module docstring)."""
     from kernels.mac import MacSpec
 
     acc = parse_format(accum)
+    if isinstance(acc, FixedFormat) and operand_kind(weights) == operand_kind(activations) == "int":
+        shift = _frac(weights) + _frac(activations)  # the register's binary point follows the operands'
+        if shift:
+            acc = FixedFormat(acc.bits, acc.frac + shift, signed=acc.signed)
     product = None
     if isinstance(acc, FloatFormat) and _precision(weights) + _precision(activations) > acc.man + 1:
         product = acc

@@ -117,6 +117,9 @@ def test_mac_spec_rule_matches_presets():
     assert s.product is None and s.accum.name == "fp16" and s.accum_rounding == "stochastic"
     s = G.mac_spec("int4", "int8", "int32", "nearest")
     assert (s.a.name, s.b.name, s.product) == ("int8", "int4", None)
+    # fixed-point operands: an integer accumulator keeps the products' binary point (mxint8: 1.6 elements)
+    assert G.mac_spec("mxint8", "mxint8", "int32", "nearest").accum.name == "fixed32.12"
+    assert G.mac_spec("fixed8.4", "int8", "fixed16.-2", "nearest").accum.name == "fixed16.2"
 
 
 def test_subset_is_balanced():
