@@ -15,6 +15,8 @@ Exact semantics of every MAC kernel (:func:`kernels.matmul`, :func:`kernels.conv
 3. **Accumulation** into the ``accum`` format, starting from +0. Every addition ``acc + p`` is computed
    exactly and rounded once into ``accum`` with ``accum_rounding`` and ``overflow`` (stage 1):
 
+   An exact zero sum is +0, except under ``down`` (-0 unless both operands are +0: IEEE 754 6.3).
+
    * ``sequential``: ``acc = R(acc + p_k)`` for k = 0, 1, ..., K-1 (addition number ``t = k``);
    * ``pairwise``: a balanced tree. Level 0 is ``p_0..p_{K-1}``; each level adds neighbours
      ``(0,1), (2,3), ...`` with one rounding per addition; an odd last element moves up unchanged;
@@ -55,6 +57,35 @@ def precision_bits(fmt) -> int:
     if isinstance(fmt, FloatFormat):
         return fmt.man + 1
     return fmt.bits - 1 if fmt.signed else fmt.bits
+
+
+def _finest(fmt) -> float:
+    """The smallest nonzero magnitude step of a format (its quantum at zero)."""
+    f = fmt.elem if isinstance(fmt, MXFormat) else fmt
+    if isinstance(f, FloatFormat):
+        return 2.0 ** (f.emin - f.man) if f.has_zero else f.min_normal
+    return f.scale
+
+
+def _check_range(spec) -> None:
+    """The emulator computes exactly in float64: every product must be exact there (no underflow:
+    finest(a) * finest(b) >= 2**-1074; no overflow), and the product / accumulator / output formats
+    must leave room for one addition (max <= 2**1022) so an overflow is seen as a finite excess."""
+    import math
+
+    la = math.log2(_finest(spec.a)) + math.log2(_finest(spec.b))
+    if la < -1074:
+        raise ValueError(f"operands {spec.a.name} x {spec.b.name}: products as small as 2**{la:.0f} are below "
+                         "float64's resolution (2**-1074); the emulator computes products exactly in float64")
+    hi = math.log2(spec.a.max) + math.log2(spec.b.max)
+    if hi >= 1022:
+        raise ValueError(f"operands {spec.a.name} x {spec.b.name}: products up to 2**{hi:.0f} exceed the float64 range "
+                         "the emulator computes in (at most 2**1022)")
+    for role in ("product", "accum", "out"):
+        f = getattr(spec, role)
+        if f is not None and f.max > 2.0 ** 1022:
+            raise ValueError(f"{role} format {f.name} has max {f.max:.4g} > 2**1022: the emulator's float64 sums "
+                             "could not see its overflows; use a format with a smaller range")
 
 
 @dataclass(frozen=True)
@@ -120,6 +151,7 @@ class MacSpec:
         if pa + pb > 53:
             raise ValueError(f"operands {self.a.name} x {self.b.name} need {pa} + {pb} = {pa + pb} bits for an exact "
                              "product; the emulator computes products exactly in float64 (at most 53 bits)")
+        _check_range(self)
         if not self.name:
             set_("name", self._describe())
 

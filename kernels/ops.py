@@ -21,6 +21,7 @@ or ``overflow="wrap"`` (wrapping is order-independent): the exact sums come from
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -218,10 +219,20 @@ def _two_sum_into(acc, p, s, err, n):
         err[j] = (a - (t - bb)) + (b - bb)
 
 
+@njit(cache=True, inline="always")
+def _zero_sum(t, x, y, down):
+    """IEEE 754 6.3: an exact zero sum x + y is -0 under roundTowardNegative unless both are +0."""
+    pos_zeros = x == 0.0 and y == 0.0 and math.copysign(1.0, x) > 0 and math.copysign(1.0, y) > 0
+    return -0.0 if (down and t == 0.0 and not pos_zeros) else t
+
+
 @njit(cache=True)
 def _add(acc, p, n, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, t, evc):
     """acc = R_A(acc + p) lane-wise (stage 1, addition number t)."""
     _two_sum_into(acc, p, s, err, n)
+    if modeA == C.DOWN:
+        for j in range(n):
+            s[j] = _zero_sum(s[j], acc[j], p[j], True)
     _round_lanes(s, err, acc, n, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, 1, t, ok, evc)
 
 
@@ -273,6 +284,7 @@ def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk,
         emin = ipA[2]
         maxval = fpA[0]
         negzero = (ipA[4] & C.F_NEGZERO) != 0
+        down = modeA == C.DOWN
         for k in range(K):
             bad = False
             if get_a == 0:
@@ -280,7 +292,7 @@ def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk,
                 for j in range(N):
                     x = acc[j]
                     y = ak * B[k, j]
-                    t = x + y
+                    t = _zero_sum(x + y, x, y, down)
                     bb = t - x
                     e = (x - (t - bb)) + (y - bb)
                     r, good, edge = _lane_float(t, modeA, man, emin, maxval, negzero, _U0, rbits)
@@ -294,7 +306,7 @@ def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk,
                 for j in range(N):
                     x = acc[j]
                     y = a_lanes[k, j] * B[k, j]
-                    t = x + y
+                    t = _zero_sum(x + y, x, y, down)
                     bb = t - x
                     e = (x - (t - bb)) + (y - bb)
                     r, good, edge = _lane_float(t, modeA, man, emin, maxval, negzero, _U0, rbits)
@@ -370,9 +382,11 @@ def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk,
                         acc[j] = node[j]
                 top = lev
         if K == 1:
-            # a single term is rounded once (t = 0): -0 + x == x exactly for every x, -0 included
+            # a single term is rounded once (t = 0): z + x == x exactly for every x, zeros included, with
+            # z = -0 (round-to-nearest float64 add) or +0 under ``down`` (see _zero_sum)
+            zsign = 0.0 if modeA == C.DOWN else -0.0
             for j in range(N):
-                zero[j] = -0.0
+                zero[j] = zsign
             _add(zero, acc, N, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, 0, evc)
             for j in range(N):
                 acc[j] = zero[j]
@@ -645,16 +659,14 @@ def matmul(a, b, spec, seed=None, offset=0, stats=False):
 
 
 def _pair(v, what):
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        t = (int(v), int(v))
-    else:
-        try:
-            t = tuple(int(i) for i in v)
-        except TypeError:
-            t = ()
-    if len(t) != 2 or min(t) < 1:
-        raise ValueError(f"{what} must be a positive int or a pair of positive ints, got {v!r}")
-    return t
+    """A positive int or a pair of positive ints (numpy integers accepted); anything else is an error."""
+    def ok(i):
+        return isinstance(i, (int, np.integer)) and not isinstance(i, bool) and i >= 1
+    if ok(v):
+        return (int(v), int(v))
+    if isinstance(v, (tuple, list, np.ndarray)) and len(v) == 2 and all(ok(i) for i in v):
+        return (int(v[0]), int(v[1]))
+    raise ValueError(f"{what} must be a positive int or a pair of positive ints, got {v!r}")
 
 
 def conv_output_size(n, k, s, padding):

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -357,8 +358,37 @@ def quantize(x, fmt, rounding="nearest", overflow=None, seed=None, rand_bits=Non
     return out.reshape(xa.shape)
 
 
+#: Arrays smaller than this run their parallel kernels on the calling thread only: a parallel launch
+#: costs more than the work, and much more when the cores are shared (BLAS threads, other jobs).
+SERIAL_BELOW = 1 << 18
+
+
+class _threads:
+    """Temporarily set Numba's thread count for parallel kernels launched from this thread."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        self.old = numba.get_num_threads()
+        if self.n < self.old:
+            numba.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        numba.set_num_threads(self.old)
+
+
+def threads_for(size: int) -> "_threads":
+    return _threads(1 if size < SERIAL_BELOW else numba.get_num_threads())
+
+
 def _run_flat(flat, out, fmt, mode, ovf, key, rbits, base):
     """Quantize 1-D ``flat`` into ``out`` (counters start at ``base``), choosing the fastest kernel."""
+    with threads_for(flat.size):
+        _run_flat_kernels(flat, out, fmt, mode, ovf, key, rbits, base)
+
+
+def _run_flat_kernels(flat, out, fmt, mode, ovf, key, rbits, base):
     if flat.dtype == np.float32 and out.dtype == np.float32:
         if (isinstance(fmt, FloatFormat) and fmt.subnormals and fmt.has_zero and fmt.signed
                 and fmt.emin >= -126):
@@ -392,12 +422,13 @@ def _quantize_mx(xa, fmt: MXFormat, mode, key, rbits, axis):
     out = np.empty_like(x2)
     if x2.size:
         ip, fp = C.encode(fmt.elem)
-        _q_mx(x2, out, cidx, np.int64(fmt.block), np.int64(fmt.emax_elem), ip, fp, np.int64(mode), key,
-              np.int64(rbits))
+        with threads_for(x2.size):
+                _q_mx(x2, out, cidx, np.int64(fmt.block), np.int64(fmt.emax_elem), ip, fp, np.int64(mode), key,
+                  np.int64(rbits))
     return np.moveaxis(out.reshape(shape), -1, ax)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _round_array_kernel(x, resid, out, events, ip, fp, mode, ovf, key, rbits, counters):
     for i in prange(x.size):
         w = rand32(key, counters[i]) if mode == C.STOCHASTIC else np.uint64(0)

@@ -24,7 +24,8 @@ Then (stages as in :mod:`kernels.mac`):
 2. ``p[e, k] = x[e, k] * w[e, k]`` exactly (float64; the operand precisions add up to at most 53 bits),
    then rounded into ``spec.product`` if given (stage 0, ``t = k``);
 3. accumulation into ``spec.accum`` in the chosen order: every addition is computed exactly as a
-   float64 value plus its TwoSum residual and rounded once (stage 1, ``t`` as documented);
+   float64 value plus its TwoSum residual and rounded once (stage 1, ``t`` as documented); an exact
+   zero sum is +0, except -0 under ``down`` unless both operands are +0 (IEEE 754 section 6.3);
 4. the accumulator is rounded into ``spec.out`` if given (stage 2, ``t = 0``).
 
 Stochastic rounding counters are ``((e + offset) * 4 + stage) * 2**32 + t``.
@@ -120,6 +121,10 @@ def _mac(x: np.ndarray, w: np.ndarray, spec, key, offset: int, stats: RefStats) 
     # 3. accumulation: each addition acc + p is exact (s + err) and rounded once into accum
     def add(acc, term, t):
         s, err = _two_sum(acc, term)
+        if spec.accum_rounding == "down":
+            # IEEE 754 6.3: an exact zero sum is -0 under roundTowardNegative unless both operands are +0
+            both_pos_zero = (acc == 0) & (term == 0) & ~np.signbit(acc) & ~np.signbit(term)
+            s = np.where((s == 0) & ~both_pos_zero, -0.0, s)
         return R(s, err, spec.accum, spec.accum_rounding, STAGE_ACCUM, t)
 
     if K == 0:

@@ -22,7 +22,7 @@ from conftest import same_values
 
 OPERANDS = ["int8", "int4", "uint4", "fixed8.4", "fixed12.10", "fp16", "bf16", "fp8_e4m3", "float8_e5m2",
             "float8_e4m3fnuz", "float8_e3m4", "fp6_e2m3", "fp4_e2m1", "mxfp8_e4m3", "mxint8", "fp32", "tf32"]
-ACCUMS = ["fp32", "fp16", "bf16", "fp8_e4m3", "float8_e5m2", "e5m6", "e3m2", "fp6_e3m2", "fp64", "float8_e5m2fnuz",
+ACCUMS = ["fp32", "fp16", "bf16", "fp8_e4m3", "float8_e5m2", "e5m6", "e3m2", "fp6_e3m2", "e10m52", "float8_e5m2fnuz",
           "int32", "int16", "int8", "fixed16.8", "fixed8.3", "fixed10.6", "uint8", "int12"]
 PRODUCTS = [None, None, "fp16", "bf16", "fp8_e4m3", "e5m6", "fp32", "fixed12.6", "int8", "fixed16.10"]
 OUTS = [None, None, None, "fp8_e4m3", "bf16", "fp16", "int8", "fixed8.4", "fp4_e2m1"]
@@ -173,7 +173,7 @@ GRID_UNITS = [
     ("bf16", None, "fp16", None, "saturate", 64.0),
     # wide dynamic range: float64 sums are inexact, the TwoSum residual decides directed / tied roundings
     ("fp16", None, "fp32", None, None, 20),
-    ("fp32", None, "fp64", None, None, 60),
+    ("fp32", None, "e10m52", None, None, 60),
 ]
 
 

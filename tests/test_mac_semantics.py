@@ -122,7 +122,10 @@ class ExactMac:
             return acc + p  # inf stays inf (no event), inf - inf is NaN
         s = Fraction(acc) + Fraction(p)
         both_neg_zero = acc == 0 and p == 0 and math.copysign(1, acc) < 0 and math.copysign(1, p) < 0
-        return self.round(s, self.spec.accum, self.spec.accum_rounding, 1, t, neg_zero=both_neg_zero)
+        both_pos_zero = acc == 0 and p == 0 and math.copysign(1, acc) > 0 and math.copysign(1, p) > 0
+        # IEEE 754 6.3: an exact zero sum is -0 under roundTowardNegative unless both operands are +0
+        down_zero = self.spec.accum_rounding == "down" and s == 0 and not both_pos_zero
+        return self.round(s, self.spec.accum, self.spec.accum_rounding, 1, t, neg_zero=both_neg_zero or down_zero)
 
     def run(self, xs, ws) -> float:
         spec, K = self.spec, len(xs)
