@@ -133,12 +133,14 @@ def saturating_rounding_doubling_high_mul(a, b):
         if v.size and (v.min() < INT32_MIN or v.max() > INT32_MAX):
             raise ValueError(f"SaturatingRoundingDoublingHighMul: {n} out of int32 range")
     ab = a * b  # |ab| <= 2**62: exact in int64
-    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
-    num = ab + nudge
-    q = np.abs(num) >> np.int64(31)  # C division truncates toward zero
-    res = np.where(num < 0, -q, q)
+    # trunc((ab + nudge) / 2**31) == floor((ab + 2**30) / 2**31) for every int64 ab (for ab < 0:
+    # -floor((2**31 - 1 - N) / 2**31) with N = ab + 2**30, = ceil((N + 1) / 2**31) - 1 = floor(N / 2**31)),
+    # so one add and an arithmetic shift
+    res = (ab + np.int64(1 << 30)) >> np.int64(31)
     overflow = (a == b) & (a == INT32_MIN)
-    return np.where(overflow, np.int64(INT32_MAX), res)
+    if overflow.any():
+        res = np.where(overflow, np.int64(INT32_MAX), res)
+    return res
 
 
 def rounding_divide_by_pot(x, exponent):

@@ -60,6 +60,35 @@ def test_srdhm_hand():
     assert rq.saturating_rounding_doubling_high_mul(a, b).tolist() == want
 
 
+def _srdhm_literal(a: int, b: int) -> int:
+    """gemmlowp's C code transcribed with Python ints (C division truncates toward zero)."""
+    if a == b == rq.INT32_MIN:
+        return rq.INT32_MAX
+    ab = a * b
+    num = ab + ((1 << 30) if ab >= 0 else 1 - (1 << 30))
+    q = abs(num) // (1 << 31)
+    return q if num >= 0 else -q
+
+
+def _rdbpot_literal(x: int, e: int) -> int:
+    mask = (1 << e) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> e) + (1 if remainder > threshold else 0)
+
+
+def test_primitives_equal_literal_c(rng):
+    a = rng.integers(rq.INT32_MIN, rq.INT32_MAX, 3000, endpoint=True)
+    b = rng.integers(rq.INT32_MIN, rq.INT32_MAX, 3000, endpoint=True)
+    a[:200] = rng.integers(-(1 << 16), 1 << 16, 200)  # small products: ties are common
+    b[:200] = 1 << rng.integers(0, 31, 200)
+    got = rq.saturating_rounding_doubling_high_mul(a, b)
+    assert got.tolist() == [_srdhm_literal(int(x), int(y)) for x, y in zip(a, b)]
+    e = rng.integers(0, 32, 3000)
+    got = rq.rounding_divide_by_pot(a, e)
+    assert got.tolist() == [_rdbpot_literal(int(x), int(k)) for x, k in zip(a, e)]
+
+
 def test_rounding_divide_by_pot_hand():
     x = [5, -5, -3, -7, 7, 6, -6, 0]
     e = [1, 1, 1, 2, 2, 2, 2, 3]
