@@ -83,6 +83,10 @@ half away from zero; ``f32(.)`` one float32 operation):
   cells (``count`` of them), ``y = clamp(round-away(sum(q) / count))`` computed as TF-Lite does,
   ``(sum + count/2) / count`` (C division) for positive sums, ``(sum - count/2) / count`` otherwise.
 * MAX_POOL_2D: the maximum over the in-bounds cells, clamped to ``[lo, hi]``. RESHAPE, PAD: exact.
+* SHAPE / STRIDED_SLICE / PACK / CONCATENATION / GATHER / SLICE on int32 tensors that only compute a
+  RESHAPE's target shape (Keras' ``Flatten`` converted with a dynamic batch) are skipped: the RESHAPE
+  takes its static output shape. Such a RESHAPE is not delegated to XNNPACK, which splits the
+  delegate's partition (the emulator models that and checks it).
 
 Any other op, or an op configuration outside these (dilated convolutions, broadcasting ADD, MEAN
 over other axes, int16 activations, ...), raises ``ValueError`` naming it.
@@ -91,7 +95,9 @@ The MAC spec: ``load_tflite(path, mac=...)`` (default the ``int8_int32`` preset)
 convolution and dense sums run on; the TF-Lite bit-exactness holds for ``int8_int32``. Another spec
 (e.g. 6-bit operands, a float accumulator) emulates that hardware on the same int8 tensors: operands
 are rounded into its formats by :mod:`kernels` and its sums replace the exact ones, the zero-point
-correction, bias and requantization stay as above.
+correction, bias and requantization stay as above (so the result is that hardware under TF-Lite's
+scheme, not something the interpreter can check). ``hwsim.run``'s own ``mac=`` argument does not
+reach these layers.
 """
 
 from __future__ import annotations
