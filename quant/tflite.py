@@ -510,10 +510,10 @@ def _padding(opt):
     return "same" if opt.padding == S.Padding.SAME else "valid"
 
 
-def _delegated_outputs(data: bytes) -> set[int] | None:
+def _delegated_outputs(data: bytes, where) -> set[int] | None:
     """Tensor indices the XNNPACK delegate's partitions output in the default interpreter (None if
     nothing was delegated)."""
-    it = interpreter(data, "xnnpack")
+    it = _open(data, where, "xnnpack")
     outs: set[int] = set()
     found = False
     for op in it._get_ops_details():
@@ -786,7 +786,7 @@ def _check_partition(data: bytes, ops, delegated: list[bool], graph_out: int, wh
         for t in (int(t) for t in op["outputs"]):
             if t == graph_out or any(not delegated[c] for c in consumers.get(t, [])):
                 predicted.add(t)
-    actual = _delegated_outputs(data) or set()
+    actual = _delegated_outputs(data, where) or set()
     if predicted != actual:
         raise ValueError(f"{where}: the XNNPACK delegate partitions this model differently than the emulator assumes "
                          f"(partition outputs: interpreter {sorted(actual)}, emulator {sorted(predicted)}); "
