@@ -51,7 +51,7 @@ HYPER = {
     "cifar_cnn": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "label_smoothing": 0.1, "policy": "mixed_bfloat16"},
     "mobilenet": {"lr": 0.1, "momentum": 0.9, "weight_decay": 4e-4, "label_smoothing": 0.1, "policy": "float32"},
 }
-DEFAULT_EPOCHS = {"cifar_cnn": 22, "mobilenet": 12}
+DEFAULT_EPOCHS = {"cifar_cnn": 30, "mobilenet": 10}
 DEFAULT_BATCH = 128
 _NO_DECAY = ["bias", "gamma", "beta"]  # variables named so are not weight-decayed
 
@@ -91,9 +91,20 @@ def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def _config(name, epochs, batch_size, seed, limit, threads):
-    return {"model": name, "epochs": epochs, "batch_size": batch_size, "seed": seed, "limit": limit,
-            "threads": threads, **HYPER[name], "warmup": WARMUP}
+def _config(name, epochs, batch_size, seed, limit, threads, lr=None, init_from=None):
+    cfg = {"model": name, "epochs": epochs, "batch_size": batch_size, "seed": seed, "limit": limit,
+           "threads": threads, **HYPER[name], "warmup": WARMUP}
+    if lr is not None:
+        cfg["lr"] = lr
+    if init_from is not None:
+        cfg["init_from"] = init_from
+    return cfg
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _reset_dropout_seeds(model, seed: int, epoch: int):
@@ -174,7 +185,7 @@ def _train(name: str, *, epochs: int | None = None, batch_size: int = DEFAULT_BA
           checkpoint_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
           limit: int | None = None, threads: int | None = None, results: str | os.PathLike | None = None,
           monitor: int = 2000, data_path=None, verbose: int = 1, stop_after: int | None = None,
-          allow_epochs_change: bool = False) -> dict:
+          allow_epochs_change: bool = False, lr: float | None = None, init_from=None) -> dict:
     """See ``train``."""
     from hwsim import zoo
     from hwsim.data import load_cifar10
@@ -202,7 +213,15 @@ def _train(name: str, *, epochs: int | None = None, batch_size: int = DEFAULT_BA
     import keras
 
     ckdir = Path(checkpoint_dir).expanduser() if checkpoint_dir else default_checkpoint_dir(name)
-    config = _config(name, epochs, batch_size, seed, limit, threads)
+    if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    init = None
+    if init_from is not None:
+        if not Path(init_from).is_file():
+            raise FileNotFoundError(f"init_from: no such .keras file {init_from}")
+        init = {"path": str(Path(init_from).resolve()), "sha256": _sha256(init_from)}
+    config = _config(name, epochs, batch_size, seed, limit, threads, lr, init)
+    peak_lr = config["lr"]
     state_path, ckpt_path = ckdir / "state.json", ckdir / "checkpoint.keras"
 
     x_train, y_train = load_cifar10("train", data_path)
@@ -236,6 +255,9 @@ def _train(name: str, *, epochs: int | None = None, batch_size: int = DEFAULT_BA
     else:
         keras.utils.set_random_seed(seed)
         model = zoo.build(name)
+        if init is not None:
+            src = keras.models.load_model(init_from, compile=False)
+            model.set_weights(src.get_weights())  # raises ValueError on an architecture mismatch
         _use_fused_batchnorm(model)
         _compile(model, name)
         start = 0
@@ -255,7 +277,7 @@ def _train(name: str, *, epochs: int | None = None, batch_size: int = DEFAULT_BA
         if verbose:
             print(f"{name} epoch {epoch + 1}/{epochs}", flush=True)
         for i in range(steps):
-            lr = lr_at(epoch + i / steps, epochs, HYPER[name]["lr"])
+            lr = lr_at(epoch + i / steps, epochs, peak_lr)
             opt.learning_rate.assign(lr)
             sl = slice(i * batch_size, (i + 1) * batch_size)
             logs = model.train_on_batch(xa[sl].astype(np.float32), ya[sl], return_dict=True)
@@ -288,7 +310,7 @@ def _train(name: str, *, epochs: int | None = None, batch_size: int = DEFAULT_BA
         "dataset": "CIFAR-10 (JPEG re-encoding, cifar10-jpg.tar.gz) test split" if limit is None else f"{len(x_test)} test images",
         "epochs": epochs, "seed": seed, "batch_size": batch_size, "train_images": int(len(x_train)),
         "train_time_s": round(state["train_time_s"], 1), "macs": zoo.count_macs(final),
-        "params": int(final.count_params()), "threads": threads, "hyper": HYPER[name], "float32_eval": True, "weights": str(out),
+        "params": int(final.count_params()), "threads": threads, "hyper": {**HYPER[name], "lr": peak_lr}, "float32_eval": True, "init_from": init, "weights": str(out),
         "history": state["history"], "schedule_changes": state.get("schedule_changes", []),
     }
     if results is None and limit is None:
@@ -324,7 +346,11 @@ def train(name: str, **kwargs) -> dict:
     the epochs done), continue under the new total: the learning-rate schedule is recomputed for
     the new length from the next epoch on, and the change is recorded in ``schedule_changes`` of
     the state and the result record (so such a result is not an uninterrupted run of that
-    length). The Keras global dtype policy is restored afterwards.
+    length). ``lr``: peak learning rate instead of ``HYPER[name]["lr"]``. ``init_from``: a .keras
+    file of the same architecture whose weights replace the seeded initialisation (a warm restart:
+    a further learning-rate cycle from a trained model); its path and SHA-256 are part of the
+    checkpoint settings and of the result record. The Keras global dtype policy is restored
+    afterwards.
     """
     from hwsim import zoo
 

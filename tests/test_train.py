@@ -164,3 +164,24 @@ def test_epochs_change_only_when_allowed_and_recorded(tiny_data, tmp_path):
     rec = _run(tiny_data, ck, epochs=2, allow_epochs_change=True)
     assert rec["schedule_changes"] == [{"after_epoch": 1, "epochs_from": 3, "epochs_to": 2}]
     assert rec["epochs"] == 2 and [h["epoch"] for h in rec["history"]] == [1, 2]
+
+
+def test_init_from_starts_at_given_weights(tiny_data, tmp_path):
+    import hashlib
+
+    import keras
+
+    _run(tiny_data, tmp_path / "e", epochs=1)
+    src = tmp_path / "e" / "final.keras"
+    # with a vanishing learning rate the result must be the source weights, not a fresh init
+    rec = _run(tiny_data, tmp_path / "f", epochs=1, lr=1e-12, init_from=src, seed=5)
+    assert rec["init_from"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert rec["hyper"]["lr"] == 1e-12
+    a = keras.models.load_model(src, compile=False).get_weights()
+    b = keras.models.load_model(tmp_path / "f" / "final.keras", compile=False).get_weights()
+    for wa, wb in zip(a, b):
+        np.testing.assert_allclose(wb, wa, rtol=0, atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="no such .keras file"):
+        _run(tiny_data, tmp_path / "g", init_from=tmp_path / "missing.keras")
+    with pytest.raises(ValueError, match="lr must be a positive number, got -1"):
+        _run(tiny_data, tmp_path / "g", lr=-1)
