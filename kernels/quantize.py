@@ -154,9 +154,11 @@ def _f32_round(u, bias_mode, w, man, emin, maxv, ovbits, infbits, nanbits_flag, 
     one = np.uint64(1)
     mask = (one << us) - one
     half = (one << us) >> one
-    if bias_mode == 0:  # nearest, ties to even (for man == 0 the code's last bit is the exponent's)
+    if bias_mode == 0:  # nearest, ties to even (the significand's last kept bit)
+        bias = (half - one + ((sig >> us) & one)) if s > 0 else np.uint64(0)
+    elif bias_mode == 7:  # nearest, ties to even, no mantissa bits: the code's last bit is the exponent's
         ip_ = sig >> us
-        odd = (ip_ & one) if man > 0 else (one if (ip_ == one and ((qe + fbias) & 1) == 1) else np.uint64(0))
+        odd = one if (ip_ == one and ((qe + fbias) & 1) == 1) else np.uint64(0)
         bias = (half - one + odd) if s > 0 else np.uint64(0)
     elif bias_mode == 1:  # nearest, ties away
         bias = half
@@ -204,18 +206,35 @@ def _q_f32_float(xb, ob, man, emin, maxval, flags, mode, ovf, key, rbits, base, 
         for i in prange(xb.size):
             w = rand32(key, np.uint64(base + i))
             ob[i] = _f32_round(xb[i], 5, w, man, emin, maxv, ov_away, infb, has_nan, negzero, rbits, fbias)
-    elif mode == C.UP or mode == C.DOWN:
-        bm = 3 if mode == C.UP else 4
+    elif mode == C.UP:
         for i in prange(xb.size):
             u = xb[i]
-            pos = (u & _SIGN32) == 0
-            ovb = ov_away if (pos == (mode == C.UP)) else ov_zero
-            ob[i] = _f32_round(u, bm, np.uint64(0), man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
-    else:
-        bm = 0 if mode == C.NEAREST else (1 if mode == C.NEAREST_AWAY else (6 if mode == C.HALF_UP else 2))
-        ovb = ov_away if away else ov_zero
+            ovb = ov_away if (u & _SIGN32) == 0 else ov_zero
+            ob[i] = _f32_round(u, 3, np.uint64(0), man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
+    elif mode == C.DOWN:
         for i in prange(xb.size):
-            ob[i] = _f32_round(xb[i], bm, np.uint64(0), man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
+            u = xb[i]
+            ovb = ov_away if (u & _SIGN32) != 0 else ov_zero
+            ob[i] = _f32_round(u, 4, np.uint64(0), man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
+    else:
+        # one loop per mode with a literal mode, so each loop is specialised and vectorised
+        ovb = ov_away if away else ov_zero
+        z = np.uint64(0)
+        if mode == C.NEAREST and man > 0:
+            for i in prange(xb.size):
+                ob[i] = _f32_round(xb[i], 0, z, man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
+        elif mode == C.NEAREST:
+            for i in prange(xb.size):
+                ob[i] = _f32_round(xb[i], 7, z, man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
+        elif mode == C.NEAREST_AWAY:
+            for i in prange(xb.size):
+                ob[i] = _f32_round(xb[i], 1, z, man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
+        elif mode == C.HALF_UP:
+            for i in prange(xb.size):
+                ob[i] = _f32_round(xb[i], 6, z, man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
+        else:
+            for i in prange(xb.size):
+                ob[i] = _f32_round(xb[i], 2, z, man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
 
 
 @njit(cache=True, inline="always")
