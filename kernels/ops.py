@@ -520,13 +520,13 @@ def _out_dtype(spec):
 
 
 def _prepare(x, fmt, axis):
-    """Round an operand into its format (nearest); returns float64."""
+    """Round an operand into its format (nearest); float32 or float64 as kernels.quantize returns."""
     x = np.asarray(x)
     if x.dtype.kind not in "fiub" and x.dtype.kind != "V":
         raise ValueError(f"operand of dtype {x.dtype} is not numeric")
     if isinstance(fmt, MXFormat):
-        return quantize(x, fmt, axis=axis).astype(np.float64)
-    return quantize(x, fmt).astype(np.float64, copy=False)
+        return quantize(x, fmt, axis=axis)
+    return quantize(x, fmt)  # float32 when the format fits it (the exact BLAS path uses it as is)
 
 
 def _key(spec, seed):
@@ -647,13 +647,13 @@ def matmul(a, b, spec, seed=None, offset=0, stats=False):
     exact = _exact_path(spec, K, stats)
     if exact is not None:
         dt, wrap = exact
-        res = _finish_exact((A.astype(dt) @ B.astype(dt)).astype(np.float64), spec, wrap)
+        res = _finish_exact((A.astype(dt, copy=False) @ B.astype(dt, copy=False)).astype(np.float64), spec, wrap)
         return (res, MacStats()) if stats else res
     P, rbits = _params(spec)
     out = np.empty((M, N), dtype=_out_dtype(spec))
     evc = np.zeros((M, 4), dtype=np.int64)
     if M and N:
-        _mm_kernel(np.ascontiguousarray(A), np.ascontiguousarray(B), out, np.int64(offset), P, _key(spec, seed),
+        _mm_kernel(np.ascontiguousarray(A, dtype=np.float64), np.ascontiguousarray(B, dtype=np.float64), out, np.int64(offset), P, _key(spec, seed),
                    rbits, np.int64(_ORDER[spec.order]), np.int64(spec.chunk or 1), evc, _workspace_levels(K), *_paths(spec, A, B, stats))
     return (out, _evc_to_stats(evc)) if stats else out
 
@@ -733,7 +733,7 @@ def conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0, stats=Fal
     out = np.empty((n, OH, OW, Cout), dtype=_out_dtype(spec))
     evc = np.zeros((n * OH * OW, 4), dtype=np.int64)
     if out.size:
-        _conv_kernel(np.ascontiguousarray(X), np.ascontiguousarray(Wq.reshape(K, Cout)), out, kh, kw, sh, sw, pt, pl,
+        _conv_kernel(np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(Wq.reshape(K, Cout), dtype=np.float64), out, kh, kw, sh, sw, pt, pl,
                      np.int64(offset), P, _key(spec, seed), rbits, np.int64(_ORDER[spec.order]),
                      np.int64(spec.chunk or 1), evc, _workspace_levels(K), *_paths(spec, X, Wq, stats))
     return (out, _evc_to_stats(evc)) if stats else out
@@ -779,7 +779,7 @@ def depthwise_conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0,
         dt, wrap = exact
         pb = max((OH - 1) * sh + kh - H - pt, 0)
         pr = max((OW - 1) * sw + kw - W - pl, 0)
-        Xp = np.pad(X, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+        Xp = np.pad(X.astype(np.float64), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
         acc = np.zeros((n, OH, OW, C_, m), dtype=np.float64)
         for dh in range(kh):
             for dw in range(kw):
@@ -791,7 +791,8 @@ def depthwise_conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0,
     out = np.empty((n, OH, OW, C_ * m), dtype=_out_dtype(spec))
     evc = np.zeros((n * OH * OW, 4), dtype=np.int64)
     if out.size:
-        _dw_kernel(np.ascontiguousarray(X), np.ascontiguousarray(Wq.reshape(K, C_ * m)), np.int64(m), out, kh, kw,
+        _dw_kernel(np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(Wq.reshape(K, C_ * m), dtype=np.float64),
+                   np.int64(m), out, kh, kw,
                    sh, sw, pt, pl, np.int64(offset), P, _key(spec, seed), rbits,
                    np.int64(_ORDER[spec.order]), np.int64(spec.chunk or 1), evc, _workspace_levels(K), *_paths(spec, X, Wq, stats))
     return (out, _evc_to_stats(evc)) if stats else out

@@ -377,9 +377,9 @@ def quantize(x, fmt, rounding="nearest", overflow=None, seed=None, rand_bits=Non
     return out.reshape(xa.shape)
 
 
-#: Arrays smaller than this run their parallel kernels on the calling thread only: a parallel launch
+#: Arrays smaller than this (1 M elements) run their parallel kernels on the calling thread only: a parallel launch
 #: costs more than the work, and much more when the cores are shared (BLAS threads, other jobs).
-SERIAL_BELOW = 1 << 18
+SERIAL_BELOW = 1 << 20
 
 
 class _threads:
