@@ -157,28 +157,43 @@ def _convert(layer, inputs):
 
 def from_keras(model) -> ir.Network:
     """Convert a built ``keras.Model`` (Sequential or Functional) into the IR (see module docstring)."""
+    import keras
+
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
                          "hwsim supports single-input single-output models")
     input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     alias: dict[str, str] = {}  # identity layers -> their input
     layers: list[ir.Layer] = []
+    sequential = isinstance(model, keras.Sequential)
+    # a layer object keeps a node for every time it was called (a Sequential model called again, a
+    # model rebuilt from the same layers...): only the nodes of this model's own graph count
+    graph_nodes = {id(n) for ns in getattr(model, "_nodes_by_depth", {}).values() for n in ns}
+    prev = ir.INPUT
     for layer in model.layers:
-        nodes = layer._inbound_nodes
-        if len(nodes) > 1:
-            raise ValueError(f"layer {layer.name!r} is shared ({len(nodes)} call sites); hwsim needs each layer called once")
-        parents = []
-        for p in (nodes[0].parent_nodes if nodes else []):
-            op = p.operation
-            pname = ir.INPUT if type(op).__name__ == "InputLayer" else op.name
-            parents.append(alias.get(pname, pname))
+        if sequential:
+            parents = [prev]
+        else:
+            nodes = [n for n in layer._inbound_nodes if id(n) in graph_nodes] or layer._inbound_nodes
+            if len(nodes) > 1:
+                raise ValueError(f"layer {layer.name!r} is shared ({len(nodes)} call sites in the model); "
+                                 "hwsim needs each layer called once")
+            parents = []
+            for p in (nodes[0].parent_nodes if nodes else []):
+                op = p.operation
+                pname = ir.INPUT if type(op).__name__ == "InputLayer" else op.name
+                parents.append(alias.get(pname, pname))
         conv = _convert(layer, tuple(parents))
         if conv is None:
             alias[layer.name] = parents[0] if parents else ir.INPUT
             continue
         layers.append(conv)
-    out_op = model.outputs[0]._keras_history[0]
-    out_name = alias.get(out_op.name, out_op.name)
+        prev = conv.name
+    if sequential:
+        out_name = prev
+    else:
+        out_op = model.outputs[0]._keras_history[0]
+        out_name = alias.get(out_op.name, out_op.name)
     layers, out_name = _fuse(layers, out_name)
     return ir.Network(model.name, input_shape, layers, output=out_name, meta={"keras_class": type(model).__name__})
 

@@ -150,3 +150,19 @@ def test_keras_applications_fp32_fidelity(arch):
     got = hwsim.run(net, x, mac="fp32")
     assert (got.argmax(1) == ref.argmax(1)).all()
     np.testing.assert_allclose(got, ref, rtol=2e-3, atol=2e-3 * np.abs(ref).max())
+
+
+def test_layers_called_again_outside_the_model_still_import():
+    """Keras keeps a node per call of a layer; calls outside the model's own graph must not count as sharing."""
+    seq = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3, activation="relu"),
+                            keras.layers.Flatten(), keras.layers.Dense(4)])
+    seq(keras.Input((6, 6, 2)))  # a second call site for every layer
+    net = hwsim.load_model(seq)
+    assert [l.kind for l in net.layers] == ["conv2d", "reshape", "dense"]
+    x = np.random.default_rng(6).normal(size=(3, 6, 6, 2)).astype(np.float32)
+    np.testing.assert_allclose(hwsim.run(net, x), seq.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    inp = keras.Input((4,))
+    d = keras.layers.Dense(4, name="twice")
+    shared = keras.Model(inp, d(d(inp)))
+    with pytest.raises(ValueError, match="'twice' is shared"):
+        hwsim.load_model(shared)
