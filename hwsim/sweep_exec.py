@@ -665,7 +665,7 @@ def _run_dask(settings, todo, d, bar, batch_size, run, scheduler, workers, clust
     if scheduler is None:
         env = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
                "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        kw = dict(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        kw = dict(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                   env=env, silence_logs=40)
         kw.update(cluster_kwargs)
         cluster = LocalCluster(**kw)
