@@ -1,6 +1,6 @@
 """The trained zoo models through TF-Lite: converted with full-integer quantization (calibrated on
-200 CIFAR-10 train images), the emulator equals tf.lite.Interpreter on CIFAR-10 test images --
-100 images with the interpreter's default arithmetic (XNNPACK), 50 with its reference kernels.
+100 CIFAR-10 train images), the emulator equals tf.lite.Interpreter on CIFAR-10 test images --
+100 images with the interpreter's default arithmetic (XNNPACK), 32 with its reference kernels.
 Skipped until ``hwsim/models/{name}.keras`` exist; bench/tflite_exactness.py runs the full 1,000."""
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def test_zoo_model_equals_interpreter(name, cifar, tmp_path):
     if not zoo.model_path(name).is_file():
         pytest.skip(f"trained {name} not present ({zoo.model_path(name)})")
     test_x, train_x = cifar
-    path = tflite.convert_keras(zoo.load_keras(name), train_x[:200], tmp_path / f"{name}.tflite")
-    for kernels, n in (("xnnpack", 100), ("reference", 50)):
+    path = tflite.convert_keras(zoo.load_keras(name), train_x[:100], tmp_path / f"{name}.tflite")
+    for kernels, n in (("xnnpack", 100), ("reference", 32)):
         x = test_x[:n]
         got = hwsim.run(load_tflite(path, kernels=kernels), x)
         want = interpreter_outputs(path.read_bytes(), kernels, x.astype(np.float32))
