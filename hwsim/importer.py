@@ -31,8 +31,12 @@ SUPPORTED = ("InputLayer", "Conv2D", "DepthwiseConv2D", "Dense", "BatchNormaliza
 
 
 def load_model(name_or_path, *, compile=False) -> ir.Network:
-    """The IR of a zoo model name (``cifar_cnn``, ``mobilenet``), a ``.keras`` / ``.h5`` path, or a
-    ``keras.Model``. A missing or corrupt file raises ``ValueError`` / ``FileNotFoundError`` with the path."""
+    """The IR of a zoo model name (``cifar_cnn``, ``mobilenet``), a ``.keras`` / ``.h5`` path, a
+    full-integer ``.tflite`` file (via :func:`quant.load_tflite`), or a ``keras.Model``. A missing or corrupt file raises ``ValueError`` / ``FileNotFoundError`` with the path."""
+    if isinstance(name_or_path, (str, os.PathLike)) and os.fspath(name_or_path).endswith(".tflite"):
+        from quant import load_tflite  # full-integer TF-Lite models: executed with TF-Lite's arithmetic
+
+        return load_tflite(name_or_path)
     model, source = _load_keras(name_or_path)
     net = from_keras(model)
     net.meta["source"] = source
@@ -51,7 +55,7 @@ def _load_keras(name_or_path):
         return zoo.load_keras(s), f"zoo:{s}"
     p = Path(s)
     if p.suffix not in (".keras", ".h5"):
-        raise ValueError(f"model {s!r} is neither a zoo name ({', '.join(zoo.NAMES)}) nor a .keras / .h5 file")
+        raise ValueError(f"model {s!r} is neither a zoo name ({', '.join(zoo.NAMES)}) nor a .keras / .h5 / .tflite file")
     if not p.is_file():
         raise FileNotFoundError(f"model file {p} does not exist")
     try:
