@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402  (a hard dependency: fail, never skip)
 from keras import layers  # noqa: E402
 
 from hwsim import zoo  # noqa: E402
