@@ -204,6 +204,16 @@ def accuracy_vs_energy(path: Path, settings, rows) -> Path | None:
     return out
 
 
+def _accum_order(name):
+    """Narrow to wide: fixed point by fractional bits, then floats by significand bits."""
+    from kernels.formats import FixedFormat, parse_format
+
+    f = parse_format(name)
+    if isinstance(f, FixedFormat):
+        return (0, f.frac, f.bits, name)
+    return (1, G._precision(name), G.storage_bits(name), name)
+
+
 def rounding_accumulators(path: Path, settings, rows) -> Path | None:
     """Nearest vs stochastic per operand pair, accumulators from narrow to wide."""
     by_pair = {}
@@ -219,12 +229,12 @@ def rounding_accumulators(path: Path, settings, rows) -> Path | None:
     n = len(panels)
     ncols = min(3, n)
     nrows = math.ceil(n / ncols)
-    fig = _figure(4.6 * ncols, 3.6 * nrows + 0.5)
+    fig = _figure(max(9.5, 4.6 * ncols), 3.6 * nrows + 0.8)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     for ax, (pair, rs) in zip(axes.flat, panels):
-        accs = sorted({r["accum"] for r in rs}, key=lambda a: (G._precision(a), G.storage_bits(a), a))
+        accs = sorted({r["accum"] for r in rs}, key=_accum_order)
         xs = list(range(len(accs)))
         for rnd, dx in (("nearest", -0.06), ("stochastic", 0.06)):
             pts = {r["accum"]: r for r in rs if r["rounding"] == rnd}
@@ -241,9 +251,11 @@ def rounding_accumulators(path: Path, settings, rows) -> Path | None:
         ax.set_ylabel("top-1 accuracy (%)", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
+    note = ""
+    if any(G.exact(r["weights"], r["activations"], r["accum"]) for _, rs in panels for r in rs):
+        note = "\ninteger operands into int<N> accumulators are exact (one run, no rounding)"
     fig.suptitle(f"{_model(settings)}: round-to-nearest vs stochastic rounding of products and sums "
-                 f"({_subtitle(settings)})\ninteger operands into int<N> accumulators are exact (one run, "
-                 "no rounding)", fontsize=10)
+                 f"({_subtitle(settings)}){note}", fontsize=10)
     fig.tight_layout()
     out = path / ROUNDING_PNG
     _save(fig, out)
