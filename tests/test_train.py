@@ -147,7 +147,8 @@ def test_command_parses_and_calls_train(monkeypatch, capsys):
                          "--checkpoint-dir", "/x", "--out", "/y.keras", "--limit", "100"])
     assert args.func(args) == 0
     assert seen == {"name": "mobilenet", "epochs": 3, "batch_size": 32, "seed": 7, "checkpoint_dir": "/x",
-                    "out": "/y.keras", "limit": 100, "threads": None, "results": None, "data_path": None, "verbose": 1}
+                    "out": "/y.keras", "limit": 100, "threads": None, "results": None, "data_path": None, "verbose": 1,
+                    "allow_epochs_change": False, "lr": None, "init_from": None}
     assert "mobilenet: test accuracy 0.5000 (5/10)" in capsys.readouterr().out
     bad = p.parse_args(["train", "nope"])
     with pytest.raises(ValueError, match=r"'nope'.*cifar_cnn, mobilenet"):
