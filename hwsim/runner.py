@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import numpy as np
 
 import kernels
+from kernels.elementwise import activate
 from kernels.mac import MacSpec, as_spec
 from kernels.rng import _mix64_py
 
@@ -53,20 +54,6 @@ def resolve_specs(network: ir.Network, mac) -> dict[str, MacSpec]:
 
 def _layer_seed(seed, index):
     return int(_mix64_py((int(seed) & 0xFFFFFFFFFFFFFFFF) ^ ((index + 1) * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF)))
-
-
-def activate(y, activation):
-    if activation == "linear":
-        return y
-    if activation == "relu":
-        return np.maximum(y, 0, out=y)
-    if activation == "relu6":
-        return np.clip(y, 0, 6, out=y)
-    if activation == "softmax":
-        z = y - y.max(axis=-1, keepdims=True)
-        np.exp(z, out=z)
-        return z / z.sum(axis=-1, keepdims=True)
-    raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ir.ACTIVATIONS)}")
 
 
 def _pool(x, layer: ir.Pool2D):

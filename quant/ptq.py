@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import kernels
+from kernels.elementwise import activate
 from kernels.formats import FixedFormat, MXFormat, parse_format
 from kernels.mac import MacSpec, as_spec
 from kernels.quantize import _round_array
@@ -169,18 +170,6 @@ def _mac_spec(cfg: LayerConfig, a, b) -> MacSpec:
     return MacSpec(a, "fp32", b=b, fma=True)
 
 
-def _activate(y, activation):
-    if activation == "linear":
-        return y
-    if activation == "relu":
-        return np.maximum(y, 0.0, out=y)
-    if activation == "relu6":
-        return np.clip(y, 0.0, 6.0, out=y)
-    z = y - y.max(axis=-1, keepdims=True)  # softmax
-    np.exp(z, out=z)
-    return z / z.sum(axis=-1, keepdims=True)
-
-
 def _mac(layer, x, w, spec, seed, first_image):
     """The layer's MAC kernel on operands ``x`` (NHWC / (..., K)) and ``w`` (the layer's kernel shape),
     for a batch whose first image is number ``first_image`` of the run (the kernels' stochastic counters
@@ -267,7 +256,7 @@ class QuantLayer:
         acc = self.accumulate(layer, inputs[0], seed=seed, offset=offset)
         if self.requant == "float":
             acc *= self.multiplier
-            return _activate(acc, layer.activation).astype(np.float32)
+            return activate(acc, layer.activation).astype(np.float32)
         from .requant import multiply_by_quantized_multiplier
 
         zp = self.out.zero_point
