@@ -81,7 +81,13 @@ def run_model(name, n_test, n_calib, method, configs, path=None):
                          quantize_seconds=tq, seconds=time.perf_counter() - t))
         print(f"{name:10s} {label:28s} {acc * 100:6.2f}%  ({(acc - base) * 100:+.2f})  [{', '.join(mac)}] "
               f"{time.perf_counter() - t:.0f}s", flush=True)
-    return dict(model=name, loaded_by=how, test_images=len(x), calibration_images=n_calib,
+    import hashlib
+
+    from hwsim import zoo
+
+    wfile = Path(path) if path else zoo.model_path(name)
+    sha = hashlib.sha256(wfile.read_bytes()).hexdigest()
+    return dict(model=name, loaded_by=how, weights=str(wfile), sha256=sha, test_images=len(x), calibration_images=n_calib,
                 calibration="random training images, numpy default_rng(0).choice(50000, n, replace=False)",
                 method=method, rows=rows)
 
@@ -106,7 +112,8 @@ def markdown(results) -> str:
         lines += [f"## {r['model']}", "",
                   f"{r['test_images']} test images; calibration: {r['calibration_images']} {r['calibration']}; "
                   f"activation method `{r['method']}`; commit {r.get('commit', '?')}; model loaded by "
-                  f"{r['loaded_by'].split(' (')[0]}.", "",
+                  f"{r['loaded_by'].split(' (')[0]} from `{Path(r.get('weights', '?')).name}` "
+                  f"(SHA-256 {r.get('sha256', '?')[:16]}...).", "",
                   "| configuration | top-1 % | delta | MAC units |", "|---|---:|---:|---|"]
         for row in r["rows"]:
             lines.append(f"| {row['config']} | {row['accuracy'] * 100:.2f} | {row['delta'] * 100:+.2f} | {row['mac']} |")
