@@ -88,3 +88,20 @@ def decode_all_codes(fmt):
 def all_codes():
     """The function :func:`decode_all_codes`."""
     return decode_all_codes
+
+
+# the MAC implementations held to the same oracles: the literal reference and the fast kernels
+def _mac_impls():
+    import kernels
+    from kernels import reference as R
+
+    return {
+        "reference": (R.ref_matmul, R.ref_conv2d, R.ref_depthwise_conv2d),
+        "fast": (kernels.matmul, kernels.conv2d, kernels.depthwise_conv2d),
+    }
+
+
+@pytest.fixture(params=["reference", "fast"])
+def impl(request):
+    """(matmul, conv2d, depthwise_conv2d) of one MAC implementation."""
+    return _mac_impls()[request.param]

@@ -28,16 +28,6 @@ from kernels.mac import MacSpec
 
 from conftest import same_values
 
-IMPLS = {
-    "reference": (R.ref_matmul, R.ref_conv2d, R.ref_depthwise_conv2d),
-    "fast": (lambda *a, **k: kernels.matmul(*a, **k), lambda *a, **k: kernels.conv2d(*a, **k),
-             lambda *a, **k: kernels.depthwise_conv2d(*a, **k)),
-}
-
-
-@pytest.fixture(params=list(IMPLS))
-def impl(request):
-    return IMPLS[request.param]
 
 
 def assert_bits(got, want, *, zero_sign=True, what=""):

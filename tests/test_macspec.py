@@ -11,16 +11,6 @@ from kernels import reference as R
 from kernels.formats import FixedFormat, FloatFormat
 from kernels.mac import PRESETS, MacSpec, as_spec, precision_bits
 
-IMPLS = {
-    "reference": (R.ref_matmul, R.ref_conv2d, R.ref_depthwise_conv2d),
-    "fast": (lambda *a, **k: kernels.matmul(*a, **k), lambda *a, **k: kernels.conv2d(*a, **k),
-             lambda *a, **k: kernels.depthwise_conv2d(*a, **k)),
-}
-
-
-@pytest.fixture(params=list(IMPLS))
-def impl(request):
-    return IMPLS[request.param]
 
 
 def raises(*fragments):
