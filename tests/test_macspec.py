@@ -6,8 +6,6 @@ import re
 import numpy as np
 import pytest
 
-import kernels
-from kernels import reference as R
 from kernels.formats import FixedFormat, FloatFormat
 from kernels.mac import PRESETS, MacSpec, as_spec, precision_bits
 
