@@ -145,6 +145,42 @@ def _lane_fixed(v, mode, sc, isc, qmin, qmax, w, rmul, rlim, rsh):
     return k * isc + 0.0, ok
 
 
+_HALF52 = np.uint64(1 << 51)
+_EXP_MASK = np.uint64(0x7FF)
+
+
+@njit(cache=True, inline="always")
+def _lane_nearest(x, y, t, man, eminb, maxval, negzero):
+    """Round-to-nearest-even of ``x + y`` (``t = fl64(x + y)``) into a float format with ``man >= 1``
+    mantissa bits, minimum normal biased exponent ``eminb`` (float64 bias) and largest finite ``maxval``.
+
+    Returns (value, TwoSum error of t, ok). ok is False when the scalar core must redo the lane: the
+    result overflows ``maxval`` or t is inf/NaN, or t carries a nonzero TwoSum error and sits on a
+    midpoint of the format's grid (where the error decides the rounding). Otherwise the value is
+    exact: with the error zero, t is the exact sum; with it nonzero, t + err lies within ulp(t)/2 of
+    t, and no midpoint (a float64 number, as man <= 50) lies strictly between them, so both round
+    to the same grid point (a t on the grid stays there: the neighbouring midpoints are at least a
+    quarter quantum away).
+    Requires (checked by the caller) 1 <= man <= 50 (t + c stays in c's binade), emin - man >= -1021
+    and emax <= 960, so that the magic constant
+    and the half quantum are normal float64 numbers for every |t| <= 2 * maxval."""
+    bb = t - x
+    e = (x - (t - bb)) + (y - bb)
+    tb = C.f64_bits(t)
+    sg = tb & _SIGN64
+    E = np.int64((tb >> np.uint64(52)) & _EXP_MASK)
+    ee = max(E, eminb)
+    c = C.bits_f64((np.uint64(ee + 52 - man) << np.uint64(52)) | _HALF52)
+    r = (t + c) - c
+    h = C.bits_f64(np.uint64(ee - man - 1) << np.uint64(52))
+    d = abs(t - r)
+    ar = abs(r)
+    rb = C.f64_bits(r) | sg
+    rb = rb if (negzero or ar != 0.0) else _U0
+    ok = (ar <= maxval) & (abs(t) <= 2.0 * maxval) & ((e == 0.0) | (d != h))
+    return C.bits_f64(rb), e, ok
+
+
 @njit(cache=True, inline="always")
 def _counter(e, stage, t):
     return (np.uint64(e * 4 + stage) << np.uint64(32)) + np.uint64(t)
@@ -277,7 +313,50 @@ def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk,
         for j in range(N):
             acc[j] = acc32[j]
         K = 0  # done: skip the generic loop below
-    elif fused:
+    elif fused == 2:
+        # as fused == 1 below, round to nearest even: the rounding is Dekker's magic-constant trick,
+        # r = (t + c) - c with c = 1.5 * 2**(q + 52) for the quantum 2**q of t's binade in the accumulator
+        # format (float64's own round-to-nearest-even does the rounding; exact while |t| < 2**(q + 51))
+        man = ipA[1]
+        eminb = ipA[2] + 1023
+        maxval = fpA[0]
+        negzero = (ipA[4] & C.F_NEGZERO) != 0
+        for k in range(K):
+            bad = False
+            if get_a == 0:
+                ak = a_row[k]
+                for j in range(N):
+                    x = acc[j]
+                    y = ak * B[k, j]
+                    t = x + y
+                    r, e, g = _lane_nearest(x, y, t, man, eminb, maxval, negzero)
+                    s[j] = t
+                    err[j] = e
+                    acc[j] = r
+                    ok[j] = g
+                    bad |= not g
+            else:
+                for j in range(N):
+                    x = acc[j]
+                    y = a_lanes[k, j] * B[k, j]
+                    t = x + y
+                    r, e, g = _lane_nearest(x, y, t, man, eminb, maxval, negzero)
+                    s[j] = t
+                    err[j] = e
+                    acc[j] = r
+                    ok[j] = g
+                    bad |= not g
+            if bad:
+                for j in range(N):
+                    if not ok[j]:
+                        x = s[j]
+                        res = err[j] if (x - x) == 0.0 else 0.0
+                        r, ev = C.round_scalar(x, res, ipA, fpA, modeA, ovfA, _U0, rbits)
+                        acc[j] = r
+                        if ev != C.EV_NONE:
+                            evc[ev - 1] += 1
+        K = 0
+    elif fused == 1:
         # sequential order, exact products: one pass per k does the product, TwoSum and the rounding
         kind = ipA[0]
         man = ipA[1]
@@ -582,8 +661,9 @@ def _paths(spec: MacSpec, A, B, stats=False):
     native32: float32 hardware arithmetic is exactly the spec: fp32 accumulator, round to nearest,
     sequential, products exact and exactly representable in float32 (checked on the data: finite,
     nonzero magnitudes in [2**-60, 2**60], operand precisions adding up to at most 24 bits).
-    fused: sequential order, no product rounding, deterministic float accumulator the lane routine
-    handles (see _stage_params)."""
+    fused: 0 (the generic per-stage loop), 1: sequential order, no product rounding, deterministic
+    float accumulator the lane routine handles (see _stage_params); 2: the same with round to nearest
+    even into a format with mantissa bits (the magic-constant lane, :func:`_lane_nearest`)."""
     seq = spec.order == "sequential" and spec.product is None
     det = spec.accum_rounding != "stochastic"
     native = False
@@ -598,7 +678,11 @@ def _paths(spec: MacSpec, A, B, stats=False):
             native = spec.a.fits_float32 and spec.b.fits_float32 and not isinstance(spec.a, MXFormat) \
                 and not isinstance(spec.b, MXFormat)
     fused = seq and det and isinstance(spec.accum, FloatFormat) and _stage_params(spec.accum, "nearest", None, 32)[4]
-    return bool(native), bool(fused and not native)
+    if native or not fused:
+        return bool(native), 0
+    acc = spec.accum
+    nearest = spec.accum_rounding == "nearest" and 1 <= acc.man <= 50 and acc.emin - acc.man >= -1021 and acc.emax <= 960
+    return False, 2 if nearest else 1
 
 
 def _in_safe_range(z):

@@ -187,6 +187,8 @@ UNITS = [
     ("fp16", "e5m6", None, None, None, 2.0 ** -9),  # subnormal region
     ("fp16", "fp16", "fp16", None, None, 200.0),  # overflow to inf, and inf - inf
     ("fp16", "fp16", None, None, "saturate", 60.0),
+    ("fp16", "fp16", None, None, "saturate", 200.0),  # sums past 65504 saturate (fast nearest lane: overflow)
+    ("fp16", "fp16", None, None, None, 200.0),  # ... or overflow to inf
     ("float8_e4m3", "fp32", None, "bf16", None, 1.0),
     ("fixed8.4", "fixed10.3", None, None, "saturate", 2.0),
     ("fixed8.4", "fixed10.3", "fixed10.5", None, "wrap", 2.0),
@@ -214,6 +216,23 @@ def test_exact_statement(impl, unit):
             got, st = matmul(a, b, spec, seed=n, offset=5, stats=True)
             assert_bits(got, want, what=spec.name)
             assert (st.saturated, st.wrapped, st.overflowed) == (ev["saturated"], ev["wrapped"], ev["overflowed"]), spec.name
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+@pytest.mark.parametrize("tiny", [1.0, -1.0])
+def test_midpoint_hidden_below_float64_precision(impl, sign, tiny):
+    """fl64(x + y) can land exactly on a midpoint of the accumulator's grid while the exact sum is
+    not (x = 2**-80 is lost in float64): the rounding must follow the exact sum. Accumulator e8m20
+    (quantum 2**-20 at 1): 2**-80 + (1 + 2**-21) is above the midpoint -> 1 + 2**-20;
+    -2**-80 + (1 + 2**-21) is below it -> 1."""
+    matmul = impl[0]
+    a = np.array([[tiny * 2.0 ** -40, sign * (1 + 2.0 ** -21)]])
+    b = np.array([[2.0 ** -40], [1.0]])
+    spec = MacSpec("fp32", "e8m20")
+    want = sign * (1 + 2.0 ** -20) if tiny * sign > 0 else sign * 1.0
+    got = matmul(a, b, spec)
+    assert float(got[0, 0]) == want
+    assert float(exact_matmul(a, b, spec, seed=None)[0][0, 0]) == want
 
 
 def test_exact_statement_is_discriminating():
