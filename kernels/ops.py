@@ -405,6 +405,87 @@ def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk,
                         if ev != C.EV_NONE:
                             evc[ev - 1] += 1
         K = 0
+    elif fused == 3:
+        # sequential order, exact products, stochastic rounding or a fixed-point accumulator: one pass
+        # per k (product, TwoSum, random word, lane rounding) instead of the generic loop's four
+        kind = ipA[0]
+        man = ipA[1]
+        emin = ipA[2]
+        maxval = fpA[0]
+        negzero = (ipA[4] & C.F_NEGZERO) != 0
+        sc = C.pow2(ipA[3])
+        isc = C.pow2(-ipA[3])
+        qmin = float(ipA[6])
+        qmax = float(ipA[7])
+        rlim = np.int64(1) << np.int64(rbits)
+        rmul = float(rlim)
+        rsh = np.uint64(32 - rbits)
+        down = modeA == C.DOWN
+        stoch = modeA == C.STOCHASTIC
+        for k in range(K):
+            bad = False
+            if get_a == 0:
+                ak = a_row[k]
+                for j in range(N):
+                    p[j] = ak * B[k, j]
+            else:
+                for j in range(N):
+                    p[j] = a_lanes[k, j] * B[k, j]
+            if kind == C.K_FLOAT:  # stochastic (deterministic float accumulators take fused 1 or 2)
+                for j in range(N):
+                    x = acc[j]
+                    y = p[j]
+                    t = x + y
+                    bb = t - x
+                    e = (x - (t - bb)) + (y - bb)
+                    w = rand32(key, _counter(e0 + j, 1, k))
+                    r, good, edge = _lane_float(t, C.STOCHASTIC, man, emin, maxval, negzero, w, rbits)
+                    g = good & ((e == 0.0) | (not edge))
+                    s[j] = t
+                    err[j] = e
+                    acc[j] = r
+                    ok[j] = g
+                    bad |= not g
+            elif stoch:
+                for j in range(N):
+                    x = acc[j]
+                    y = p[j]
+                    t = x + y
+                    bb = t - x
+                    e = (x - (t - bb)) + (y - bb)
+                    w = rand32(key, _counter(e0 + j, 1, k))
+                    r, g0 = _lane_fixed(t, C.STOCHASTIC, sc, isc, qmin, qmax, w, rmul, rlim, rsh)
+                    g = g0 & (e == 0.0)
+                    s[j] = t
+                    err[j] = e
+                    acc[j] = r
+                    ok[j] = g
+                    bad |= not g
+            else:
+                for j in range(N):
+                    x = acc[j]
+                    y = p[j]
+                    t = _zero_sum(x + y, x, y, down)
+                    bb = t - x
+                    e = (x - (t - bb)) + (y - bb)
+                    r, g0 = _lane_fixed(t, modeA, sc, isc, qmin, qmax, _U0, rmul, rlim, rsh)
+                    g = g0 & (e == 0.0)
+                    s[j] = t
+                    err[j] = e
+                    acc[j] = r
+                    ok[j] = g
+                    bad |= not g
+            if bad:
+                for j in range(N):
+                    if not ok[j]:
+                        x = s[j]
+                        res = err[j] if (x - x) == 0.0 else 0.0
+                        w = rand32(key, _counter(e0 + j, 1, k)) if stoch else _U0
+                        r, ev = C.round_scalar(x, res, ipA, fpA, modeA, ovfA, w, rbits)
+                        acc[j] = r
+                        if ev != C.EV_NONE:
+                            evc[ev - 1] += 1
+        K = 0
     for k in range(K):
         if get_a == 0:
             ak = a_row[k]
@@ -663,7 +744,8 @@ def _paths(spec: MacSpec, A, B, stats=False):
     nonzero magnitudes in [2**-60, 2**60], operand precisions adding up to at most 24 bits).
     fused: 0 (the generic per-stage loop), 1: sequential order, no product rounding, deterministic
     float accumulator the lane routine handles (see _stage_params); 2: the same with round to nearest
-    even into a format with mantissa bits (the magic-constant lane, :func:`_lane_nearest`)."""
+    even into a format with mantissa bits (the magic-constant lane, :func:`_lane_nearest`); 3: sequential
+    order, no product rounding, stochastic rounding or a fixed-point accumulator."""
     seq = spec.order == "sequential" and spec.product is None
     det = spec.accum_rounding != "stochastic"
     native = False
@@ -677,10 +759,11 @@ def _paths(spec: MacSpec, A, B, stats=False):
             # float32 multiply then float32 add: exactly R32(R32(a*b) + acc) for float32 operands
             native = spec.a.fits_float32 and spec.b.fits_float32 and not isinstance(spec.a, MXFormat) \
                 and not isinstance(spec.b, MXFormat)
-    fused = seq and det and isinstance(spec.accum, FloatFormat) and _stage_params(spec.accum, "nearest", None, 32)[4]
-    if native or not fused:
-        return bool(native), 0
     acc = spec.accum
+    if native or not seq or not _stage_params(acc, "nearest", None, 32)[4]:
+        return bool(native), 0
+    if not (det and isinstance(acc, FloatFormat)):
+        return False, 3
     nearest = spec.accum_rounding == "nearest" and 1 <= acc.man <= 50 and acc.emin - acc.man >= -1021 and acc.emax <= 960
     return False, 2 if nearest else 1
 

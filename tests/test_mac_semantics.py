@@ -235,6 +235,19 @@ def test_midpoint_hidden_below_float64_precision(impl, sign, tiny):
     assert float(exact_matmul(a, b, spec, seed=None)[0][0, 0]) == want
 
 
+@pytest.mark.parametrize("rounding,sign,want", [("down", -1, 1 - 2.0 ** -8), ("toward_zero", -1, 1 - 2.0 ** -8),
+                                                 ("up", 1, 1 + 2.0 ** -8), ("down", 1, 1.0), ("up", -1, 1.0)])
+def test_fixed_accumulator_residual_below_float64(impl, rounding, sign, want):
+    """1 + sign * 2**-60 is 1.0 in float64, but a directed rounding into fixed16.8 must see the exact
+    sum: just below 1 rounds down to 1 - 2**-8, just above rounds up to 1 + 2**-8."""
+    matmul = impl[0]
+    a = np.array([[1.0, sign * 2.0 ** -30]])
+    b = np.array([[1.0], [2.0 ** -30]])
+    spec = MacSpec("fp32", "fixed16.8", rounding=rounding)
+    assert float(matmul(a, b, spec)[0, 0]) == want
+    assert float(exact_matmul(a, b, spec, seed=None)[0][0, 0]) == want
+
+
 def test_exact_statement_is_discriminating():
     """Negative controls for the statement: another counter stage or t gives other results."""
     rng = np.random.default_rng(3)
