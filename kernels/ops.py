@@ -11,7 +11,10 @@ outputs vectorises. Every addition is done in float64 with TwoSum's error term; 
 (an exact float64 sum, a finite in-range result) is rounded by a branch-free bit routine, and any
 lane that is not common (inexact sum, overflow, NaN/inf, float64 subnormal) is redone by the
 scalar core :func:`kernels._core.round_scalar`, which is exact with the residual and reports
-saturation / wrap / overflow events.
+saturation / wrap / overflow events. Sequential accumulation of exact products (no product rounding)
+does the product, the TwoSum and the rounding in one pass per k; for round to nearest even into a
+float accumulator the rounding is the magic-constant trick ``(t + c) - c`` (:func:`_lane_nearest`),
+float64's own rounding doing the work.
 
 Fast exact path: integer / fixed operands with a fixed-point accumulator whose grid holds every
 product, no product rounding, and either no possible overflow (K * max|a| * max|b| <= accum max)
@@ -721,7 +724,11 @@ def _exact_path(spec: MacSpec, K: int, stats: bool):
 
 
 def _finish_exact(sums, spec: MacSpec, wrap: bool):
+    """The spec's result from the exact sums (float32 or float64 BLAS output, exact either way)."""
     acc = spec.accum
+    if not wrap and spec.out is None:
+        return sums.astype(_out_dtype(spec), copy=False)  # one conversion, no float64 round trip
+    sums = sums.astype(np.float64, copy=False)
     if wrap:
         q = sums * 2.0 ** acc.frac
         span = 2.0 ** acc.bits
@@ -814,7 +821,7 @@ def matmul(a, b, spec, seed=None, offset=0, stats=False):
     exact = _exact_path(spec, K, stats)
     if exact is not None:
         dt, wrap = exact
-        res = _finish_exact((A.astype(dt, copy=False) @ B.astype(dt, copy=False)).astype(np.float64), spec, wrap)
+        res = _finish_exact(A.astype(dt, copy=False) @ B.astype(dt, copy=False), spec, wrap)
         return (res, MacStats()) if stats else res
     P, rbits = _params(spec)
     out = np.empty((M, N), dtype=_out_dtype(spec))
