@@ -163,3 +163,16 @@ def test_committed_weights_full_test_accuracy(name):
     recorded = json.loads(RESULTS.read_text())[name]
     # the recorded figure was measured by `hwsim train` on the same 10,000 images
     assert abs(acc - recorded["accuracy"]) <= 0.002, (acc, recorded["accuracy"])
+
+
+@pytest.mark.parametrize("name", zoo.NAMES)
+def test_readme_states_the_recorded_accuracy(name):
+    """README's float32 figures are the ones `hwsim train` recorded in results/float32_accuracy.json."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    m = re.search(rf"`{name}` (\d+\.\d\d) %", text)
+    assert m, f"README states no float32 accuracy for {name}"
+    recorded = json.loads(RESULTS.read_text())[name]["accuracy"]
+    assert m.group(1) == f"{recorded * 100:.2f}"
+    assert recorded >= THRESHOLD[name]
