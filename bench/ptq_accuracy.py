@@ -140,9 +140,10 @@ def main(argv=None):
     else:
         results = []
         paths = dict(w.split("=", 1) for w in a.weights)
+        commit = _commit()  # the code measured is the code at the start (the weights' SHA-256 is recorded too)
         for name in a.models:
             r = run_model(name, a.test, a.calib, a.method, a.configs, paths.get(name))
-            r.update(commit=_commit(), python=platform.python_version())
+            r.update(commit=commit, python=platform.python_version())
             results.append(r)
         if a.json:
             Path(a.json).write_text(json.dumps(results, indent=1))
