@@ -14,6 +14,8 @@ import argparse
 import os
 import time
 
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # as kernels/__init__.py; before numpy loads
+
 import numpy as np
 
 

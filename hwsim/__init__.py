@@ -5,6 +5,10 @@ hardware cost, CLI). The public names below are imported lazily so ``import hwsi
 (TensorFlow is only loaded by the parts that need it).
 """
 
+import os as _os
+
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see kernels/__init__.py: set before numpy loads
+
 from importlib import import_module
 
 __version__ = "0.1.0"

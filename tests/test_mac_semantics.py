@@ -388,3 +388,20 @@ def test_stochastic_seed_none_draws_fresh_streams():
     spec = MacSpec("fp32", "bf16", rounding="stochastic")
     r = [R.ref_matmul(x[None, :], np.ones((2000, 1)), spec)[0, 0] for _ in range(4)]
     assert len(set(r)) > 1
+
+
+@pytest.mark.parametrize("preset,want", [(None, "4"), ("9", "9")])
+def test_openblas_threads_sleep_unless_user_chose(preset, want):
+    """Importing kernels (or hwsim) first makes OpenBLAS's idle threads sleep at once (their
+    busy-waiting cost the Numba kernels about a third of their throughput); a user's value wins."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if preset is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    for mod in ("kernels", "hwsim"):
+        out = subprocess.run([sys.executable, "-c", f"import {mod}, os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"],
+                             env=env, capture_output=True, text=True, check=True).stdout.strip()
+        assert out == want, (mod, out)
