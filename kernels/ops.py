@@ -276,21 +276,22 @@ def _add(acc, p, n, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, t, 
 
 
 @njit(cache=True)
-def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk,
+def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk, ok, occupied, idx,
          has_prod, ipP, fpP, modeP, ovfP, vecP,
          ipA, fpA, modeA, ovfA, vecA,
          has_out, ipO, fpO, modeO, ovfO, vecO,
          order, chunk, key, rbits, evc, native32, fused):
     """One GEMM row: out_row[j] = accumulate_k a_k(j) * B[k, j] per the spec.
 
-    ``get_a`` 0: a_k = a_row[k] for every lane; 1: a_k(j) = a_lanes[k, j]."""
+    ``get_a`` 0: a_k = a_row[k] for every lane; 1: a_k(j) = a_lanes[k, j]. ``wk`` (nws, N) float64,
+    ``ok`` (N,) uint8, ``occupied`` (nlev,) bool and ``idx`` (nlev,) int64 are the caller's scratch
+    buffers (allocated once per block of rows, not per row)."""
     p = wk[0]
     acc = wk[1]
     s = wk[2]
     err = wk[3]
     part = wk[4]
     zero = wk[5]
-    ok = np.empty(N, dtype=np.uint8)
     for j in range(N):
         acc[j] = 0.0
         zero[j] = 0.0
@@ -299,8 +300,9 @@ def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk,
     while (1 << (nlev - 1)) < max(K, 1):
         nlev += 1
     stack = wk[6:6 + nlev]
-    occupied = np.zeros(nlev, dtype=np.bool_)
-    idx = np.zeros(nlev, dtype=np.int64)
+    for lev in range(nlev):
+        occupied[lev] = False
+        idx[lev] = 0
     cidx = 0
     if native32:
         # float32 accumulator, nearest, exact products: IEEE float32 addition is exactly R_fp32(acc + p)
@@ -562,6 +564,9 @@ def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk,
             out_row[j] = acc[j]
 
 
+_BLOCKS = 256  # convolution tasks per call: enough for load balance, few enough to amortise allocations
+
+
 def _workspace_levels(K):
     nlev = 1
     while (1 << (nlev - 1)) < max(K, 1):
@@ -579,7 +584,10 @@ def _mm_kernel(A, B, out, offset, P, key, rbits, order, chunk, evc_rows, nws, na
     for i in prange(M):
         wk = np.empty((nws, N))
         row = np.empty(N)
-        _row(K, N, 0, A[i], dummy, B, offset + i * N, row, wk,
+        ok = np.empty(N, dtype=np.uint8)
+        occupied = np.empty(nws - 6, dtype=np.bool_)
+        idx = np.empty(nws - 6, dtype=np.int64)
+        _row(K, N, 0, A[i], dummy, B, offset + i * N, row, wk, ok, occupied, idx,
              has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
              has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[i], native32, fused)
         for j in range(N):
@@ -596,29 +604,38 @@ def _conv_kernel(X, W2, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, orde
     (has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
      has_out, ipO, fpO, modeO, ovfO, vecO) = P
     dummy = np.zeros((1, 1))
-    for r in prange(n * OH * OW):
-        b = r // (OH * OW)
-        oh = (r // OW) % OH
-        ow = r % OW
-        patch = np.zeros(K)
-        for dh in range(kh):
-            ih = oh * sh + dh - pt
-            if ih < 0 or ih >= H:
-                continue
-            for dw in range(kw):
-                iw = ow * sw + dw - pl
-                if iw < 0 or iw >= Wd:
-                    continue
-                base = (dh * kw + dw) * Cin
-                for c in range(Cin):
-                    patch[base + c] = X[b, ih, iw, c]
+    npix = n * OH * OW
+    nblk = min(npix, _BLOCKS)
+    for bi in prange(nblk):
+        # a block of output pixels per task: the scratch buffers are allocated once per block
+        patch = np.empty(K)
         wk = np.empty((nws, Cout))
         row = np.empty(Cout)
-        _row(K, Cout, 0, patch, dummy, W2, offset + r * Cout, row, wk,
-             has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
-             has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[r], native32, fused)
-        for j in range(Cout):
-            out[b, oh, ow, j] = row[j]
+        ok = np.empty(Cout, dtype=np.uint8)
+        occupied = np.empty(nws - 6, dtype=np.bool_)
+        idx = np.empty(nws - 6, dtype=np.int64)
+        for r in range(bi * npix // nblk, (bi + 1) * npix // nblk):
+            b = r // (OH * OW)
+            oh = (r // OW) % OH
+            ow = r % OW
+            for q in range(K):
+                patch[q] = 0.0
+            for dh in range(kh):
+                ih = oh * sh + dh - pt
+                if ih < 0 or ih >= H:
+                    continue
+                for dw in range(kw):
+                    iw = ow * sw + dw - pl
+                    if iw < 0 or iw >= Wd:
+                        continue
+                    base = (dh * kw + dw) * Cin
+                    for c in range(Cin):
+                        patch[base + c] = X[b, ih, iw, c]
+            _row(K, Cout, 0, patch, dummy, W2, offset + r * Cout, row, wk, ok, occupied, idx,
+                 has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
+                 has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[r], native32, fused)
+            for j in range(Cout):
+                out[b, oh, ow, j] = row[j]
 
 
 @njit(cache=True, parallel=True)
@@ -631,29 +648,38 @@ def _dw_kernel(X, Wd2, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits,
     (has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
      has_out, ipO, fpO, modeO, ovfO, vecO) = P
     dummy = np.zeros(1)
-    for r in prange(n * OH * OW):
-        b = r // (OH * OW)
-        oh = (r // OW) % OH
-        ow = r % OW
-        lanes = np.zeros((K, NC))
-        for dh in range(kh):
-            ih = oh * sh + dh - pt
-            if ih < 0 or ih >= H:
-                continue
-            for dw in range(kw):
-                iw = ow * sw + dw - pl
-                if iw < 0 or iw >= Wdim:
-                    continue
-                k = dh * kw + dw
-                for j in range(NC):
-                    lanes[k, j] = X[b, ih, iw, j // mult]
+    npix = n * OH * OW
+    nblk = min(npix, _BLOCKS)
+    for bi in prange(nblk):
+        lanes = np.empty((K, NC))
         wk = np.empty((nws, NC))
         row = np.empty(NC)
-        _row(K, NC, 1, dummy, lanes, Wd2, offset + r * NC, row, wk,
-             has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
-             has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[r], native32, fused)
-        for j in range(NC):
-            out[b, oh, ow, j] = row[j]
+        ok = np.empty(NC, dtype=np.uint8)
+        occupied = np.empty(nws - 6, dtype=np.bool_)
+        idx = np.empty(nws - 6, dtype=np.int64)
+        for r in range(bi * npix // nblk, (bi + 1) * npix // nblk):
+            b = r // (OH * OW)
+            oh = (r // OW) % OH
+            ow = r % OW
+            for k in range(K):
+                for j in range(NC):
+                    lanes[k, j] = 0.0
+            for dh in range(kh):
+                ih = oh * sh + dh - pt
+                if ih < 0 or ih >= H:
+                    continue
+                for dw in range(kw):
+                    iw = ow * sw + dw - pl
+                    if iw < 0 or iw >= Wdim:
+                        continue
+                    k = dh * kw + dw
+                    for j in range(NC):
+                        lanes[k, j] = X[b, ih, iw, j // mult]
+            _row(K, NC, 1, dummy, lanes, Wd2, offset + r * NC, row, wk, ok, occupied, idx,
+                 has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
+                 has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[r], native32, fused)
+            for j in range(NC):
+                out[b, oh, ow, j] = row[j]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -253,3 +253,25 @@ def test_specs_strategy_covers_the_space():
          ("a", "FixedFormat"), ("a", "FloatFormat"), ("stoch", True), ("stoch", False)}
     assert want <= seen, want - seen
     assert isinstance(parse_format("fixed8.3"), FixedFormat)
+
+
+@pytest.mark.parametrize("spec", [MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), MacSpec("fp8_e4m3", "fp16"),
+                                  MacSpec("int4", "fixed16.4", rounding="down", overflow="saturate"),
+                                  MacSpec("bf16", "bf16", product="bf16", order="pairwise")],
+                         ids=["fp16-stochastic", "fp16-nearest", "fixed-down", "bf16-pairwise"])
+def test_many_pixels_per_task_equal_reference(spec):
+    """More output pixels than the kernels' tasks (ops._BLOCKS), so each task runs several pixels with
+    the same scratch buffers: every pixel must still equal the reference (nothing left over from the
+    previous pixel, the right stochastic counters)."""
+    from kernels import ops
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 14, 13, 3)) * 4
+    assert 2 * 14 * 13 > ops._BLOCKS
+    w = rng.standard_normal((3, 3, 3, 4))
+    wd = rng.standard_normal((3, 3, 3, 2))
+    for pad in ("same", "valid"):
+        got = kernels.conv2d(x, w, spec, padding=pad, seed=3, offset=11)
+        assert same_values(got, R.ref_conv2d(x, w, spec, padding=pad, seed=3, offset=11)).all()
+        got = kernels.depthwise_conv2d(x, wd, spec, padding=pad, seed=3, offset=11)
+        assert same_values(got, R.ref_depthwise_conv2d(x, wd, spec, padding=pad, seed=3, offset=11)).all()
