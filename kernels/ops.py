@@ -33,7 +33,7 @@ from numba import njit, prange
 from . import _core as C
 from .formats import FixedFormat, FloatFormat, MXFormat
 from .mac import MacSpec, as_spec
-from .quantize import overflow_code, quantize, rand_bits_value, rounding_code
+from .quantize import overflow_code, quantize, rand_bits_value, rne_lane, rne_lane_applies, rounding_code
 from .rng import make_key, rand32
 
 __all__ = ["matmul", "conv2d", "depthwise_conv2d", "MacStats", "conv_output_size", "same_padding"]
@@ -148,10 +148,6 @@ def _lane_fixed(v, mode, sc, isc, qmin, qmax, w, rmul, rlim, rsh):
     return k * isc + 0.0, ok
 
 
-_HALF52 = np.uint64(1 << 51)
-_EXP_MASK = np.uint64(0x7FF)
-
-
 @njit(cache=True, inline="always")
 def _lane_nearest(x, y, t, man, eminb, maxval, negzero):
     """Round-to-nearest-even of ``x + y`` (``t = fl64(x + y)``) into a float format with ``man >= 1``
@@ -163,25 +159,13 @@ def _lane_nearest(x, y, t, man, eminb, maxval, negzero):
     exact: with the error zero, t is the exact sum; with it nonzero, t + err lies within ulp(t)/2 of
     t, and no midpoint (a float64 number, as man <= 50) lies strictly between them, so both round
     to the same grid point (a t on the grid stays there: the neighbouring midpoints are at least a
-    quarter quantum away).
-    Requires (checked by the caller) 1 <= man <= 50 (t + c stays in c's binade), emin - man >= -1021
-    and emax <= 960, so that the magic constant
-    and the half quantum are normal float64 numbers for every |t| <= 2 * maxval."""
+    quarter quantum away). The rounding is :func:`kernels.quantize.rne_lane` (its conditions on the
+    format are checked by the caller with ``rne_lane_applies``)."""
     bb = t - x
     e = (x - (t - bb)) + (y - bb)
-    tb = C.f64_bits(t)
-    sg = tb & _SIGN64
-    E = np.int64((tb >> np.uint64(52)) & _EXP_MASK)
-    ee = max(E, eminb)
-    c = C.bits_f64((np.uint64(ee + 52 - man) << np.uint64(52)) | _HALF52)
-    r = (t + c) - c
-    h = C.bits_f64(np.uint64(ee - man - 1) << np.uint64(52))
-    d = abs(t - r)
-    ar = abs(r)
-    rb = C.f64_bits(r) | sg
-    rb = rb if (negzero or ar != 0.0) else _U0
-    ok = (ar <= maxval) & (abs(t) <= 2.0 * maxval) & ((e == 0.0) | (d != h))
-    return C.bits_f64(rb), e, ok
+    v, r, h, ok = rne_lane(t, man, eminb, maxval, negzero)
+    ok = ok & ((e == 0.0) | (abs(t - r) != h))
+    return v, e, ok
 
 
 @njit(cache=True, inline="always")
@@ -797,7 +781,7 @@ def _paths(spec: MacSpec, A, B, stats=False):
         return bool(native), 0
     if not (det and isinstance(acc, FloatFormat)):
         return False, 3
-    nearest = spec.accum_rounding == "nearest" and 1 <= acc.man <= 50 and acc.emin - acc.man >= -1021 and acc.emax <= 960
+    nearest = spec.accum_rounding == "nearest" and rne_lane_applies(acc)
     return False, 2 if nearest else 1
 
 

@@ -127,6 +127,67 @@ def _q_generic(x, out, ip, fp, mode, ovf, key, rbits, base):
         out[i] = v
 
 
+_SIGN64 = np.uint64(1 << 63)
+_HALF52 = np.uint64(1 << 51)
+_EXP11 = np.uint64(0x7FF)
+
+
+@njit(cache=True, inline="always")
+def rne_lane(t, man, eminb, maxval, negzero):
+    """Round-to-nearest-even of a float64 ``t`` into a float format by the magic constant:
+    ``r = (t + c) - c`` with ``c = 1.5 * 2**(q + 52)``, ``2**q`` the format's quantum in t's binade
+    (``max(exponent of t, emin) - man``): float64's own rounding of ``t + c`` is the rounding, exact
+    while ``|t| < 2**(q + 51)``, i.e. for ``1 <= man <= 50``. ``eminb`` is the format's emin plus
+    1023; the format has subnormals, a zero and a sign; ``emin - man >= -1021`` and ``emax <= 960``
+    keep ``c`` and the half quantum normal float64 numbers for every ``|t| <= 2 * maxval``.
+
+    Returns (value with t's sign, unsigned-zero r, half quantum, ok); ok is False when the result
+    overflows ``maxval`` or t is inf/NaN (the caller rounds those with the scalar core)."""
+    tb = C.f64_bits(t)
+    sg = tb & _SIGN64
+    E = np.int64((tb >> np.uint64(52)) & _EXP11)
+    ee = max(E, eminb)
+    c = C.bits_f64((np.uint64(ee + 52 - man) << np.uint64(52)) | _HALF52)
+    r = (t + c) - c
+    h = C.bits_f64(np.uint64(ee - man - 1) << np.uint64(52))
+    ar = abs(r)
+    rb = C.f64_bits(r) | sg
+    rb = rb if (negzero or ar != 0.0) else np.uint64(0)
+    ok = (ar <= maxval) & (abs(t) <= 2.0 * maxval)
+    return C.bits_f64(rb), r, h, ok
+
+
+def rne_lane_applies(fmt) -> bool:
+    """Whether :func:`rne_lane` is exact for float format ``fmt`` (see its docstring)."""
+    return (isinstance(fmt, FloatFormat) and fmt.subnormals and fmt.has_zero and fmt.signed
+            and 1 <= fmt.man <= 50 and fmt.emin - fmt.man >= -1021 and fmt.emax <= 960)
+
+
+_Q64_CHUNK = 4096
+
+
+@njit(cache=True, parallel=True)
+def _q_f64_nearest(x, out, ip, fp, ovf, man, eminb, maxval, negzero):
+    """Fast path: float64 in, round to nearest even into a float format :func:`rne_lane` handles;
+    chunks whose lanes all fit are done branch-free, the others redo their unfit lanes (overflow,
+    inf, NaN) with the scalar core."""
+    n = x.size
+    for c in prange((n + _Q64_CHUNK - 1) // _Q64_CHUNK):
+        lo = c * _Q64_CHUNK
+        hi = min(n, lo + _Q64_CHUNK)
+        bad = False
+        for i in range(lo, hi):
+            v, r, h, ok = rne_lane(x[i], man, eminb, maxval, negzero)
+            out[i] = v
+            bad |= not ok
+        if bad:
+            for i in range(lo, hi):
+                v, r, h, ok = rne_lane(x[i], man, eminb, maxval, negzero)
+                if not ok:
+                    v2, ev = C.round_scalar(x[i], 0.0, ip, fp, C.NEAREST, ovf, np.uint64(0), np.int64(32))
+                    out[i] = v2
+
+
 _SIGN32 = np.uint32(0x80000000)
 _ABS32 = np.uint32(0x7FFFFFFF)
 _INF32 = np.uint32(0x7F800000)
@@ -423,6 +484,10 @@ def _run_flat_kernels(flat, out, fmt, mode, ovf, key, rbits, base):
     ip, fp = C.encode(fmt)
     with np.errstate(invalid="ignore"):  # signalling NaNs raise FE_INVALID when widened; they stay NaN
         flat = flat.astype(np.float64, copy=False)
+    if mode == C.NEAREST and rne_lane_applies(fmt):
+        _q_f64_nearest(flat, out, ip, fp, np.int64(ovf), np.int64(fmt.man), np.int64(fmt.emin + 1023),
+                       float(fmt.max), bool(fmt.has_negative_zero))
+        return
     _q_generic(flat, out, ip, fp, np.int64(mode), np.int64(ovf), key,
                np.int64(rbits), np.int64(base))
 
