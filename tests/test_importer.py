@@ -24,10 +24,11 @@ def branchy():
     keras.utils.set_random_seed(0)
     inp = keras.Input((16, 16, 3))
     x = keras.layers.Rescaling(1 / 255.0)(inp)
-    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem_conv")(x)  # named: Keras numbers
+    # unnamed layers with a process-wide counter, so the default name depends on the tests run before
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.ReLU(6.0)(x)
-    y = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2)(x)
+    y = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2, name="dw")(x)
     y = keras.layers.BatchNormalization()(y)
     y = keras.layers.ReLU()(y)
     y = keras.layers.Conv2D(8, 1)(y)
@@ -51,9 +52,9 @@ def test_graph_rewrites(branchy):
     net = hwsim.load_model(branchy)
     kinds = [l.kind for l in net.layers]
     assert "affine" in kinds and kinds.count("affine") == 1  # only the Rescaling is left; both BNs folded
-    conv = net["conv2d"]
+    conv = net["stem_conv"]
     assert conv.activation == "relu6" and conv.bias is not None  # BN folded (bias created), ReLU6 fused
-    assert net["depthwise_conv2d"].activation == "relu"
+    assert net["dw"].activation == "relu"
     assert net[net.output].kind == "dense" and net[net.output].activation == "softmax"
     assert not any(l.name.startswith("dropout") for l in net.layers)
     assert net.shapes[net.output] == (5,)
