@@ -260,7 +260,7 @@ def _add(acc, p, n, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, t, 
 
 
 @njit(cache=True)
-def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk, ok, occupied, idx,
+def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk, ok, occupied, idx, acc32,
          has_prod, ipP, fpP, modeP, ovfP, vecP,
          ipA, fpA, modeA, ovfA, vecA,
          has_out, ipO, fpO, modeO, ovfO, vecO,
@@ -268,8 +268,8 @@ def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk, ok, occupied, idx,
     """One GEMM row: out_row[j] = accumulate_k a_k(j) * B[k, j] per the spec.
 
     ``get_a`` 0: a_k = a_row[k] for every lane; 1: a_k(j) = a_lanes[k, j]. ``wk`` (nws, N) float64,
-    ``ok`` (N,) uint8, ``occupied`` (nlev,) bool and ``idx`` (nlev,) int64 are the caller's scratch
-    buffers (allocated once per block of rows, not per row)."""
+    ``ok`` (N,) uint8, ``occupied`` (nlev,) bool, ``idx`` (nlev,) int64 and ``acc32`` (N,) float32
+    are the caller's scratch buffers (allocated once per block of rows, not per row)."""
     p = wk[0]
     acc = wk[1]
     s = wk[2]
@@ -290,7 +290,8 @@ def _row(K, N, get_a, a_row, a_lanes, B, e0, out_row, wk, ok, occupied, idx,
     cidx = 0
     if native32:
         # float32 accumulator, nearest, exact products: IEEE float32 addition is exactly R_fp32(acc + p)
-        acc32 = np.zeros(N, dtype=np.float32)
+        for j in range(N):
+            acc32[j] = 0.0
         for k in range(K):
             if get_a == 0:
                 ak = np.float32(a_row[k])
@@ -569,9 +570,10 @@ def _mm_kernel(A, B, out, offset, P, key, rbits, order, chunk, evc_rows, nws, na
         wk = np.empty((nws, N))
         row = np.empty(N)
         ok = np.empty(N, dtype=np.uint8)
+        acc32 = np.empty(N, dtype=np.float32)
         occupied = np.empty(nws - 6, dtype=np.bool_)
         idx = np.empty(nws - 6, dtype=np.int64)
-        _row(K, N, 0, A[i], dummy, B, offset + i * N, row, wk, ok, occupied, idx,
+        _row(K, N, 0, A[i], dummy, B, offset + i * N, row, wk, ok, occupied, idx, acc32,
              has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
              has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[i], native32, fused)
         for j in range(N):
@@ -596,6 +598,7 @@ def _conv_kernel(X, W2, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, orde
         wk = np.empty((nws, Cout))
         row = np.empty(Cout)
         ok = np.empty(Cout, dtype=np.uint8)
+        acc32 = np.empty(Cout, dtype=np.float32)
         occupied = np.empty(nws - 6, dtype=np.bool_)
         idx = np.empty(nws - 6, dtype=np.int64)
         for r in range(bi * npix // nblk, (bi + 1) * npix // nblk):
@@ -615,7 +618,7 @@ def _conv_kernel(X, W2, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, orde
                     base = (dh * kw + dw) * Cin
                     for c in range(Cin):
                         patch[base + c] = X[b, ih, iw, c]
-            _row(K, Cout, 0, patch, dummy, W2, offset + r * Cout, row, wk, ok, occupied, idx,
+            _row(K, Cout, 0, patch, dummy, W2, offset + r * Cout, row, wk, ok, occupied, idx, acc32,
                  has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
                  has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[r], native32, fused)
             for j in range(Cout):
@@ -639,6 +642,7 @@ def _dw_kernel(X, Wd2, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits,
         wk = np.empty((nws, NC))
         row = np.empty(NC)
         ok = np.empty(NC, dtype=np.uint8)
+        acc32 = np.empty(NC, dtype=np.float32)
         occupied = np.empty(nws - 6, dtype=np.bool_)
         idx = np.empty(nws - 6, dtype=np.int64)
         for r in range(bi * npix // nblk, (bi + 1) * npix // nblk):
@@ -659,7 +663,7 @@ def _dw_kernel(X, Wd2, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits,
                     k = dh * kw + dw
                     for j in range(NC):
                         lanes[k, j] = X[b, ih, iw, j // mult]
-            _row(K, NC, 1, dummy, lanes, Wd2, offset + r * NC, row, wk, ok, occupied, idx,
+            _row(K, NC, 1, dummy, lanes, Wd2, offset + r * NC, row, wk, ok, occupied, idx, acc32,
                  has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
                  has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[r], native32, fused)
             for j in range(NC):

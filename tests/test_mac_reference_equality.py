@@ -257,8 +257,8 @@ def test_specs_strategy_covers_the_space():
 
 @pytest.mark.parametrize("spec", [MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), MacSpec("fp8_e4m3", "fp16"),
                                   MacSpec("int4", "fixed16.4", rounding="down", overflow="saturate"),
-                                  MacSpec("bf16", "bf16", product="bf16", order="pairwise")],
-                         ids=["fp16-stochastic", "fp16-nearest", "fixed-down", "bf16-pairwise"])
+                                  MacSpec("bf16", "bf16", product="bf16", order="pairwise"), MacSpec.preset("bf16_fp32")],
+                         ids=["fp16-stochastic", "fp16-nearest", "fixed-down", "bf16-pairwise", "bf16_fp32-native"])
 def test_many_pixels_per_task_equal_reference(spec):
     """More output pixels than the kernels' tasks (ops._BLOCKS), so each task runs several pixels with
     the same scratch buffers: every pixel must still equal the reference (nothing left over from the
