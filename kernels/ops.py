@@ -790,13 +790,24 @@ def _paths(spec: MacSpec, A, B, stats=False):
 
 
 def _in_safe_range(z):
+    """Finite, with every nonzero magnitude in [2**-60, 2**60] (so products are exact in float32)."""
+    z = np.asarray(z)
     if z.size == 0:
         return True
-    m = np.abs(z)
-    if not np.isfinite(m).all():
-        return False
-    nz = m[m != 0]
-    return nz.size == 0 or (nz.min() >= 2.0 ** -60 and nz.max() <= 2.0 ** 60)
+    if z.dtype not in (np.float32, np.float64):
+        z = z.astype(np.float64)
+    return bool(_safe_range_kernel(z.reshape(-1)))
+
+
+@njit(cache=True)
+def _safe_range_kernel(z):
+    lo = 2.0 ** -60
+    hi = 2.0 ** 60
+    for i in range(z.size):
+        a = abs(np.float64(z[i]))
+        if a != 0.0 and not (a >= lo and a <= hi):  # NaN fails both comparisons
+            return False
+    return True
 
 
 def _evc_to_stats(evc) -> MacStats:

@@ -275,3 +275,24 @@ def test_many_pixels_per_task_equal_reference(spec):
         assert same_values(got, R.ref_conv2d(x, w, spec, padding=pad, seed=3, offset=11)).all()
         got = kernels.depthwise_conv2d(x, wd, spec, padding=pad, seed=3, offset=11)
         assert same_values(got, R.ref_depthwise_conv2d(x, wd, spec, padding=pad, seed=3, offset=11)).all()
+
+
+@pytest.mark.parametrize("z,want", [
+    (np.array([]), True), (np.array([0.0, -0.0, 1.0, -2.0 ** 60, 2.0 ** -60]), True), (np.array([3.0, 2.0 ** 61]), False),
+    (np.array([2.0 ** -61]), False), (np.array([1.0, np.nan]), False), (np.array([np.inf]), False),
+    (np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)[:, :1], True), (np.array([5, 2 ** 62], np.int64), False)])
+def test_native_float32_gate(z, want):
+    """The native float32 path runs only on operands whose products float32 holds exactly: finite,
+    nonzero magnitudes in [2**-60, 2**60]."""
+    from kernels.ops import _in_safe_range
+
+    assert _in_safe_range(z) is want
+
+
+def test_native_float32_gate_sends_tiny_operands_elsewhere():
+    """bf16_fp32 with operands below 2**-60: float32 would lose the products' low bits (subnormal
+    products), the kernel must still equal the reference."""
+    a = np.array([[2.0 ** -70, 1.5 * 2.0 ** -66, 1.0]])
+    b = np.array([[2.0 ** -70], [2.0 ** -70], [2.0 ** -100]])
+    spec = MacSpec.preset("bf16_fp32")
+    assert same_values(kernels.matmul(a, b, spec), R.ref_matmul(a, b, spec)).all()
