@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _core as C
-from .formats import FixedFormat, FloatFormat, MXFormat
+from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
 from .mac import MacSpec, as_spec
 from .quantize import overflow_code, quantize, rand_bits_value, rne_lane, rne_lane_applies, rounding_code
 from .rng import make_key, rand32
@@ -668,6 +668,67 @@ def _dw_kernel(X, Wd2, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits,
                  has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[r], native32, fused)
             for j in range(NC):
                 out[b, oh, ow, j] = row[j]
+
+
+@njit(cache=True, parallel=True)
+def _add_rounded_kernel(acc, b, out, ip, fp, mode, ovf, key, rbits, e0, fast, man, eminb, maxval, negzero):
+    nb = b.size
+    stoch = mode == C.STOCHASTIC
+    for r in prange(acc.size // nb):
+        base = r * nb
+        bad = not fast
+        if fast:  # branch-free pass (vectorised); lanes it cannot settle are redone below
+            for j in range(nb):
+                x = acc[base + j]
+                y = b[j]
+                t = x + y
+                bb = t - x
+                e = (x - (t - bb)) + (y - bb)
+                v, rr, h, ok = rne_lane(t, man, eminb, maxval, negzero)
+                out[base + j] = v
+                bad |= not (ok & ((e == 0.0) | (abs(t - rr) != h)))
+        if bad:
+            for j in range(nb):
+                x = acc[base + j]
+                y = b[j]
+                t = x + y
+                e = 0.0
+                if t - t == 0.0:  # finite: TwoSum's exact error (inf / NaN sums are rounded as they are)
+                    bb = t - x
+                    e = (x - (t - bb)) + (y - bb)
+                if fast:
+                    v, rr, h, ok = rne_lane(t, man, eminb, maxval, negzero)
+                    if ok & ((e == 0.0) | (abs(t - rr) != h)):
+                        continue
+                w = rand32(key, np.uint64((e0 + base + j) * 4 + 3) << np.uint64(32)) if stoch else _U0
+                v2, ev = C.round_scalar(t, e, ip, fp, mode, ovf, w, rbits)
+                out[base + j] = v2
+
+
+def add_rounded(acc, bias, fmt, rounding="nearest", overflow=None, rand_bits=None, seed=None, offset=0):
+    """``R(acc + bias)`` element-wise into float format ``fmt``: one correctly rounded addition per
+    element (the exact sum, from TwoSum), ``bias`` broadcast along the last axis of ``acc`` (both
+    float64 values of ``fmt``). Stochastic rounding draws the word of counter
+    ``((offset + i) * 4 + 3) << 32`` for flat element ``i`` (the bias stage of a MAC layer whose
+    outputs before this batch number ``offset``). Returns float64."""
+    fmt = parse_format(fmt)
+    if not isinstance(fmt, FloatFormat):
+        raise ValueError(f"add_rounded needs a float format, got {fmt.name}")
+    acc = np.ascontiguousarray(acc, dtype=np.float64)
+    b = np.ascontiguousarray(bias, dtype=np.float64).reshape(-1)
+    if acc.ndim == 0 or b.size != acc.shape[-1]:
+        raise ValueError(f"bias of {b.size} values does not match the last axis of an accumulator of shape {acc.shape}")
+    mode = rounding_code(rounding)
+    ovf = overflow_code(fmt, overflow)
+    ip, fp = C.encode(fmt)
+    out = np.empty_like(acc)
+    fast = mode == C.NEAREST and rne_lane_applies(fmt)
+    if acc.size:
+        key = make_key(seed) if mode == C.STOCHASTIC else np.uint64(0)
+        _add_rounded_kernel(acc.reshape(-1), b, out.reshape(-1), ip, fp, np.int64(mode), np.int64(ovf), key,
+                            np.int64(rand_bits_value(rand_bits)), np.int64(offset), fast, np.int64(fmt.man),
+                            np.int64(fmt.emin + 1023), float(fmt.max), bool(fmt.has_negative_zero))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------

@@ -65,9 +65,8 @@ import kernels
 from kernels.elementwise import activate
 from kernels.formats import FixedFormat, MXFormat, parse_format
 from kernels.mac import MacSpec, as_spec
-from kernels.quantize import _round_array
+from kernels.ops import add_rounded
 from kernels.quantize import quantize as kquantize
-from kernels.rng import make_key
 
 from . import calibrate as cal
 from .scales import QParams, check_scheme, compute_qparams
@@ -235,33 +234,8 @@ class QuantLayer:
             if s.size and (s.min() < fmt.min or s.max() > fmt.max):  # wrap / saturate per the spec
                 s = np.asarray(kquantize(s, fmt, overflow=self.spec.overflow_for(fmt)), dtype=np.float64)
             return s
-        with np.errstate(invalid="ignore"):
-            s = acc + b  # TwoSum: s + err == acc + b exactly
-            bp = s - acc
-            err = (acc - (s - bp)) + (b - bp)
-        err[~np.isfinite(s)] = 0.0  # inf / NaN sums are rounded as they are
-        stochastic = self.spec.accum_rounding == "stochastic"
-        if stochastic:
-            per = int(np.prod(acc.shape[1:]))
-            e = np.arange(acc.size, dtype=np.uint64) + np.uint64(offset * per)
-            counters = ((e * np.uint64(4) + np.uint64(3)) << np.uint64(32)).reshape(acc.shape)
-            key = make_key(seed)
-        else:
-            # deterministic: where the float64 sum is exact (err == 0, nearly everywhere) the rounding is
-            # kernels.quantize's (its fast paths); the few inexact lanes go through the residual routine
-            # (inf / NaN sums too, as before)
-            rnd, ovf = self.spec.accum_rounding, self.spec.overflow_for(fmt)
-            slow = (err != 0.0) | ~np.isfinite(s)
-            if not slow.any():
-                return np.asarray(kquantize(s, fmt, rounding=rnd, overflow=ovf), dtype=np.float64)
-            out = np.empty_like(s)
-            out[~slow] = kquantize(s[~slow], fmt, rounding=rnd, overflow=ovf)
-            out[slow], _ = _round_array(s[slow], err[slow], fmt, rnd, ovf, np.uint64(0), self.spec.rand_bits,
-                                        np.zeros(int(slow.sum()), dtype=np.uint64))
-            return out
-        out, _ = _round_array(s, np.broadcast_to(err, s.shape), fmt, self.spec.accum_rounding,
-                              self.spec.overflow_for(fmt), key, self.spec.rand_bits, counters)
-        return out
+        return add_rounded(acc, b, fmt, self.spec.accum_rounding, self.spec.overflow_for(fmt),
+                           self.spec.rand_bits, seed, offset * int(np.prod(acc.shape[1:])))
 
     def run(self, layer, inputs, seed=None, offset=0):
         acc = self.accumulate(layer, inputs[0], seed=seed, offset=offset)

@@ -405,3 +405,43 @@ def test_openblas_threads_sleep_unless_user_chose(preset, want):
         out = subprocess.run([sys.executable, "-c", f"import {mod}, os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"],
                              env=env, capture_output=True, text=True, check=True).stdout.strip()
         assert out == want, (mod, out)
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp32", "e5m6", "float8_e4m3fn"])
+@pytest.mark.parametrize("rounding", ["nearest", "down", "stochastic"])
+def test_add_rounded_is_one_exact_rounding(fmt, rounding):
+    """kernels.ops.add_rounded (the bias stage of a quantized layer) rounds the exact sum acc + bias
+    once: equal to the scalar core on (TwoSum value, residual), with the documented counters; ties,
+    sums hidden below float64 precision, overflow, inf and NaN included."""
+    from kernels.ops import add_rounded
+    from kernels.quantize import _round_array
+    from kernels.rng import make_key
+
+    rng = np.random.default_rng(5)
+    q = lambda v: np.asarray(kernels.quantize(v, fmt), dtype=np.float64)  # noqa: E731
+    acc = q(rng.standard_normal((7, 6)) * 30)
+    b = q(rng.standard_normal(6) * 30)
+    acc[0, :3] = [np.inf, np.nan, q(np.array([2.0 ** 100]))[0]]  # inf, NaN, far beyond fp16/bf16 range
+    acc[1, :] = q(np.array([1.0]))[0]
+    b[:3] = [q(np.array([2.0 ** -40]))[0], 3.0, -3.0]  # 2**100 - 3: below float64 precision
+    s = acc + b
+    with np.errstate(invalid="ignore"):
+        bp = s - acc
+        err = (acc - (s - bp)) + (b - bp)
+    err[~np.isfinite(s)] = 0.0
+    offset = 13
+    e = np.arange(acc.size, dtype=np.uint64) + np.uint64(offset)
+    counters = ((e * np.uint64(4) + np.uint64(3)) << np.uint64(32)).reshape(acc.shape)
+    key = make_key(9) if rounding == "stochastic" else np.uint64(0)
+    want, _ = _round_array(s, err, fmt, rounding, None, key, None, counters)
+    got = add_rounded(acc, b, fmt, rounding, seed=9, offset=offset)
+    assert same_values(got, want).all()
+
+
+def test_add_rounded_errors():
+    from kernels.ops import add_rounded
+
+    with pytest.raises(ValueError, match=r"bias of 3 values .* shape \(2, 4\)"):
+        add_rounded(np.zeros((2, 4)), np.zeros(3), "fp16")
+    with pytest.raises(ValueError, match="float format"):
+        add_rounded(np.zeros((2, 4)), np.zeros(4), "int8")
