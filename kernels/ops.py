@@ -1009,7 +1009,7 @@ def _conv_exact(X, Wq, sh, sw, OH, OW, pt, pl, dt):
     W2 = Wq.reshape(kh * kw * Cin, Cout).astype(dt)
     out = np.empty((n, OH, OW, Cout), dtype=np.float64)
     per_img = OH * OW * kh * kw * Cin * np.dtype(dt).itemsize
-    step = max(1, int(2 ** 27 // max(per_img, 1)))
+    step = max(1, int(2 ** 20 // max(per_img, 1)))  # ~1 MB of im2col per GEMM: cache-resident (bench: 32 -> 41 GMAC/s)
     for i in range(0, n, step):
         blk = Xp[i:i + step]
         s = blk.strides

@@ -296,3 +296,19 @@ def test_native_float32_gate_sends_tiny_operands_elsewhere():
     b = np.array([[2.0 ** -70], [2.0 ** -70], [2.0 ** -100]])
     spec = MacSpec.preset("bf16_fp32")
     assert same_values(kernels.matmul(a, b, spec), R.ref_matmul(a, b, spec)).all()
+
+
+def test_exact_conv_path_spans_several_blocks():
+    """int8_int32 convolutions take the exact BLAS path, im2col in blocks of images (about 1 MB
+    each): a batch spanning three blocks, a last partial one included, equals exact integer conv."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    rng = np.random.default_rng(11)
+    x = rng.integers(-128, 128, (12, 20, 20, 16)).astype(np.float32)
+    w = rng.integers(-128, 128, (3, 3, 16, 4)).astype(np.float32)
+    per_img = 18 * 18 * 3 * 3 * 16 * 4  # bytes of float32 im2col per image
+    assert 2 < -(-12 // max(1, 2 ** 20 // per_img))  # several blocks
+    win = sliding_window_view(x.astype(np.int64), (3, 3), axis=(1, 2))  # (n, 18, 18, Cin, 3, 3)
+    want = np.einsum("nhwcij,ijco->nhwo", win, w.astype(np.int64))
+    got = kernels.conv2d(x, w, "int8_int32")
+    assert np.array_equal(got, want.astype(np.float64))
