@@ -1,0 +1,210 @@
+"""The binary16 / bfloat16 accumulator lanes (``kernels.ops`` fused 4 / 5, :mod:`kernels._half`).
+
+They accumulate in float32 and round each sum once more to the 16-bit format, which is exact only
+when both addends are values of that format (double rounding through >= 2p + 2 bits is innocuous).
+These tests hold: the two round trips against independent conversions (numpy float16, ml_dtypes
+bfloat16); the double-rounding property itself on random pairs; the gate (which problems take the
+lanes and which must not); and the kernels against the literal reference on problems built to hit
+the lanes' edges: overflow to inf, binary16 subnormal sums, cancellation to signed zeros, ties.
+"""
+
+import ml_dtypes
+import numpy as np
+import pytest
+from numba import njit
+
+import kernels
+from kernels import ops
+from kernels import reference as R
+from kernels._half import HAVE_F16C, round_bf16, round_f16
+from kernels.mac import MacSpec, as_spec
+
+from conftest import same_values
+
+
+@njit(cache=True)
+def _round_both(x, o16, ob16):
+    for i in range(x.size):
+        o16[i] = round_f16(x[i])
+        ob16[i] = round_bf16(x[i])
+
+
+def test_host_has_f16c_where_the_cpu_says_so():
+    """HAVE_F16C follows /proc/cpuinfo (x86 Linux): a wrong True would make LLVM emit a libcall."""
+    try:
+        flags = open("/proc/cpuinfo").read().split()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo: nothing to compare HAVE_F16C with")  # not Linux: nothing to check
+    assert HAVE_F16C == ("f16c" in flags)
+
+
+def test_round_trips_equal_numpy_and_ml_dtypes(rng):
+    """Every class of float32: random bit patterns (NaN excluded for bf16, documented), and the
+    edges: binary16's overflow threshold 65520, its smallest subnormal and half of it, ties."""
+    u = rng.integers(0, 2 ** 32, 4_000_000, dtype=np.uint64).astype(np.uint32)
+    edges = np.array([65504, 65519.996, 65520, -65520, 2.0 ** -24, 2.0 ** -25, 1.5 * 2.0 ** -25, 2.0 ** -26,
+                      1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11, 1 + 2.0 ** -8, 1 + 3 * 2.0 ** -8, 3.3895314e38,
+                      3.4028235e38, np.inf, -np.inf, 0.0, -0.0, 1e-45], dtype=np.float32)
+    x = np.concatenate([u.view(np.float32), edges])
+    x = x[~np.isnan(x)]
+    o16, ob16 = np.empty_like(x), np.empty_like(x)
+    with np.errstate(over="ignore"):
+        _round_both(x, o16, ob16)
+        w16 = x.astype(np.float16).astype(np.float32)
+        wb16 = x.astype(ml_dtypes.bfloat16).astype(np.float32)
+    assert np.array_equal(o16.view(np.uint32), w16.view(np.uint32))
+    assert np.array_equal(ob16.view(np.uint32), wb16.view(np.uint32))
+
+
+def _random_fp16(rng, n):
+    """Finite binary16 values of every binade (subnormals included), both signs."""
+    bits = rng.integers(0, 0x7C00, n).astype(np.uint16) | (rng.integers(0, 2, n).astype(np.uint16) << 15)
+    return bits.view(np.float16)
+
+
+def test_double_rounding_through_float32_is_innocuous_for_binary16(rng):
+    """R16(fl32(x + y)) == R16(x + y) for binary16 x, y: the float64 sum is exact (binary16 spans
+    2**-24 .. 2**16), numpy's float64 -> float16 conversion rounds once. Pairs of random values, and
+    pairs built near ties (y tiny against x), where a wrong double rounding would show."""
+    x = _random_fp16(rng, 2_000_000)
+    y = np.concatenate([_random_fp16(rng, 1_000_000),
+                        (x[1_000_000:].astype(np.float64) * 2.0 ** -rng.integers(10, 14, 1_000_000)).astype(np.float16)])
+    with np.errstate(over="ignore"):
+        via32 = (x.astype(np.float32) + y.astype(np.float32)).astype(np.float16)
+        exact = (x.astype(np.float64) + y.astype(np.float64)).astype(np.float16)
+    assert same_values(via32, exact).all()
+
+
+def test_double_rounding_through_float32_is_innocuous_for_bfloat16(rng):
+    """The same for bfloat16, within 40 binades of each other (the float64 sum exact), rounded once
+    from float64 by kernels.quantize (itself tested against ml_dtypes and gfloat)."""
+    n = 1_000_000
+    e = rng.integers(-120, 120, n)
+    x = np.ldexp(rng.integers(128, 256, n) * rng.choice([-1.0, 1.0], n), e - 7)
+    y = np.ldexp(rng.integers(128, 256, n) * rng.choice([-1.0, 1.0], n), e - 7 - rng.integers(0, 40, n))
+    via32 = (x.astype(np.float32) + y.astype(np.float32)).astype(ml_dtypes.bfloat16).astype(np.float64)
+    exact = kernels.quantize(x + y, "bf16").astype(np.float64)
+    assert same_values(via32, exact).all()
+
+
+def _fp8_grid(rng, shape, scale=1.0):
+    return kernels.quantize(rng.standard_normal(shape) * scale, "fp8_e4m3").astype(np.float64)
+
+
+@pytest.mark.parametrize("spec,data,want", [
+    ("fp8_e4m3_fp16", "normal", 4),
+    (MacSpec("fp8_e4m3", "bf16"), "normal", 5),
+    (MacSpec("fp8_e4m3", "fp16"), "normal", 4),               # product rounding None without fma too
+    (MacSpec("fp4_e2m1", "fp16", b="fp8_e5m2"), "normal", 4),
+    ("fp8_e4m3_fp16", "big", 0),                            # a product above 65504 is no binary16 value
+    ("fp8_e4m3_fp16", "nan", 0),
+    ("fp8_e4m3_fp16", "inf", 0),
+    (MacSpec("fp8_e5m2", "fp16"), "clipped", 4),             # e5m2 steps 2**-16: products checked on the data
+    (MacSpec("fp8_e5m2", "fp16"), "tiny", 0),                # ... and below 2**-14 they may be off the grid
+    (MacSpec("fp16", "fp16"), "normal", 0),                  # 22 product bits > 11
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "normal", 0),
+    (MacSpec("fp8_e4m3", "fp16", rounding="toward_zero"), "normal", 0),
+    (MacSpec("fp8_e4m3", "fp16", overflow="saturate"), "normal", 0),
+    (MacSpec("fp8_e4m3", "fp16", order="pairwise"), "normal", 0),
+    (MacSpec("fp8_e4m3", "fp16", product="fp16"), "normal", 0),
+    (MacSpec("fp8_e4m3", "e5m6"), "normal", 0),
+    (MacSpec("mxfp8_e4m3", "bf16"), "normal", 5),             # MX: the data condition (normal products)
+])
+def test_gate(rng, spec, data, want):
+    spec = as_spec(spec)
+    a = rng.standard_normal((4, 40))
+    b = rng.standard_normal((40, 3))
+    if data == "big":
+        a[0, 0], b[0, 0] = 448.0, 240.0
+    elif data in ("nan", "inf"):
+        a[1, 2] = np.nan if data == "nan" else -np.inf
+    elif data == "tiny":
+        a[2, 3], b[3, 1] = 2.0 ** -16, 2.0 ** -16
+    elif data == "clipped":  # every magnitude >= 2**-7: products >= 2**-14, binary16 normals
+        a, b = np.copysign(np.maximum(abs(a), 2.0 ** -7), a), np.copysign(np.maximum(abs(b), 2.0 ** -7), b)
+    A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
+    native32, fused = ops._paths(spec, A, B)
+    assert not native32
+    assert fused == want if want else fused not in (4, 5)
+    assert ops._paths(spec, A, B, stats=True)[1] not in (4, 5)  # counters: the scalar core's events
+
+
+def _edge_problems(rng, K):
+    """(name, a, b) for fp8 e4m3 operands: ordinary; overflow to inf of the running sum; sums in
+    binary16's subnormal range; exact cancellation (signed zeros); a big accumulator with small
+    products (every add rounds, ties included)."""
+    out = [("normal", _fp8_grid(rng, (5, K)), _fp8_grid(rng, (K, 9)))]
+    a = np.full((3, K), 240.0)
+    b = np.full((K, 4), 224.0)  # 53760 per product: the second add overflows
+    b[:, 1] = -224.0
+    b[1::2, 2] = -224.0         # alternating signs: never overflows, returns to 0
+    out.append(("overflow", a, b))
+    out.append(("subnormal", _fp8_grid(rng, (4, K), 2.0 ** -7), _fp8_grid(rng, (K, 5), 2.0 ** -7)))
+    a = _fp8_grid(rng, (2, K))
+    a[:, 1::2] = -a[:, 0::2][:, : K // 2] if K > 1 else a[:, 1::2]
+    b = np.ones((K, 3))
+    b[:, 1] = -1.0
+    out.append(("cancel", a, b))
+    a = _fp8_grid(rng, (3, K), 0.05)
+    a[:, 0] = 448.0
+    b = _fp8_grid(rng, (K, 6), 0.5)
+    b[0] = 64.0
+    out.append(("ties", a, b))
+    return out
+
+
+@pytest.mark.parametrize("acc", ["fp16", "bf16"])
+@pytest.mark.parametrize("K", [1, 3, 4, 7, 64, 301])
+@pytest.mark.parametrize("N", [6, 200])  # four-k passes up to 128 lanes, one k per pass above
+def test_matmul_lanes_equal_reference(rng, acc, K, N):
+    spec = MacSpec("fp8_e4m3", acc, fma=True)
+    for name, a, b in _edge_problems(rng, K):
+        b = np.tile(b, (1, -(-N // b.shape[1])))[:, :N]
+        A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
+        assert ops._paths(spec, A, B)[1] == (4 if acc == "fp16" else 5), name
+        got, want = kernels.matmul(a, b, spec), R.ref_matmul(a, b, spec)
+        assert got.dtype == want.dtype
+        assert same_values(got, want).all(), (name, got, want)
+
+
+@pytest.mark.parametrize("acc", ["fp16", "bf16"])
+def test_convolutions_on_the_lanes_equal_reference(rng, acc):
+    spec = MacSpec("fp8_e4m3", acc, fma=True, out="fp8_e4m3")
+    x = _fp8_grid(rng, (2, 9, 8, 5), 4.0)
+    w = _fp8_grid(rng, (3, 3, 5, 7), 2.0)
+    wd = _fp8_grid(rng, (3, 2, 5, 2), 2.0)
+    X, W = ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)
+    assert ops._paths(spec, X, W)[1] == (4 if acc == "fp16" else 5)
+    for pad in ("same", "valid"):
+        for stride in (1, (2, 1)):
+            got = kernels.conv2d(x, w, spec, stride=stride, padding=pad)
+            assert same_values(got, R.ref_conv2d(x, w, spec, stride=stride, padding=pad)).all()
+            got = kernels.depthwise_conv2d(x, wd, spec, stride=stride, padding=pad)
+            assert same_values(got, R.ref_depthwise_conv2d(x, wd, spec, stride=stride, padding=pad)).all()
+
+
+def test_without_f16c_binary16_takes_the_float64_lanes(rng, monkeypatch):
+    """A host without F16C: the gate sends binary16 elsewhere (bfloat16 needs no instruction), and
+    the result is the same."""
+    a, b = _fp8_grid(rng, (3, 50)), _fp8_grid(rng, (50, 4))
+    want = kernels.matmul(a, b, "fp8_e4m3_fp16")
+    monkeypatch.setattr(ops, "HAVE_F16C", False)
+    spec = as_spec("fp8_e4m3_fp16")
+    assert ops._paths(spec, a, b) == (False, 2)
+    assert ops._paths(MacSpec("fp8_e4m3", "bf16"), a, b) == (False, 5)
+    assert same_values(kernels.matmul(a, b, spec), want).all()
+
+
+@pytest.mark.parametrize("z,want", [
+    (np.array([]), (np.inf, 0.0)), (np.array([0.0, -0.0]), (np.inf, 0.0)), (np.array([3.0, -0.5, 0.0]), (0.5, 3.0)),
+    (np.array([-2.0 ** -1074, 5.0]), (2.0 ** -1074, 5.0)), (np.array([np.inf, 2.0]), (2.0, np.inf)),
+    (np.array([3.0, -0.25, 0.0], np.float32), (0.25, 3.0)), (np.array([[1, 2], [3, -7]], np.int8), (1.0, 7.0)),
+    (np.array([[1.0, 2.0], [3.0, 4.0]])[:, :1], (1.0, 3.0))])
+def test_abs_range(z, want):
+    assert ops._abs_range(z) == want
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_abs_range_reports_nan(dt):
+    lo, hi = ops._abs_range(np.array([1.0, np.nan, 2.0], dt))
+    assert np.isnan(hi)
