@@ -775,18 +775,28 @@ def _add_rounded_kernel(acc, b, out, ip, fp, mode, ovf, key, rbits, e0, fast, ma
 def add_rounded(acc, bias, fmt, rounding="nearest", overflow=None, rand_bits=None, seed=None, offset=0):
     """``R(acc + bias)`` element-wise into float format ``fmt``: one correctly rounded addition per
     element (the exact sum, from TwoSum), ``bias`` broadcast along the last axis of ``acc`` (both
-    float64 values of ``fmt``). Stochastic rounding draws the word of counter
+    values of ``fmt``, float32 or float64 arrays). Stochastic rounding draws the word of counter
     ``((offset + i) * 4 + 3) << 32`` for flat element ``i`` (the bias stage of a MAC layer whose
-    outputs before this batch number ``offset``). Returns float64."""
+    outputs before this batch number ``offset``). Returns float64.
+
+    fp32 with round to nearest and IEEE overflow is float32 hardware addition (exactly that rounding
+    when both addends are float32 values, which is checked; else the kernel below runs)."""
     fmt = parse_format(fmt)
     if not isinstance(fmt, FloatFormat):
         raise ValueError(f"add_rounded needs a float format, got {fmt.name}")
-    acc = np.ascontiguousarray(acc, dtype=np.float64)
+    acc = np.asarray(acc)
     b = np.ascontiguousarray(bias, dtype=np.float64).reshape(-1)
     if acc.ndim == 0 or b.size != acc.shape[-1]:
         raise ValueError(f"bias of {b.size} values does not match the last axis of an accumulator of shape {acc.shape}")
     mode = rounding_code(rounding)
     ovf = overflow_code(fmt, overflow)
+    if fmt == _FP32 and mode == C.NEAREST and ovf == C.IEEE and acc.size:
+        with np.errstate(over="ignore", invalid="ignore"):
+            b32 = b.astype(np.float32)
+            a32 = acc if acc.dtype == np.float32 else acc.astype(np.float32)
+            if np.array_equal(b32, b) and (a32 is acc or np.array_equal(a32, acc, equal_nan=True)):
+                return np.add(a32, b32).astype(np.float64)
+    acc = np.ascontiguousarray(acc, dtype=np.float64)
     ip, fp = C.encode(fmt)
     out = np.empty_like(acc)
     fast = mode == C.NEAREST and rne_lane_applies(fmt)
@@ -1005,23 +1015,8 @@ def _lanes32(B64, native32, fused):
 
 def _in_safe_range(z):
     """Finite, with every nonzero magnitude in [2**-60, 2**60] (so products are exact in float32)."""
-    z = np.asarray(z)
-    if z.size == 0:
-        return True
-    if z.dtype not in (np.float32, np.float64):
-        z = z.astype(np.float64)
-    return bool(_safe_range_kernel(z.reshape(-1)))
-
-
-@njit(cache=True)
-def _safe_range_kernel(z):
-    lo = 2.0 ** -60
-    hi = 2.0 ** 60
-    for i in range(z.size):
-        a = abs(np.float64(z[i]))
-        if a != 0.0 and not (a >= lo and a <= hi):  # NaN fails both comparisons
-            return False
-    return True
+    lo, hi = _abs_range(z)
+    return bool(hi <= 2.0 ** 60 and lo >= 2.0 ** -60)  # a NaN fails the first comparison
 
 
 def _evc_to_stats(evc) -> MacStats:

@@ -223,13 +223,13 @@ class QuantLayer:
 
     def accumulate(self, layer, x, seed=None, offset=0):
         """The accumulator values (float64, accumulator format values) for float input ``x``, bias included."""
-        acc = np.asarray(_mac(layer, self.quantize_input(x), self.weights, self.spec, seed, offset), dtype=np.float64)
+        acc = np.asarray(_mac(layer, self.quantize_input(x), self.weights, self.spec, seed, offset))
         if self.bias is None:
-            return acc
+            return acc.astype(np.float64, copy=False)
         fmt = self.spec.out_format
         b = self.bias
         if isinstance(fmt, FixedFormat):  # both on the accumulator grid, |sum| < 2**53: exact
-            s = acc
+            s = acc.astype(np.float64, copy=False)  # the kernel's own array when float64: summed in place
             s += b
             if s.size and (s.min() < fmt.min or s.max() > fmt.max):  # wrap / saturate per the spec
                 s = np.asarray(kquantize(s, fmt, overflow=self.spec.overflow_for(fmt)), dtype=np.float64)

@@ -133,7 +133,9 @@ class QParams:
         """Format values (float64) of real ``x``: ``clip(Q_fmt(x / scale + zp), vmin, vmax)``."""
         if isinstance(self.fmt, MXFormat):
             raise ValueError("MX tensors are quantized by the kernels along the reduction axis, not by QParams")
-        t = np.asarray(x, dtype=np.float64)
+        t = np.asarray(x)
+        if not (self.kind == "none" and t.dtype == np.float32 and not isinstance(self.fmt, FixedFormat)):
+            t = t.astype(np.float64, copy=False)  # float32 input into a float format as is: the same values
         if self.kind != "none":
             t = t / self.scale
             if np.any(self.zero_point != 0):

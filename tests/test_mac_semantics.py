@@ -445,3 +445,45 @@ def test_add_rounded_errors():
         add_rounded(np.zeros((2, 4)), np.zeros(3), "fp16")
     with pytest.raises(ValueError, match="float format"):
         add_rounded(np.zeros((2, 4)), np.zeros(4), "int8")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_rounded_fp32_is_float32_addition(dtype, monkeypatch):
+    """fp32 / nearest / IEEE overflow takes float32 hardware addition (the kernel is not called) and
+    equals the scalar core's single rounding of the exact sum: ties, subnormal sums, overflow to inf,
+    x + (-x) = +0, -0 + -0 = -0, inf and NaN. Values that are not float32 values take the kernel."""
+    from kernels import ops
+    from kernels.ops import add_rounded
+    from kernels.quantize import _round_array
+
+    f32 = np.float32
+    acc = np.array([[1.0, 2.0 ** 24, 3.0e38, 1e-45, 5.0, -0.0],
+                    [np.inf, np.nan, -2.5, 1.5e-45, 2.0 ** -126, 7.0]], dtype=f32)
+    b = np.array([2.0 ** -30, 1.0, 3.0e38, -1e-45, -5.0, -0.0], dtype=f32).astype(np.float64)
+    s64, a64 = acc.astype(np.float64) + b, acc.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        bp = s64 - a64
+        err = (a64 - (s64 - bp)) + (b - bp)
+    err[~np.isfinite(s64)] = 0.0
+    want, _ = _round_array(s64, err, "fp32", "nearest", None, np.uint64(0), None, np.zeros(acc.shape, np.uint64))
+    real_kernel = ops._add_rounded_kernel
+
+    def no_kernel(*args):
+        raise AssertionError("the float32 path should have been taken")
+
+    monkeypatch.setattr(ops, "_add_rounded_kernel", no_kernel)
+    got = add_rounded(acc.astype(dtype), b, "fp32")
+    assert got.dtype == np.float64
+    assert same_values(got, want).all(), (got, want)
+    assert np.signbit(got[0, 5]) and not np.signbit(got[0, 4])  # -0 + -0 = -0; 5 + -5 = +0
+    assert np.isinf(got[0, 2]) and got[1, 3] == 0.0 and got[0, 3] == 0.0
+    monkeypatch.setattr(ops, "_add_rounded_kernel", real_kernel)
+    b2 = b.copy()
+    b2[0] = 1.0 + 2.0 ** -40  # not a float32 value: the kernel rounds the exact sum
+    s2 = a64 + b2
+    with np.errstate(invalid="ignore"):
+        bp = s2 - a64
+        err2 = (a64 - (s2 - bp)) + (b2 - bp)
+    err2[~np.isfinite(s2)] = 0.0
+    want2, _ = _round_array(s2, err2, "fp32", "nearest", None, np.uint64(0), None, np.zeros(acc.shape, np.uint64))
+    assert same_values(add_rounded(acc.astype(dtype), b2, "fp32"), want2).all()
