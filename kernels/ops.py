@@ -322,17 +322,8 @@ def _row(K, N, get_a, a_row, a_lanes, B, B32, e0, out_row, wk, ok, occupied, idx
             acc32[j] = 0.0
         k = 0
         if get_a == 0:
-            if N > 128:
-                while k < K:
-                    a0 = np.float32(a_row[k])
-                    if fused == 4:
-                        for j in range(N):
-                            acc32[j] = round_f16(acc32[j] + a0 * B32[k, j])
-                    else:
-                        for j in range(N):
-                            acc32[j] = round_bf16(acc32[j] + a0 * B32[k, j])
-                    k += 1
-            while k + 4 <= K:
+            k4 = K // 4 * 4 if N <= 128 else 0  # the four-k passes cover k < k4, single passes the rest
+            while k < k4:
                 a0 = np.float32(a_row[k])
                 a1 = np.float32(a_row[k + 1])
                 a2 = np.float32(a_row[k + 2])
