@@ -729,12 +729,17 @@ def _dw_kernel(X, Wd2, W32, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, r
 
 
 @njit(cache=True, parallel=True)
-def _add_rounded_kernel(acc, b, out, ip, fp, mode, ovf, key, rbits, e0, fast, man, eminb, maxval, negzero):
+def _add_rounded_kernel(acc, b, out, ip, fp, mode, ovf, key, rbits, e0, fast, slane, man, emin, maxval, negzero):
+    """``fast``: round to nearest even by :func:`kernels.quantize.rne_lane`; ``slane``: stochastic
+    rounding by the branch-free lane routine; either way a lane whose result the TwoSum residual could
+    change, or that overflows / is not finite, is redone by the scalar core (as every lane is when
+    neither applies)."""
     nb = b.size
     stoch = mode == C.STOCHASTIC
+    eminb = emin + 1023
     for r in prange(acc.size // nb):
         base = r * nb
-        bad = not fast
+        bad = not (fast or slane)
         if fast:  # branch-free pass (vectorised); lanes it cannot settle are redone below
             for j in range(nb):
                 x = acc[base + j]
@@ -745,6 +750,17 @@ def _add_rounded_kernel(acc, b, out, ip, fp, mode, ovf, key, rbits, e0, fast, ma
                 v, rr, h, ok = rne_lane(t, man, eminb, maxval, negzero)
                 out[base + j] = v
                 bad |= not (ok & ((e == 0.0) | (abs(t - rr) != h)))
+        elif slane:
+            for j in range(nb):
+                x = acc[base + j]
+                y = b[j]
+                t = x + y
+                bb = t - x
+                e = (x - (t - bb)) + (y - bb)
+                w = rand32(key, np.uint64((e0 + base + j) * 4 + 3) << np.uint64(32))
+                v, good, edge = _lane_float(t, C.STOCHASTIC, man, emin, maxval, negzero, w, rbits)
+                out[base + j] = v
+                bad |= not (good & ((e == 0.0) | (not edge)))
         if bad:
             for j in range(nb):
                 x = acc[base + j]
@@ -754,11 +770,15 @@ def _add_rounded_kernel(acc, b, out, ip, fp, mode, ovf, key, rbits, e0, fast, ma
                 if t - t == 0.0:  # finite: TwoSum's exact error (inf / NaN sums are rounded as they are)
                     bb = t - x
                     e = (x - (t - bb)) + (y - bb)
+                w = rand32(key, np.uint64((e0 + base + j) * 4 + 3) << np.uint64(32)) if stoch else _U0
                 if fast:
                     v, rr, h, ok = rne_lane(t, man, eminb, maxval, negzero)
                     if ok & ((e == 0.0) | (abs(t - rr) != h)):
                         continue
-                w = rand32(key, np.uint64((e0 + base + j) * 4 + 3) << np.uint64(32)) if stoch else _U0
+                elif slane:
+                    v, good, edge = _lane_float(t, C.STOCHASTIC, man, emin, maxval, negzero, w, rbits)
+                    if good & ((e == 0.0) | (not edge)):
+                        continue
                 v2, ev = C.round_scalar(t, e, ip, fp, mode, ovf, w, rbits)
                 out[base + j] = v2
 
@@ -791,11 +811,12 @@ def add_rounded(acc, bias, fmt, rounding="nearest", overflow=None, rand_bits=Non
     ip, fp = C.encode(fmt)
     out = np.empty_like(acc)
     fast = mode == C.NEAREST and rne_lane_applies(fmt)
+    slane = mode == C.STOCHASTIC and _stage_params(fmt, rounding, overflow, 32)[4]
     if acc.size:
         key = make_key(seed) if mode == C.STOCHASTIC else np.uint64(0)
         _add_rounded_kernel(acc.reshape(-1), b, out.reshape(-1), ip, fp, np.int64(mode), np.int64(ovf), key,
-                            np.int64(rand_bits_value(rand_bits)), np.int64(offset), fast, np.int64(fmt.man),
-                            np.int64(fmt.emin + 1023), float(fmt.max), bool(fmt.has_negative_zero))
+                            np.int64(rand_bits_value(rand_bits)), np.int64(offset), fast, slane, np.int64(fmt.man),
+                            np.int64(fmt.emin), float(fmt.max), bool(fmt.has_negative_zero))
     return out
 
 
