@@ -728,6 +728,14 @@ def _dw_kernel(X, Wd2, W32, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, r
                 out[b, oh, ow, j] = row[j]
 
 
+@njit(cache=True, inline="always")
+def _two_sum(x, y):
+    """(fl(x + y), its exact error) by Knuth's TwoSum (exact for finite, non-overflowing sums)."""
+    t = x + y
+    bb = t - x
+    return t, (x - (t - bb)) + (y - bb)
+
+
 @njit(cache=True, parallel=True)
 def _add_rounded_kernel(acc, b, out, ip, fp, mode, ovf, key, rbits, e0, fast, slane, man, emin, maxval, negzero):
     """``fast``: round to nearest even by :func:`kernels.quantize.rne_lane`; ``slane``: stochastic
@@ -742,21 +750,13 @@ def _add_rounded_kernel(acc, b, out, ip, fp, mode, ovf, key, rbits, e0, fast, sl
         bad = not (fast or slane)
         if fast:  # branch-free pass (vectorised); lanes it cannot settle are redone below
             for j in range(nb):
-                x = acc[base + j]
-                y = b[j]
-                t = x + y
-                bb = t - x
-                e = (x - (t - bb)) + (y - bb)
+                t, e = _two_sum(acc[base + j], b[j])
                 v, rr, h, ok = rne_lane(t, man, eminb, maxval, negzero)
                 out[base + j] = v
                 bad |= not (ok & ((e == 0.0) | (abs(t - rr) != h)))
         elif slane:
             for j in range(nb):
-                x = acc[base + j]
-                y = b[j]
-                t = x + y
-                bb = t - x
-                e = (x - (t - bb)) + (y - bb)
+                t, e = _two_sum(acc[base + j], b[j])
                 w = rand32(key, np.uint64((e0 + base + j) * 4 + 3) << np.uint64(32))
                 v, good, edge = _lane_float(t, C.STOCHASTIC, man, emin, maxval, negzero, w, rbits)
                 out[base + j] = v
