@@ -317,7 +317,7 @@ def _row(K, N, get_a, a_row, a_lanes, B, B32, e0, out_row, wk, ok, occupied, idx
         # binary16 (4) / bfloat16 (5) accumulator, round to nearest even, exact products that are values
         # of the accumulator format (see _half_lane): R16(acc + p) is float32's sum rounded once more.
         # Up to 128 lanes, four k per pass over the lanes (the accumulator stays in a register; in
-        # order k, k+1, ...): 15-35 % faster at 32 / 64 lanes, 13 % slower at 512 (bench, 2 threads).
+        # order k, k+1, ...): 4-35 % faster at 32 / 64 lanes, 13 % slower at 512 (bench, 2 threads).
         for j in range(N):
             acc32[j] = 0.0
         k = 0
