@@ -617,6 +617,13 @@ def _workspace_levels(K):
     return 6 + nlev
 
 
+@njit(cache=True, inline="always")
+def _scratch(nws, N):
+    """The scratch buffers :func:`_row` takes for N lanes (wk, row, ok, acc32, occupied, idx)."""
+    return (np.empty((nws, N)), np.empty(N), np.empty(N, dtype=np.uint8), np.empty(N, dtype=np.float32),
+            np.empty(nws - 6, dtype=np.bool_), np.empty(nws - 6, dtype=np.int64))
+
+
 @njit(cache=True, parallel=True)
 def _mm_kernel(A, B, B32, out, offset, P, key, rbits, order, chunk, evc_rows, nws, native32, fused):
     M, K = A.shape
@@ -625,12 +632,7 @@ def _mm_kernel(A, B, B32, out, offset, P, key, rbits, order, chunk, evc_rows, nw
      has_out, ipO, fpO, modeO, ovfO, vecO) = P
     dummy = np.zeros((1, 1))
     for i in prange(M):
-        wk = np.empty((nws, N))
-        row = np.empty(N)
-        ok = np.empty(N, dtype=np.uint8)
-        acc32 = np.empty(N, dtype=np.float32)
-        occupied = np.empty(nws - 6, dtype=np.bool_)
-        idx = np.empty(nws - 6, dtype=np.int64)
+        wk, row, ok, acc32, occupied, idx = _scratch(nws, N)
         _row(K, N, 0, A[i], dummy, B, B32, offset + i * N, row, wk, ok, occupied, idx, acc32,
              has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
              has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[i], native32, fused)
@@ -653,12 +655,7 @@ def _conv_kernel(X, W2, W32, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits,
     for bi in prange(nblk):
         # a block of output pixels per task: the scratch buffers are allocated once per block
         patch = np.empty(K)
-        wk = np.empty((nws, Cout))
-        row = np.empty(Cout)
-        ok = np.empty(Cout, dtype=np.uint8)
-        acc32 = np.empty(Cout, dtype=np.float32)
-        occupied = np.empty(nws - 6, dtype=np.bool_)
-        idx = np.empty(nws - 6, dtype=np.int64)
+        wk, row, ok, acc32, occupied, idx = _scratch(nws, Cout)
         for r in range(bi * npix // nblk, (bi + 1) * npix // nblk):
             b = r // (OH * OW)
             oh = (r // OW) % OH
@@ -697,12 +694,7 @@ def _dw_kernel(X, Wd2, W32, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, r
     nblk = min(npix, _BLOCKS)
     for bi in prange(nblk):
         lanes = np.empty((K, NC))
-        wk = np.empty((nws, NC))
-        row = np.empty(NC)
-        ok = np.empty(NC, dtype=np.uint8)
-        acc32 = np.empty(NC, dtype=np.float32)
-        occupied = np.empty(nws - 6, dtype=np.bool_)
-        idx = np.empty(nws - 6, dtype=np.int64)
+        wk, row, ok, acc32, occupied, idx = _scratch(nws, NC)
         for r in range(bi * npix // nblk, (bi + 1) * npix // nblk):
             b = r // (OH * OW)
             oh = (r // OW) % OH
