@@ -61,7 +61,7 @@ _ONE = np.uint32(1)
 
 
 @intrinsic
-def _bits_f32(typingctx, x):
+def bits_f32(typingctx, x):
     if x != types.uint32:
         return None
 
@@ -75,4 +75,4 @@ def _bits_f32(typingctx, x):
 def round_bf16(x):
     """float32 ``x`` (not NaN) rounded to nearest even into bfloat16, as float32."""
     u = f32_bits(x)
-    return _bits_f32(np.uint32((u + _H16 + ((u >> _S16) & _ONE)) & _M16))
+    return bits_f32(np.uint32((u + _H16 + ((u >> _S16) & _ONE)) & _M16))

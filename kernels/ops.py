@@ -21,7 +21,9 @@ the spec), and binary16 / bfloat16 accumulators rounding to nearest even when ev
 value of the accumulator format (the fp8 presets): the sum is done in float32 and rounded once more
 to the 16-bit format (F16C's conversion pair, or an integer trick for bfloat16), which equals one
 rounding of the exact sum by Figueroa's double-rounding theorem (:func:`_half_lane` states the
-conditions; the gate checks them on the formats and the data).
+conditions; the gate checks them on the formats and the data). Stochastic rounding into a float
+accumulator also runs in float32 lanes when the operands' products are exact in float32
+(:func:`_lane_stoch32`, gated by :func:`_stoch32_lane`): same random words, same decisions.
 
 Fast exact path: integer / fixed operands with a fixed-point accumulator whose grid holds every
 product, no product rounding, and either no possible overflow (K * max|a| * max|b| <= accum max)
@@ -38,11 +40,12 @@ import numpy as np
 from numba import njit, prange
 
 from . import _core as C
-from ._half import HAVE_F16C, round_bf16, round_f16
+from ._core import f32_bits
+from ._half import HAVE_F16C, bits_f32, round_bf16, round_f16
 from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
 from .mac import MacSpec, as_spec
 from .quantize import overflow_code, quantize, rand_bits_value, rne_lane, rne_lane_applies, rounding_code
-from .rng import make_key, rand32
+from .rng import lane_word, make_key, rand32, stream_base
 
 __all__ = ["matmul", "conv2d", "depthwise_conv2d", "MacStats", "conv_output_size", "same_padding"]
 
@@ -174,6 +177,58 @@ def _lane_nearest(x, y, t, man, eminb, maxval, negzero):
     v, r, h, ok = rne_lane(t, man, eminb, maxval, negzero)
     ok = ok & ((e == 0.0) | (abs(t - r) != h))
     return v, e, ok
+
+
+_F1 = np.float32(1.0)
+_F0 = np.float32(0.0)
+_F2P24 = np.float32(2.0 ** 24)
+
+
+@njit(cache=True, inline="always")
+def _lane_stoch32(x, y, w, man, emin, maxval, negzero, sh, uscale, grid):
+    """Stochastic rounding of the exact sum ``x + y`` (float32 values) into a float format whose values
+    float32 holds, in float32 arithmetic; ``w`` is the 32-bit random word (uint64).
+
+    The format's rule (:func:`_lane_float`, ``rbits = r`` random bits) rounds the magnitude up exactly
+    when ``f >= 1 - W * 2**-r``, where ``f`` in [0, 1) is the dropped fraction of a quantum and ``W =
+    w >> (32 - r)`` the top r bits of the word: for s <= r dropped bits, ``D + top_s(w) >= 2**s`` is that
+    comparison (its right side an integer); for s > r, ``floor(f * 2**r) + W >= 2**r`` is too. Here the
+    sum ``t = fl32(x + y)`` is exact (its TwoSum error is checked to be zero), so ``v = |t| / q`` (q the
+    quantum of t's binade, a power of two), ``n = floor(v)`` and ``f = v - n`` are exact in float32, and
+    so is ``1 - W * 2**-r`` for r <= 24. For r > 24, when ``f`` is a multiple of 2**-24 (checked), the
+    comparison is the same with the top 24 bits of the word (``sh = 32 - min(r, 24)``, ``uscale =
+    2**-min(r, 24)``, ``grid = r > 24``).
+
+    Returns (value, ok): ok is False when the scalar core must redo the lane: an inexact float32 sum,
+    a non-finite sum, a result above ``maxval``, a quantum below float32's normal range, or (grid) a
+    fraction with bits below 2**-24."""
+    t = x + y
+    bb = t - x
+    e = (x - (t - bb)) + (y - bb)
+    at = abs(t)
+    qe = max(np.int64(f32_bits(at) >> np.uint32(23)) - 127, emin) - man
+    qc = max(qe, np.int64(-126))
+    q = bits_f32(np.uint32((qc + 127) << 23))
+    iq = bits_f32(np.uint32((127 - qc) << 23))
+    v = at * iq
+    n = np.floor(v)
+    f = v - n
+    u = np.float32(w >> sh) * uscale
+    r = (n + _F1 if f >= _F1 - u else n) * q
+    g24 = f * _F2P24
+    ok = (e == _F0) & ((t - t) == _F0) & (r <= maxval) & ((qe >= -126) | (at == _F0)) \
+        & ((not grid) | (g24 == np.floor(g24)))
+    res = np.float32(np.copysign(r, t))
+    if not negzero and res == _F0:
+        res = _F0
+    return res, ok
+
+
+@njit(cache=True, inline="always")
+def _stoch32_params(rbits):
+    """(sh, uscale, grid) of :func:`_lane_stoch32` for ``rbits`` random bits."""
+    rr = min(np.int64(rbits), np.int64(24))
+    return np.uint64(32 - rr), np.float32(C.pow2(-rr)), rbits > 24
 
 
 @njit(cache=True, inline="always")
@@ -358,6 +413,52 @@ def _row(K, N, get_a, a_row, a_lanes, B, B32, e0, out_row, wk, ok, occupied, idx
                 else:
                     for j in range(N):
                         acc32[j] = round_bf16(acc32[j] + np.float32(a_lanes[k, j]) * B32[k, j])
+        for j in range(N):
+            acc[j] = acc32[j]
+        K = 0
+    elif fused == 6:
+        # stochastic rounding into a float accumulator in float32 lanes (see _stoch32_lane): the same
+        # random word per (output, k) as the float64 lanes; a lane _lane_stoch32 cannot decide keeps
+        # its old accumulator value and is redone in float64 by the scalar core after the pass
+        man = ipA[1]
+        emin = ipA[2]
+        maxval = np.float32(fpA[0])
+        negzero = (ipA[4] & C.F_NEGZERO) != 0
+        sh, uscale, grid = _stoch32_params(rbits)
+        for j in range(N):
+            acc32[j] = 0.0
+        for k in range(K):
+            bad = False
+            base = stream_base(key, _counter(e0, 1, k))
+            if get_a == 0:
+                ak = np.float32(a_row[k])
+                for j in range(N):
+                    x = acc32[j]
+                    w = lane_word(base, j)  # = rand32(key, _counter(e0 + j, 1, k))
+                    r, g = _lane_stoch32(x, ak * B32[k, j], w, man, emin, maxval, negzero, sh, uscale, grid)
+                    acc32[j] = r if g else x
+                    ok[j] = g
+                    bad |= not g
+            else:
+                for j in range(N):
+                    x = acc32[j]
+                    w = lane_word(base, j)
+                    r, g = _lane_stoch32(x, np.float32(a_lanes[k, j]) * B32[k, j], w, man, emin, maxval, negzero,
+                                         sh, uscale, grid)
+                    acc32[j] = r if g else x
+                    ok[j] = g
+                    bad |= not g
+            if bad:
+                for j in range(N):
+                    if not ok[j]:
+                        ak64 = a_row[k] if get_a == 0 else a_lanes[k, j]
+                        x, e = _two_sum(np.float64(acc32[j]), ak64 * B[k, j])  # the product is exact in float64
+                        res = e if (x - x) == 0.0 else 0.0
+                        w = rand32(key, _counter(e0 + j, 1, k))
+                        r, ev = C.round_scalar(x, res, ipA, fpA, modeA, ovfA, w, rbits)
+                        acc32[j] = np.float32(r)
+                        if ev != C.EV_NONE:
+                            evc[ev - 1] += 1
         for j in range(N):
             acc[j] = acc32[j]
         K = 0
@@ -909,7 +1010,8 @@ def _paths(spec: MacSpec, A, B, stats=False):
     float accumulator the lane routine handles (see _stage_params); 2: the same with round to nearest
     even into a format with mantissa bits (the magic-constant lane, :func:`_lane_nearest`); 3: sequential
     order, no product rounding, stochastic rounding or a fixed-point accumulator; 4 / 5: binary16 /
-    bfloat16 accumulator lanes in float32 (:func:`_half_lane`)."""
+    bfloat16 accumulator lanes in float32 (:func:`_half_lane`); 6: stochastic rounding into a float
+    accumulator in float32 lanes (:func:`_stoch32_lane`)."""
     seq = spec.order == "sequential" and spec.product is None
     det = spec.accum_rounding != "stochastic"
     native = False
@@ -929,6 +1031,8 @@ def _paths(spec: MacSpec, A, B, stats=False):
     half = _half_lane(spec, A, B, stats)
     if half:
         return False, half
+    if _stoch32_lane(spec, A, B):
+        return False, 6
     if not (det and isinstance(acc, FloatFormat)):
         return False, 3
     nearest = spec.accum_rounding == "nearest" and rne_lane_applies(acc)
@@ -978,6 +1082,29 @@ def _half_lane(spec: MacSpec, A, B, stats=False):
     return 0
 
 
+def _stoch32_lane(spec: MacSpec, A, B):
+    """True when the sequential stochastic accumulation can run in float32 lanes (:func:`_lane_stoch32`):
+    exact products (no product format) of operands whose precisions add up to at most 16 bits, every
+    nonzero operand magnitude in [2**-60, 2**60] (so each product is exact in float32; NaN / inf
+    operands fail), and a float accumulator the branch-free lanes handle (subnormals, signed, a zero)
+    whose values float32 holds, with 2 to 16 bits of precision and quanta up to 2**126. The lane
+    checks the rest per addition (exact float32 sum, no overflow) and hands those lanes back to the
+    scalar core. The precision limits are for speed, not exactness: the float32 sum of the accumulator
+    and a product is exact while it spans at most 24 bits, so with 16-bit products a term 2**8 times
+    smaller than the running sum still stays in the lane (fp8 products: 2**16 times), while a float32
+    accumulator would hand back nearly every addition that rounds."""
+    acc = spec.accum
+    if spec.order != "sequential" or spec.product is not None or spec.accum_rounding != "stochastic":
+        return False
+    if not (isinstance(acc, FloatFormat) and acc.fits_float32 and acc.man >= 1 and acc.emax - acc.man <= 126
+            and _stage_params(acc, "stochastic", None, 32)[4]):
+        return False
+    from .mac import precision_bits
+    if precision_bits(spec.a) + precision_bits(spec.b) > 16 or acc.man + 1 > 16:
+        return False  # exact in float32 only while the sum spans <= 24 bits: wider terms fall back too often
+    return _in_safe_range(A) and _in_safe_range(B)
+
+
 def _abs_range(z):
     """(smallest nonzero magnitude, largest magnitude) of z; (inf, 0) when all zero or empty; NaN as
     the largest when z holds a NaN."""
@@ -1014,7 +1141,7 @@ _NO_LANES32 = np.zeros((1, 1), dtype=np.float32)
 def _lanes32(B64, native32, fused):
     """B as float32 for the float32 lanes (exact there: their gates admit only operands float32 holds),
     else a dummy the kernel never reads."""
-    return B64.astype(np.float32) if (native32 or fused in (4, 5)) else _NO_LANES32
+    return B64.astype(np.float32) if (native32 or fused in (4, 5, 6)) else _NO_LANES32
 
 
 def _in_safe_range(z):

@@ -42,6 +42,24 @@ def rand32(key, counter):
     return mix64(key + (counter + _ONE) * GAMMA) >> _S32
 
 
+#: ``rand32(key, c + j * LANE)`` for the MAC kernels' lanes: their counters step by ``4 << 32`` per output
+LANE_GAMMA = np.uint64(((4 << 32) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
+
+
+@njit(cache=True, inline="always")
+def stream_base(key, counter):
+    """``key + (counter + 1) * GAMMA``: then ``rand32(key, counter + j * (4 << 32))`` is
+    ``mix64(base + j * LANE_GAMMA) >> 32`` (wrapping uint64 arithmetic), which vectorises over ``j`` as
+    an induction variable, one multiply fewer per word."""
+    return key + (counter + _ONE) * GAMMA
+
+
+@njit(cache=True, inline="always")
+def lane_word(base, j):
+    """The 32-bit word of lane ``j`` of the stream at ``base`` (see :func:`stream_base`), as uint64."""
+    return mix64(np.uint64(base) + np.uint64(j) * LANE_GAMMA) >> _S32
+
+
 def make_key(seed) -> np.uint64:
     """The stream key for ``seed`` (an int; ``None`` draws 64 bits of fresh OS entropy)."""
     if seed is None:

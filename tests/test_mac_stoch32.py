@@ -1,0 +1,226 @@
+"""Stochastic rounding into a float accumulator in float32 lanes (``kernels.ops`` fused 6).
+
+The lane (:func:`kernels.ops._lane_stoch32`) decides ``f >= 1 - W * 2**-r`` in float32 where the
+float64 lanes add the random bits to the integer significand. These tests hold: the lane against the
+exact-integer statement of stochastic rounding (``floor(f * 2**r) + W >= 2**r``) on random pairs,
+including which lanes it must hand back to the scalar core; the counter shortcut the lane uses for
+its random words; the gate; and the kernels against the literal reference on problems built to hit
+the lane's edges (overflow to inf and saturation, cancellation to signed zeros, sums below the
+accumulator's smallest subnormal, few and many random bits), with the event counters.
+"""
+
+import numpy as np
+import pytest
+from numba import njit
+
+import kernels
+from kernels import ops
+from kernels import reference as R
+from kernels.formats import parse_format
+from kernels.mac import MacSpec, as_spec
+from kernels.rng import lane_word, make_key, rand32, stream_base
+
+from conftest import same_values
+
+
+@njit(cache=False)  # Numba's cache would not see a change in the inlined lane (another module)
+def _run_lane(x, y, w, man, emin, maxval, negzero, rbits, out, ok):
+    sh, uscale, grid = ops._stoch32_params(rbits)
+    for i in range(x.size):
+        r, g = ops._lane_stoch32(x[i], y[i], w[i], man, emin, maxval, negzero, sh, uscale, grid)
+        out[i] = r
+        ok[i] = g
+
+
+def _exact(t, fmt, w, r):
+    """Stochastic rounding of the exact float64 values ``t`` into ``fmt`` (no overflow handling), as
+    the module docstring of kernels.quantize states it: with quantum q of t's binade, ``v = |t| / q``,
+    n = floor(v), f = v - n, round up when ``floor(f * 2**r) + (w >> (32 - r)) >= 2**r``."""
+    _, ex = np.frexp(np.abs(t))
+    qe = np.maximum(ex - 1, fmt.emin) - fmt.man
+    v = np.ldexp(np.abs(t), -qe)
+    n = np.floor(v)
+    F = np.floor(np.ldexp(v - n, r)).astype(np.uint64)
+    up = F + (w >> np.uint64(32 - r)) >= np.uint64(1 << r)
+    res = np.copysign(np.ldexp(n + up, qe), t)
+    if not fmt.has_negative_zero:
+        res = res + 0.0
+    return res, qe, v - n
+
+
+def _format_values(rng, fmt, n):
+    """Values of ``fmt`` over its binades, subnormals and zeros included, both signs."""
+    mag = np.ldexp(rng.random(n) + 0.5, rng.integers(fmt.emin - fmt.man - 2, fmt.emax + 1, n))
+    v = kernels.quantize(np.copysign(mag, rng.standard_normal(n)), fmt, overflow="saturate").astype(np.float64)
+    v[rng.random(n) < 0.02] = 0.0
+    v[rng.random(n) < 0.01] = -0.0
+    return v
+
+
+@pytest.mark.parametrize("acc", ["fp16", "bf16", "fp8_e5m2", "e6m9", "float8_e5m2fnuz"])
+@pytest.mark.parametrize("r", [1, 8, 24, 25, 32])
+def test_lane_equals_the_exact_statement(rng, acc, r):
+    fmt = parse_format(acc)
+    n = 200_000
+    x = _format_values(rng, fmt, n)
+    # products of fp8 e4m3 pairs at scales around x's (exact in float32), a few exact negations of x
+    scale = np.where(x != 0, np.abs(x), 1.0) * np.ldexp(1.0, rng.integers(-30, 4, n))
+    y = (kernels.quantize(rng.standard_normal(n), "fp8_e4m3").astype(np.float64)
+         * kernels.quantize(rng.standard_normal(n), "fp8_e4m3").astype(np.float64)
+         * np.ldexp(1.0, np.round(np.log2(scale)).astype(np.int64)))
+    with np.errstate(over="ignore"):
+        y = y.astype(np.float32).astype(np.float64)
+    neg = rng.random(n) < 0.02
+    y[neg] = -x[neg]
+    # full 24-bit significands (inexact float32 sums), some added to zero far below the smallest
+    # subnormal (fractions of a quantum with bits below 2**-24)
+    full = rng.random(n) < 0.1
+    y[full] = np.ldexp(rng.random(full.sum()) + 1.0, rng.integers(-60, 0, full.sum())).astype(np.float32)
+    x[full & (rng.random(n) < 0.5)] = 0.0
+    keep = np.isfinite(y)  # products above float32's range are no float32 operands
+    x, y = x[keep], y[keep]
+    n = x.size
+    w = rng.integers(0, 2 ** 32, n, dtype=np.uint64)
+    # a third of the words sit on the decision boundary: W = 2**r - floor(f * 2**r) rounds up, one less
+    # rounds down (for r > 24: the top 24 bits, the rest random)
+    t = x + y
+    _, _, f = _exact(t, fmt, w, r)
+    rb = min(r, 24)
+    edge = (rng.random(n) < 0.33) & np.isfinite(f)
+    W = (2 ** rb - np.floor(np.ldexp(np.where(edge, f, 0.0), rb))).astype(np.int64) - (rng.random(n) < 0.5)
+    W = np.clip(W, 0, 2 ** rb - 1).astype(np.uint64)
+    w = np.where(edge, (W << np.uint64(32 - rb)) | (w & np.uint64((1 << (32 - rb)) - 1)), w)
+    out = np.empty(n, np.float32)
+    ok = np.empty(n, np.bool_)
+    with np.errstate(over="ignore"):
+        x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    _run_lane(x32, y32, w, fmt.man, fmt.emin, np.float32(fmt.max), fmt.has_negative_zero, r, out, ok)
+
+    t = x + y
+    bb = t - x
+    exact = ((x - (t - bb)) + (y - bb)) == 0  # TwoSum in float64: t is the exact sum
+    with np.errstate(over="ignore"):
+        t32 = (x32 + y32).astype(np.float64)
+    want, qe, f = _exact(t, fmt, w, r)
+    # the lane decides exactly these; every other lane goes to the scalar core
+    decides = (exact & (t32 == t) & np.isfinite(t32) & (np.abs(want) <= fmt.max) & ((qe >= -126) | (t == 0))
+               & ((r <= 24) | (np.ldexp(f, 24) == np.floor(np.ldexp(f, 24)))))
+    assert np.array_equal(ok, decides), np.flatnonzero(ok != decides)[:5]
+    assert decides.mean() > 0.5  # the data reach the lane's common case, not only its exits
+    # ... and each of its exits
+    assert (exact & (t32 != t)).any() and (~exact).any() and (np.abs(want) > fmt.max).any()
+    if fmt.emin - fmt.man < -126:
+        assert ((qe < -126) & (t != 0) & (t32 == t)).any()
+    if r > 24 and fmt.emin - fmt.man - 24 >= -149:  # float32 holds fractions of the smallest quantum
+        assert ((np.ldexp(f, 24) != np.floor(np.ldexp(f, 24))) & (t32 == t)).any()
+    wrong = ok & ~same_values(out, want)
+    assert not wrong.any(), [(x[i], y[i], w[i], out[i], want[i]) for i in np.flatnonzero(wrong)[:4]]
+    if not fmt.has_negative_zero:
+        assert not np.signbit(out[ok & (out == 0)]).any()
+
+
+def test_lane_words_are_rand32_of_the_mac_counters(rng):
+    """lane_word(stream_base(key, c), j) is rand32(key, c + j * (4 << 32)): the counter of output
+    e0 + j at the same stage and k (kernels.ops._counter)."""
+    key = make_key(12345)
+    for _ in range(200):
+        e0, k, j = int(rng.integers(0, 2 ** 26)), int(rng.integers(0, 2 ** 20)), int(rng.integers(0, 4096))
+        c0 = ((e0 * 4 + 1) << 32) + k
+        cj = (((e0 + j) * 4 + 1) << 32) + k
+        assert lane_word(np.uint64(stream_base(key, np.uint64(c0))), j) == rand32(key, np.uint64(cj))
+
+
+def _operands(rng, shape, scale=1.0):
+    return kernels.quantize(rng.standard_normal(shape) * scale, "fp8_e4m3").astype(np.float64)
+
+
+@pytest.mark.parametrize("spec,data,want", [
+    (MacSpec("fp8_e4m3", "fp16", fma=True, rounding="stochastic"), "normal", 6),
+    (MacSpec("fp8_e4m3", "bf16", rounding="stochastic"), "normal", 6),
+    (MacSpec("bf16", "bf16", rounding="stochastic", rand_bits=7), "normal", 6),
+    (MacSpec("fp8_e5m2", "e5m6", rounding="stochastic"), "normal", 6),
+    (MacSpec("bf16", "fp32", rounding="stochastic"), "normal", 3),       # float32 sums: mostly inexact
+    (MacSpec("fp16", "fp16", rounding="stochastic"), "normal", 3),       # 22 product bits: likewise
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", overflow="saturate"), "normal", 6),
+    (MacSpec("mxfp8_e4m3", "bf16", rounding="stochastic"), "normal", 6),
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "nan", 3),
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "inf", 3),
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "huge", 3),     # products not exact in float32
+    (MacSpec("bf16", "fp16", b="fp8_e4m3", rounding="stochastic"), "normal", 6),  # 8 + 4 product bits
+    (MacSpec("bf16", "fp16", b="fp16", rounding="stochastic"), "normal", 3),       # 8 + 11
+    (MacSpec("fp8_e4m3", "e5m17", rounding="stochastic"), "normal", 3),           # 18 accumulator bits
+    (MacSpec("fp32", "fp32", rounding="stochastic"), "normal", 3),       # 48 product bits
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", order="pairwise"), "normal", 0),
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", product="fp16"), "normal", 0),
+    (MacSpec("fp8_e4m3", "e8m0", rounding="stochastic"), "normal", 0),   # no mantissa bit, no subnormals
+    (MacSpec("fp8_e4m3", "e9m10", rounding="stochastic"), "normal", 3),  # not a float32 format
+    (MacSpec("fp8_e4m3", "fixed16.8", rounding="stochastic"), "normal", 3),
+    (MacSpec("fp8_e4m3", "fp16", rounding="nearest"), "normal", 4),
+])
+def test_gate(rng, spec, data, want):
+    spec = as_spec(spec)
+    a, b = rng.standard_normal((4, 40)), rng.standard_normal((40, 3))
+    if data in ("nan", "inf"):
+        a[1, 2] = np.nan if data == "nan" else -np.inf
+    elif data == "huge":
+        a[0, 0] = 2.0 ** 70
+    A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
+    if data == "huge":
+        A[0, 0] = 2.0 ** 70  # a value the gate must refuse whatever the format did to it
+    assert ops._paths(spec, A, B) == (False, want)
+
+
+def _edge_problems(rng, K):
+    """(name, a, b) on the fp8 e4m3 grid: ordinary; a running sum overflowing the accumulator;
+    sums below binary16's smallest subnormal; exact cancellation (signed zeros); a big first term
+    with small products (every add rounds)."""
+    out = [("normal", _operands(rng, (5, K)), _operands(rng, (K, 9)))]
+    a = np.full((3, K), 240.0)
+    b = np.full((K, 4), 224.0)
+    b[:, 1] = -224.0
+    b[1::2, 2] = -224.0
+    out.append(("overflow", a, b))
+    out.append(("tiny", _operands(rng, (4, K), 2.0 ** -8), _operands(rng, (K, 5), 2.0 ** -8)))
+    a = _operands(rng, (2, K))
+    a[:, 1::2] = -a[:, 0::2][:, : K // 2] if K > 1 else a[:, 1::2]
+    b = np.ones((K, 3))
+    b[:, 1] = -1.0
+    out.append(("cancel", a, b))
+    a = _operands(rng, (3, K), 0.05)
+    a[:, 0] = 448.0
+    b = _operands(rng, (K, 6), 0.5)
+    b[0] = 64.0
+    out.append(("big first", a, b))
+    return out
+
+
+@pytest.mark.parametrize("acc,overflow,rbits", [("fp16", None, None), ("fp16", "saturate", 5), ("bf16", None, 25),
+                                                ("fp16", None, 24), ("fp8_e5m2", None, None)])
+@pytest.mark.parametrize("K", [1, 2, 7, 64, 301])
+def test_matmul_lane_equals_reference(rng, acc, overflow, rbits, K):
+    spec = MacSpec("fp8_e4m3", acc, fma=True, rounding="stochastic", overflow=overflow, rand_bits=rbits)
+    for name, a, b in _edge_problems(rng, K):
+        A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
+        assert ops._paths(spec, A, B) == (False, 6), name
+        got, gs = kernels.matmul(a, b, spec, seed=7, offset=3, stats=True)
+        want, ws = R.ref_matmul(a, b, spec, seed=7, offset=3, stats=True)
+        assert got.dtype == want.dtype
+        assert same_values(got, want).all(), (name, got, want)
+        assert (gs.saturated, gs.overflowed, gs.invalid) == (ws.saturated, ws.overflowed, ws.invalid), name
+        if name == "overflow" and acc == "fp16" and K > 1:
+            assert (gs.saturated if overflow == "saturate" else gs.overflowed) > 0
+
+
+def test_convolutions_on_the_lane_equal_reference(rng):
+    spec = MacSpec("fp8_e4m3", "fp16", fma=True, rounding="stochastic", out="fp8_e4m3")
+    x = _operands(rng, (2, 9, 8, 5), 4.0)
+    w = _operands(rng, (3, 3, 5, 7), 2.0)
+    wd = _operands(rng, (3, 2, 5, 2), 2.0)
+    X, W = ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)
+    assert ops._paths(spec, X, W) == (False, 6)
+    for pad in ("same", "valid"):
+        for stride in (1, (2, 1)):
+            kw = dict(stride=stride, padding=pad, seed=11, offset=5)
+            assert same_values(kernels.conv2d(x, w, spec, **kw), R.ref_conv2d(x, w, spec, **kw)).all()
+            assert same_values(kernels.depthwise_conv2d(x, wd, spec, **kw),
+                               R.ref_depthwise_conv2d(x, wd, spec, **kw)).all()
