@@ -1283,11 +1283,18 @@ def conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0, stats=Fal
     return (out, _evc_to_stats(evc)) if stats else out
 
 
+#: im2col bytes per GEMM of the exact conv path. bench/mac.py, int8 convs together, runs alternated:
+#: 1 MB 0.45-0.48x numpy (3 runs), 2 MB 0.52-0.59x (5 runs), 4 MB 0.54x (2 runs); 1 MB was 32 -> 41 GMAC/s
+#: over one unblocked GEMM on conv2.
+_IM2COL_BYTES = 2 ** 21
+
+
 def _conv_exact(X, Wq, sh, sw, OH, OW, pt, pl, dt):
     """Exact sums of a convolution with BLAS (im2col in blocks of images).
 
-    Each block's im2col matrix (about 1 MB, so it stays in cache for the GEMM) and GEMM result are
-    written into buffers allocated once per call: fresh allocations per block cost page faults."""
+    Each block's im2col matrix (about :data:`_IM2COL_BYTES`, so it stays in cache for the GEMM) and
+    GEMM result are written into buffers allocated once per call: fresh allocations per block cost
+    page faults."""
     n, H, W, Cin = X.shape
     kh, kw, _, Cout = Wq.shape
     K = kh * kw * Cin
@@ -1299,7 +1306,7 @@ def _conv_exact(X, Wq, sh, sw, OH, OW, pt, pl, dt):
     if out.size == 0:
         return out
     per_img = OH * OW * K * np.dtype(dt).itemsize
-    step = min(n, max(1, int(2 ** 20 // max(per_img, 1))))  # ~1 MB of im2col per GEMM: cache-resident (bench: 32 -> 41 GMAC/s)
+    step = min(n, max(1, int(_IM2COL_BYTES // max(per_img, 1))))
     cols = np.empty((step, OH, OW, kh, kw, Cin), dtype=dt)
     sums = np.empty((step * OH * OW, Cout), dtype=dt)
     s = Xp.strides

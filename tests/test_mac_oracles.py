@@ -208,6 +208,24 @@ def test_int8_int32_exact(impl, rng):
     assert st.wrapped == 0 and st.saturated == 0
 
 
+@pytest.mark.parametrize("block_bytes", [1, 30_000, 2 ** 21])  # one image per block, uneven blocks, one block
+@pytest.mark.parametrize("stride,padding", [(1, "same"), (2, "valid"), ((1, 2), "same")])
+@pytest.mark.parametrize("cin", [5, 120])  # K * 128**2 below 2**24 (float32 GEMM) and above (float64)
+def test_int8_int32_conv_exact_in_blocks(rng, monkeypatch, block_bytes, stride, padding, cin):
+    """The exact BLAS conv path (im2col in blocks of images, buffers reused across blocks) against
+    TensorFlow's float64 convolution of the same integers (exact: |sums| < 2**53)."""
+    from kernels import ops
+    monkeypatch.setattr(ops, "_IM2COL_BYTES", block_bytes)
+    x = rng.integers(-128, 128, size=(5, 7, 6, cin))
+    w = rng.integers(-128, 128, size=(3, 3, cin, 4))
+    x[0] = -128
+    w[..., 0] = -128
+    want = tf.nn.conv2d(x.astype(np.float64), w.astype(np.float64), strides=stride, padding=padding.upper()).numpy()
+    got = kernels.conv2d(x.astype(np.int8), w.astype(np.int8), "int8_int32", stride=stride, padding=padding)
+    assert np.array_equal(got, want)
+    assert (np.abs(want).max() >= 2 ** 24) == (cin == 120)
+
+
 def _wrapping_loop(a, b, bits):
     """Sequential two's-complement accumulation in int64 with a wrap after every addition, and the
     number of additions that wrapped."""
