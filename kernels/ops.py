@@ -22,7 +22,7 @@ value of the accumulator format (the fp8 presets): the sum is done in float32 an
 to the 16-bit format (F16C's conversion pair, or an integer trick for bfloat16), which equals one
 rounding of the exact sum by Figueroa's double-rounding theorem (:func:`_half_lane` states the
 conditions; the gate checks them on the formats and the data). Stochastic rounding into a float
-accumulator also runs in float32 lanes when the operands' products are exact in float32
+or fixed-point accumulator also runs in float32 lanes when the operands' products are exact in float32
 (:func:`_lane_stoch32`, gated by :func:`_stoch32_lane`): same random words, same decisions.
 
 Fast exact path: integer / fixed operands with a fixed-point accumulator whose grid holds every
@@ -185,9 +185,12 @@ _F2P24 = np.float32(2.0 ** 24)
 
 
 @njit(cache=True, inline="always")
-def _lane_stoch32(x, y, w, man, emin, maxval, negzero, sh, uscale, grid):
-    """Stochastic rounding of the exact sum ``x + y`` (float32 values) into a float format whose values
-    float32 holds, in float32 arithmetic; ``w`` is the 32-bit random word (uint64).
+def _lane_stoch32(x, y, w, qfix, man, emin, minval, maxval, negzero, sh, uscale, grid):
+    """Stochastic rounding of the exact sum ``x + y`` (float32 values) into a float or fixed-point
+    format whose values float32 holds, in float32 arithmetic; ``w`` is the 32-bit random word (uint64).
+    Float formats: ``qfix`` False, quanta from ``man`` / ``emin``; fixed point: ``qfix`` the exponent of
+    the one quantum (``-frac``, as an int; else a value below -126), ``negzero`` False. The result must
+    lie in [minval, maxval].
 
     The format's rule (:func:`_lane_float`, ``rbits = r`` random bits) rounds the magnitude up exactly
     when ``f >= 1 - W * 2**-r``, where ``f`` in [0, 1) is the dropped fraction of a quantum and ``W =
@@ -199,14 +202,17 @@ def _lane_stoch32(x, y, w, man, emin, maxval, negzero, sh, uscale, grid):
     comparison is the same with the top 24 bits of the word (``sh = 32 - min(r, 24)``, ``uscale =
     2**-min(r, 24)``, ``grid = r > 24``).
 
+    The fixed-point rule of the float64 lanes (:func:`_lane_fixed`: ``floor(f * 2**r) + W >= 2**r``
+    on ``|x + y| * 2**frac``) is the same comparison with the constant quantum.
+
     Returns (value, ok): ok is False when the scalar core must redo the lane: an inexact float32 sum,
-    a non-finite sum, a result above ``maxval``, a quantum below float32's normal range, or (grid) a
-    fraction with bits below 2**-24."""
+    a non-finite sum, a result outside [minval, maxval], a quantum below float32's normal range, or
+    (grid) a fraction with bits below 2**-24."""
     t = x + y
     bb = t - x
     e = (x - (t - bb)) + (y - bb)
     at = abs(t)
-    qe = max(np.int64(f32_bits(at) >> np.uint32(23)) - 127, emin) - man
+    qe = max(np.int64(f32_bits(at) >> np.uint32(23)) - 127, emin) - man if qfix < -126 else qfix
     qc = max(qe, np.int64(-126))
     q = bits_f32(np.uint32((qc + 127) << 23))
     iq = bits_f32(np.uint32((127 - qc) << 23))
@@ -216,9 +222,9 @@ def _lane_stoch32(x, y, w, man, emin, maxval, negzero, sh, uscale, grid):
     u = np.float32(w >> sh) * uscale
     r = (n + _F1 if f >= _F1 - u else n) * q
     g24 = f * _F2P24
-    ok = (e == _F0) & ((t - t) == _F0) & (r <= maxval) & ((qe >= -126) | (at == _F0)) \
-        & ((not grid) | (g24 == np.floor(g24)))
     res = np.float32(np.copysign(r, t))
+    ok = (e == _F0) & ((t - t) == _F0) & (res <= maxval) & (res >= minval) & ((qe >= -126) | (at == _F0)) \
+        & ((not grid) | (g24 == np.floor(g24)))
     if not negzero and res == _F0:
         res = _F0
     return res, ok
@@ -417,13 +423,24 @@ def _row(K, N, get_a, a_row, a_lanes, B, B32, e0, out_row, wk, ok, occupied, idx
             acc[j] = acc32[j]
         K = 0
     elif fused == 6:
-        # stochastic rounding into a float accumulator in float32 lanes (see _stoch32_lane): the same
-        # random word per (output, k) as the float64 lanes; a lane _lane_stoch32 cannot decide keeps
-        # its old accumulator value and is redone in float64 by the scalar core after the pass
-        man = ipA[1]
-        emin = ipA[2]
-        maxval = np.float32(fpA[0])
-        negzero = (ipA[4] & C.F_NEGZERO) != 0
+        # stochastic rounding into a float or fixed-point accumulator in float32 lanes (see
+        # _stoch32_lane): the same random word per (output, k) as the float64 lanes; a lane
+        # _lane_stoch32 cannot decide keeps its old accumulator value and is redone in float64 by the
+        # scalar core after the pass
+        if ipA[0] == C.K_FLOAT:
+            qfix = np.int64(-1000)
+            man = ipA[1]
+            emin = ipA[2]
+            maxval = np.float32(fpA[0])
+            minval = -maxval
+            negzero = (ipA[4] & C.F_NEGZERO) != 0
+        else:
+            qfix = -ipA[3]
+            man = np.int64(0)
+            emin = np.int64(0)
+            maxval = np.float32(ipA[7] * C.pow2(-ipA[3]))
+            minval = np.float32(ipA[6] * C.pow2(-ipA[3]))
+            negzero = False
         sh, uscale, grid = _stoch32_params(rbits)
         for j in range(N):
             acc32[j] = 0.0
@@ -435,7 +452,8 @@ def _row(K, N, get_a, a_row, a_lanes, B, B32, e0, out_row, wk, ok, occupied, idx
                 for j in range(N):
                     x = acc32[j]
                     w = lane_word(base, j)  # = rand32(key, _counter(e0 + j, 1, k))
-                    r, g = _lane_stoch32(x, ak * B32[k, j], w, man, emin, maxval, negzero, sh, uscale, grid)
+                    r, g = _lane_stoch32(x, ak * B32[k, j], w, qfix, man, emin, minval, maxval, negzero, sh, uscale,
+                                         grid)
                     acc32[j] = r if g else x
                     ok[j] = g
                     bad |= not g
@@ -443,8 +461,8 @@ def _row(K, N, get_a, a_row, a_lanes, B, B32, e0, out_row, wk, ok, occupied, idx
                 for j in range(N):
                     x = acc32[j]
                     w = lane_word(base, j)
-                    r, g = _lane_stoch32(x, np.float32(a_lanes[k, j]) * B32[k, j], w, man, emin, maxval, negzero,
-                                         sh, uscale, grid)
+                    r, g = _lane_stoch32(x, np.float32(a_lanes[k, j]) * B32[k, j], w, qfix, man, emin, minval,
+                                         maxval, negzero, sh, uscale, grid)
                     acc32[j] = r if g else x
                     ok[j] = g
                     bad |= not g
@@ -1011,7 +1029,7 @@ def _paths(spec: MacSpec, A, B, stats=False):
     even into a format with mantissa bits (the magic-constant lane, :func:`_lane_nearest`); 3: sequential
     order, no product rounding, stochastic rounding or a fixed-point accumulator; 4 / 5: binary16 /
     bfloat16 accumulator lanes in float32 (:func:`_half_lane`); 6: stochastic rounding into a float
-    accumulator in float32 lanes (:func:`_stoch32_lane`)."""
+    or fixed-point accumulator in float32 lanes (:func:`_stoch32_lane`)."""
     seq = spec.order == "sequential" and spec.product is None
     det = spec.accum_rounding != "stochastic"
     native = False
@@ -1087,7 +1105,8 @@ def _stoch32_lane(spec: MacSpec, A, B):
     exact products (no product format) of operands whose precisions add up to at most 16 bits, every
     nonzero operand magnitude in [2**-60, 2**60] (so each product is exact in float32; NaN / inf
     operands fail), and a float accumulator the branch-free lanes handle (subnormals, signed, a zero)
-    whose values float32 holds, with 2 to 16 bits of precision and quanta up to 2**126. The lane
+    whose values float32 holds, with 2 to 16 bits of precision and quanta up to 2**126, or a signed
+    fixed-point accumulator of at most 16 bits with a quantum in [2**-126, 2**126]. The lane
     checks the rest per addition (exact float32 sum, no overflow) and hands those lanes back to the
     scalar core. The precision limits are for speed, not exactness: the float32 sum of the accumulator
     and a product is exact while it spans at most 24 bits, so with 16-bit products a term 2**8 times
@@ -1096,11 +1115,14 @@ def _stoch32_lane(spec: MacSpec, A, B):
     acc = spec.accum
     if spec.order != "sequential" or spec.product is not None or spec.accum_rounding != "stochastic":
         return False
-    if not (isinstance(acc, FloatFormat) and acc.fits_float32 and acc.man >= 1 and acc.emax - acc.man <= 126
-            and _stage_params(acc, "stochastic", None, 32)[4]):
-        return False
     from .mac import precision_bits
-    if precision_bits(spec.a) + precision_bits(spec.b) > 16 or acc.man + 1 > 16:
+    if isinstance(acc, FloatFormat):
+        if not (acc.fits_float32 and acc.man >= 1 and acc.emax - acc.man <= 126
+                and _stage_params(acc, "stochastic", None, 32)[4]):
+            return False
+    elif not (isinstance(acc, FixedFormat) and acc.signed and -126 <= acc.frac <= 126):
+        return False
+    if precision_bits(spec.a) + precision_bits(spec.b) > 16 or precision_bits(acc) > 16:
         return False  # exact in float32 only while the sum spans <= 24 bits: wider terms fall back too often
     return _in_safe_range(A) and _in_safe_range(B)
 

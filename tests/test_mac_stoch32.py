@@ -16,7 +16,7 @@ from numba import njit
 import kernels
 from kernels import ops
 from kernels import reference as R
-from kernels.formats import parse_format
+from kernels.formats import FixedFormat, FloatFormat, parse_format
 from kernels.mac import MacSpec, as_spec
 from kernels.rng import lane_word, make_key, rand32, stream_base
 
@@ -24,10 +24,10 @@ from conftest import same_values
 
 
 @njit(cache=False)  # Numba's cache would not see a change in the inlined lane (another module)
-def _run_lane(x, y, w, man, emin, maxval, negzero, rbits, out, ok):
+def _run_lane(x, y, w, qfix, man, emin, minval, maxval, negzero, rbits, out, ok):
     sh, uscale, grid = ops._stoch32_params(rbits)
     for i in range(x.size):
-        r, g = ops._lane_stoch32(x[i], y[i], w[i], man, emin, maxval, negzero, sh, uscale, grid)
+        r, g = ops._lane_stoch32(x[i], y[i], w[i], qfix, man, emin, minval, maxval, negzero, sh, uscale, grid)
         out[i] = r
         ok[i] = g
 
@@ -36,20 +36,32 @@ def _exact(t, fmt, w, r):
     """Stochastic rounding of the exact float64 values ``t`` into ``fmt`` (no overflow handling), as
     the module docstring of kernels.quantize states it: with quantum q of t's binade, ``v = |t| / q``,
     n = floor(v), f = v - n, round up when ``floor(f * 2**r) + (w >> (32 - r)) >= 2**r``."""
-    _, ex = np.frexp(np.abs(t))
-    qe = np.maximum(ex - 1, fmt.emin) - fmt.man
+    if isinstance(fmt, FixedFormat):
+        qe = np.full(t.shape, -fmt.frac)
+    else:
+        _, ex = np.frexp(np.abs(t))
+        qe = np.maximum(ex - 1, fmt.emin) - fmt.man
     v = np.ldexp(np.abs(t), -qe)
     n = np.floor(v)
     F = np.floor(np.ldexp(v - n, r)).astype(np.uint64)
     up = F + (w >> np.uint64(32 - r)) >= np.uint64(1 << r)
     res = np.copysign(np.ldexp(n + up, qe), t)
-    if not fmt.has_negative_zero:
+    if isinstance(fmt, FixedFormat) or not fmt.has_negative_zero:
         res = res + 0.0
     return res, qe, v - n
 
 
+def _lo(fmt):
+    return fmt.min if isinstance(fmt, FixedFormat) else -fmt.max
+
+
 def _format_values(rng, fmt, n):
     """Values of ``fmt`` over its binades, subnormals and zeros included, both signs."""
+    if isinstance(fmt, FixedFormat):
+        codes = np.round(np.ldexp(rng.random(n), rng.integers(0, fmt.bits, n))) * rng.choice([-1, 1], n)
+        v = np.ldexp(np.clip(codes, fmt.qmin, fmt.qmax), -fmt.frac)
+        v[rng.random(n) < 0.02] = 0.0
+        return v
     mag = np.ldexp(rng.random(n) + 0.5, rng.integers(fmt.emin - fmt.man - 2, fmt.emax + 1, n))
     v = kernels.quantize(np.copysign(mag, rng.standard_normal(n)), fmt, overflow="saturate").astype(np.float64)
     v[rng.random(n) < 0.02] = 0.0
@@ -57,7 +69,8 @@ def _format_values(rng, fmt, n):
     return v
 
 
-@pytest.mark.parametrize("acc", ["fp16", "bf16", "fp8_e5m2", "e6m9", "float8_e5m2fnuz"])
+@pytest.mark.parametrize("acc", ["fp16", "bf16", "fp8_e5m2", "e6m9", "float8_e5m2fnuz", "fixed16.6", "fixed12.11",
+                                 "int8", "fixed16.-3"])
 @pytest.mark.parametrize("r", [1, 8, 24, 25, 32])
 def test_lane_equals_the_exact_statement(rng, acc, r):
     fmt = parse_format(acc)
@@ -94,7 +107,11 @@ def test_lane_equals_the_exact_statement(rng, acc, r):
     ok = np.empty(n, np.bool_)
     with np.errstate(over="ignore"):
         x32, y32 = x.astype(np.float32), y.astype(np.float32)
-    _run_lane(x32, y32, w, fmt.man, fmt.emin, np.float32(fmt.max), fmt.has_negative_zero, r, out, ok)
+    if isinstance(fmt, FixedFormat):
+        params = (-fmt.frac, 0, 0, np.float32(fmt.min), np.float32(fmt.max), False)
+    else:
+        params = (-1000, fmt.man, fmt.emin, np.float32(-fmt.max), np.float32(fmt.max), fmt.has_negative_zero)
+    _run_lane(x32, y32, w, *params, r, out, ok)
 
     t = x + y
     bb = t - x
@@ -103,19 +120,19 @@ def test_lane_equals_the_exact_statement(rng, acc, r):
         t32 = (x32 + y32).astype(np.float64)
     want, qe, f = _exact(t, fmt, w, r)
     # the lane decides exactly these; every other lane goes to the scalar core
-    decides = (exact & (t32 == t) & np.isfinite(t32) & (np.abs(want) <= fmt.max) & ((qe >= -126) | (t == 0))
+    decides = (exact & (t32 == t) & np.isfinite(t32) & (want <= fmt.max) & (want >= _lo(fmt)) & ((qe >= -126) | (t == 0))
                & ((r <= 24) | (np.ldexp(f, 24) == np.floor(np.ldexp(f, 24)))))
     assert np.array_equal(ok, decides), np.flatnonzero(ok != decides)[:5]
     assert decides.mean() > 0.5  # the data reach the lane's common case, not only its exits
     # ... and each of its exits
-    assert (exact & (t32 != t)).any() and (~exact).any() and (np.abs(want) > fmt.max).any()
-    if fmt.emin - fmt.man < -126:
+    assert (exact & (t32 != t)).any() and (~exact).any() and ((want > fmt.max) | (want < _lo(fmt))).any()
+    if isinstance(fmt, FloatFormat) and fmt.emin - fmt.man < -126:
         assert ((qe < -126) & (t != 0) & (t32 == t)).any()
-    if r > 24 and fmt.emin - fmt.man - 24 >= -149:  # float32 holds fractions of the smallest quantum
+    if r > 24 and (isinstance(fmt, FixedFormat) or fmt.emin - fmt.man - 24 >= -149):  # float32 holds such fractions
         assert ((np.ldexp(f, 24) != np.floor(np.ldexp(f, 24))) & (t32 == t)).any()
     wrong = ok & ~same_values(out, want)
     assert not wrong.any(), [(x[i], y[i], w[i], out[i], want[i]) for i in np.flatnonzero(wrong)[:4]]
-    if not fmt.has_negative_zero:
+    if isinstance(fmt, FixedFormat) or not fmt.has_negative_zero:
         assert not np.signbit(out[ok & (out == 0)]).any()
 
 
@@ -154,7 +171,9 @@ def _operands(rng, shape, scale=1.0):
     (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", product="fp16"), "normal", 0),
     (MacSpec("fp8_e4m3", "e8m0", rounding="stochastic"), "normal", 0),   # no mantissa bit, no subnormals
     (MacSpec("fp8_e4m3", "e9m10", rounding="stochastic"), "normal", 3),  # not a float32 format
-    (MacSpec("fp8_e4m3", "fixed16.8", rounding="stochastic"), "normal", 3),
+    (MacSpec("fp8_e4m3", "fixed16.8", rounding="stochastic"), "normal", 6),
+    (MacSpec("fp8_e4m3", "fixed16.4", rounding="stochastic", overflow="wrap"), "normal", 6),
+    (MacSpec("fp8_e4m3", "fixed32.16", rounding="stochastic"), "normal", 3),   # 31 accumulator bits
     (MacSpec("fp8_e4m3", "fp16", rounding="nearest"), "normal", 4),
 ])
 def test_gate(rng, spec, data, want):
@@ -195,7 +214,8 @@ def _edge_problems(rng, K):
 
 
 @pytest.mark.parametrize("acc,overflow,rbits", [("fp16", None, None), ("fp16", "saturate", 5), ("bf16", None, 25),
-                                                ("fp16", None, 24), ("fp8_e5m2", None, None)])
+                                                ("fp16", None, 24), ("fp8_e5m2", None, None), ("fixed16.6", None, None),
+                                                ("fixed16.4", "wrap", 9), ("fixed12.11", None, 32)])
 @pytest.mark.parametrize("K", [1, 2, 7, 64, 301])
 def test_matmul_lane_equals_reference(rng, acc, overflow, rbits, K):
     spec = MacSpec("fp8_e4m3", acc, fma=True, rounding="stochastic", overflow=overflow, rand_bits=rbits)
@@ -206,9 +226,11 @@ def test_matmul_lane_equals_reference(rng, acc, overflow, rbits, K):
         want, ws = R.ref_matmul(a, b, spec, seed=7, offset=3, stats=True)
         assert got.dtype == want.dtype
         assert same_values(got, want).all(), (name, got, want)
-        assert (gs.saturated, gs.overflowed, gs.invalid) == (ws.saturated, ws.overflowed, ws.invalid), name
-        if name == "overflow" and acc == "fp16" and K > 1:
-            assert (gs.saturated if overflow == "saturate" else gs.overflowed) > 0
+        assert [getattr(gs, f) for f in ("saturated", "wrapped", "overflowed", "invalid")] == \
+            [getattr(ws, f) for f in ("saturated", "wrapped", "overflowed", "invalid")], name
+        if name == "overflow" and acc in ("fp16", "fixed16.6", "fixed16.4") and K > 1:
+            assert (gs.wrapped if overflow == "wrap" else gs.overflowed if acc == "fp16" and overflow is None
+                    else gs.saturated) > 0
 
 
 def test_convolutions_on_the_lane_equal_reference(rng):
