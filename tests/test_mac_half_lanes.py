@@ -19,6 +19,7 @@ from kernels import reference as R
 from kernels._half import HAVE_F16C, round_bf16, round_f16
 from kernels.mac import MacSpec, as_spec
 
+from _macedges import edge_problems, fp8_grid
 from conftest import same_values
 
 
@@ -87,10 +88,6 @@ def test_double_rounding_through_float32_is_innocuous_for_bfloat16(rng):
     assert same_values(via32, exact).all()
 
 
-def _fp8_grid(rng, shape, scale=1.0):
-    return kernels.quantize(rng.standard_normal(shape) * scale, "fp8_e4m3").astype(np.float64)
-
-
 @pytest.mark.parametrize("spec,data,want", [
     ("fp8_e4m3_fp16", "normal", 4),
     (MacSpec("fp8_e4m3", "bf16"), "normal", 5),
@@ -129,36 +126,12 @@ def test_gate(rng, spec, data, want):
     assert ops._paths(spec, A, B, stats=True)[1] not in (4, 5)  # counters: the scalar core's events
 
 
-def _edge_problems(rng, K):
-    """(name, a, b) for fp8 e4m3 operands: ordinary; overflow to inf of the running sum; sums in
-    binary16's subnormal range; exact cancellation (signed zeros); a big accumulator with small
-    products (every add rounds, ties included)."""
-    out = [("normal", _fp8_grid(rng, (5, K)), _fp8_grid(rng, (K, 9)))]
-    a = np.full((3, K), 240.0)
-    b = np.full((K, 4), 224.0)  # 53760 per product: the second add overflows
-    b[:, 1] = -224.0
-    b[1::2, 2] = -224.0         # alternating signs: never overflows, returns to 0
-    out.append(("overflow", a, b))
-    out.append(("subnormal", _fp8_grid(rng, (4, K), 2.0 ** -7), _fp8_grid(rng, (K, 5), 2.0 ** -7)))
-    a = _fp8_grid(rng, (2, K))
-    a[:, 1::2] = -a[:, 0::2][:, : K // 2] if K > 1 else a[:, 1::2]
-    b = np.ones((K, 3))
-    b[:, 1] = -1.0
-    out.append(("cancel", a, b))
-    a = _fp8_grid(rng, (3, K), 0.05)
-    a[:, 0] = 448.0
-    b = _fp8_grid(rng, (K, 6), 0.5)
-    b[0] = 64.0
-    out.append(("ties", a, b))
-    return out
-
-
 @pytest.mark.parametrize("acc", ["fp16", "bf16"])
 @pytest.mark.parametrize("K", [1, 3, 4, 7, 64, 301])
 @pytest.mark.parametrize("N", [6, 200])  # four-k passes up to 128 lanes, one k per pass above
 def test_matmul_lanes_equal_reference(rng, acc, K, N):
     spec = MacSpec("fp8_e4m3", acc, fma=True)
-    for name, a, b in _edge_problems(rng, K):
+    for name, a, b in edge_problems(rng, K):
         b = np.tile(b, (1, -(-N // b.shape[1])))[:, :N]
         A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
         assert ops._paths(spec, A, B)[1] == (4 if acc == "fp16" else 5), name
@@ -170,9 +143,9 @@ def test_matmul_lanes_equal_reference(rng, acc, K, N):
 @pytest.mark.parametrize("acc", ["fp16", "bf16"])
 def test_convolutions_on_the_lanes_equal_reference(rng, acc):
     spec = MacSpec("fp8_e4m3", acc, fma=True, out="fp8_e4m3")
-    x = _fp8_grid(rng, (2, 9, 8, 5), 4.0)
-    w = _fp8_grid(rng, (3, 3, 5, 7), 2.0)
-    wd = _fp8_grid(rng, (3, 2, 5, 2), 2.0)
+    x = fp8_grid(rng, (2, 9, 8, 5), 4.0)
+    w = fp8_grid(rng, (3, 3, 5, 7), 2.0)
+    wd = fp8_grid(rng, (3, 2, 5, 2), 2.0)
     X, W = ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)
     assert ops._paths(spec, X, W)[1] == (4 if acc == "fp16" else 5)
     for pad in ("same", "valid"):
@@ -186,7 +159,7 @@ def test_convolutions_on_the_lanes_equal_reference(rng, acc):
 def test_without_f16c_binary16_takes_the_float64_lanes(rng, monkeypatch):
     """A host without F16C: the gate sends binary16 elsewhere (bfloat16 needs no instruction), and
     the result is the same."""
-    a, b = _fp8_grid(rng, (3, 50)), _fp8_grid(rng, (50, 4))
+    a, b = fp8_grid(rng, (3, 50)), fp8_grid(rng, (50, 4))
     want = kernels.matmul(a, b, "fp8_e4m3_fp16")
     monkeypatch.setattr(ops, "HAVE_F16C", False)
     spec = as_spec("fp8_e4m3_fp16")

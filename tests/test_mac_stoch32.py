@@ -20,6 +20,7 @@ from kernels.formats import FixedFormat, FloatFormat, parse_format
 from kernels.mac import MacSpec, as_spec
 from kernels.rng import lane_word, make_key, rand32, stream_base
 
+from _macedges import edge_problems, fp8_grid
 from conftest import same_values
 
 
@@ -147,10 +148,6 @@ def test_lane_words_are_rand32_of_the_mac_counters(rng):
         assert lane_word(np.uint64(stream_base(key, np.uint64(c0))), j) == rand32(key, np.uint64(cj))
 
 
-def _operands(rng, shape, scale=1.0):
-    return kernels.quantize(rng.standard_normal(shape) * scale, "fp8_e4m3").astype(np.float64)
-
-
 @pytest.mark.parametrize("spec,data,want", [
     (MacSpec("fp8_e4m3", "fp16", fma=True, rounding="stochastic"), "normal", 6),
     (MacSpec("fp8_e4m3", "bf16", rounding="stochastic"), "normal", 6),
@@ -189,37 +186,13 @@ def test_gate(rng, spec, data, want):
     assert ops._paths(spec, A, B) == (False, want)
 
 
-def _edge_problems(rng, K):
-    """(name, a, b) on the fp8 e4m3 grid: ordinary; a running sum overflowing the accumulator;
-    sums below binary16's smallest subnormal; exact cancellation (signed zeros); a big first term
-    with small products (every add rounds)."""
-    out = [("normal", _operands(rng, (5, K)), _operands(rng, (K, 9)))]
-    a = np.full((3, K), 240.0)
-    b = np.full((K, 4), 224.0)
-    b[:, 1] = -224.0
-    b[1::2, 2] = -224.0
-    out.append(("overflow", a, b))
-    out.append(("tiny", _operands(rng, (4, K), 2.0 ** -8), _operands(rng, (K, 5), 2.0 ** -8)))
-    a = _operands(rng, (2, K))
-    a[:, 1::2] = -a[:, 0::2][:, : K // 2] if K > 1 else a[:, 1::2]
-    b = np.ones((K, 3))
-    b[:, 1] = -1.0
-    out.append(("cancel", a, b))
-    a = _operands(rng, (3, K), 0.05)
-    a[:, 0] = 448.0
-    b = _operands(rng, (K, 6), 0.5)
-    b[0] = 64.0
-    out.append(("big first", a, b))
-    return out
-
-
 @pytest.mark.parametrize("acc,overflow,rbits", [("fp16", None, None), ("fp16", "saturate", 5), ("bf16", None, 25),
                                                 ("fp16", None, 24), ("fp8_e5m2", None, None), ("fixed16.6", None, None),
                                                 ("fixed16.4", "wrap", 9), ("fixed12.11", None, 32)])
 @pytest.mark.parametrize("K", [1, 2, 7, 64, 301])
 def test_matmul_lane_equals_reference(rng, acc, overflow, rbits, K):
     spec = MacSpec("fp8_e4m3", acc, fma=True, rounding="stochastic", overflow=overflow, rand_bits=rbits)
-    for name, a, b in _edge_problems(rng, K):
+    for name, a, b in edge_problems(rng, K):
         A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
         assert ops._paths(spec, A, B) == (False, 6), name
         got, gs = kernels.matmul(a, b, spec, seed=7, offset=3, stats=True)
@@ -235,9 +208,9 @@ def test_matmul_lane_equals_reference(rng, acc, overflow, rbits, K):
 
 def test_convolutions_on_the_lane_equal_reference(rng):
     spec = MacSpec("fp8_e4m3", "fp16", fma=True, rounding="stochastic", out="fp8_e4m3")
-    x = _operands(rng, (2, 9, 8, 5), 4.0)
-    w = _operands(rng, (3, 3, 5, 7), 2.0)
-    wd = _operands(rng, (3, 2, 5, 2), 2.0)
+    x = fp8_grid(rng, (2, 9, 8, 5), 4.0)
+    w = fp8_grid(rng, (3, 3, 5, 7), 2.0)
+    wd = fp8_grid(rng, (3, 2, 5, 2), 2.0)
     X, W = ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)
     assert ops._paths(spec, X, W) == (False, 6)
     for pad in ("same", "valid"):
