@@ -188,9 +188,9 @@ _F2P24 = np.float32(2.0 ** 24)
 def _lane_stoch32(x, y, w, qfix, man, emin, minval, maxval, negzero, sh, uscale, grid):
     """Stochastic rounding of the exact sum ``x + y`` (float32 values) into a float or fixed-point
     format whose values float32 holds, in float32 arithmetic; ``w`` is the 32-bit random word (uint64).
-    Float formats: ``qfix`` False, quanta from ``man`` / ``emin``; fixed point: ``qfix`` the exponent of
-    the one quantum (``-frac``, as an int; else a value below -126), ``negzero`` False. The result must
-    lie in [minval, maxval].
+    Float formats: ``qfix`` any int below -126, quanta from ``man`` / ``emin``; fixed point: ``qfix`` the
+    exponent of its one quantum (``-frac``, in [-126, 126]), ``negzero`` False. The result must lie in
+    [minval, maxval].
 
     The format's rule (:func:`_lane_float`, ``rbits = r`` random bits) rounds the magnitude up exactly
     when ``f >= 1 - W * 2**-r``, where ``f`` in [0, 1) is the dropped fraction of a quantum and ``W =

@@ -39,10 +39,11 @@ def mix64(z):
 @njit(cache=True, inline="always")
 def rand32(key, counter):
     """The 32-bit random word at ``counter`` of the stream ``key`` (both uint64), as uint64."""
-    return mix64(key + (counter + _ONE) * GAMMA) >> _S32
+    return mix64(stream_base(key, counter)) >> _S32
 
 
-#: ``rand32(key, c + j * LANE)`` for the MAC kernels' lanes: their counters step by ``4 << 32`` per output
+#: ``(4 << 32) * GAMMA`` (mod 2**64): the step of :func:`stream_base` between MAC lanes, whose counters
+#: step by ``4 << 32`` per output (kernels.ops._counter)
 LANE_GAMMA = np.uint64(((4 << 32) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
 
 

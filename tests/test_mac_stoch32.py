@@ -1,12 +1,12 @@
-"""Stochastic rounding into a float accumulator in float32 lanes (``kernels.ops`` fused 6).
+"""Stochastic rounding into a float or fixed-point accumulator in float32 lanes (``kernels.ops`` fused 6).
 
 The lane (:func:`kernels.ops._lane_stoch32`) decides ``f >= 1 - W * 2**-r`` in float32 where the
 float64 lanes add the random bits to the integer significand. These tests hold: the lane against the
 exact-integer statement of stochastic rounding (``floor(f * 2**r) + W >= 2**r``) on random pairs,
 including which lanes it must hand back to the scalar core; the counter shortcut the lane uses for
 its random words; the gate; and the kernels against the literal reference on problems built to hit
-the lane's edges (overflow to inf and saturation, cancellation to signed zeros, sums below the
-accumulator's smallest subnormal, few and many random bits), with the event counters.
+the lane's edges (overflow to inf, saturation and wrap, cancellation to signed zeros, sums in
+binary16's subnormal range, few and many random bits), with the event counters.
 """
 
 import numpy as np
