@@ -4,8 +4,13 @@ The semantics are those written in :mod:`kernels.mac` (exact products, one round
 and per addition, the accumulation order, the stochastic counter layout); :mod:`kernels.reference`
 implements them literally and the tests hold the two equal bit for bit.
 
-Implementation. Each output row (a row of the GEMM: one output pixel for convolutions) is
-computed by one thread; the N outputs of a row are independent accumulators processed together,
+Implementation. One parallel kernel serves all three ops (a matmul is the 1x1 convolution of an
+(M, 1, 1, K) input; depthwise convolutions gather per-lane operands). Each output row (a row of the
+GEMM: one output pixel for convolutions) is computed by one thread with the row function of the
+call's :class:`Path`, which :func:`_paths` picks from the spec and the data; the kernel for a path is
+compiled the first time a call takes it, so a spec never compiles the paths it does not use (a
+cold ``hwsim run`` compiles one row function, not all of them). The N outputs of a row are
+independent accumulators processed together,
 so the k loop runs sequentially per output (as the semantics require) while the inner loop over
 outputs vectorises. Every addition is done in float64 with TwoSum's error term; the common case
 (an exact float64 sum, a finite in-range result) is rounded by a branch-free bit routine, and any
@@ -33,6 +38,7 @@ or ``overflow="wrap"`` (wrapping is order-independent): the exact sums come from
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 
@@ -328,19 +334,367 @@ def _add(acc, p, n, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, t, 
     _round_lanes(s, err, acc, n, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, 1, t, ok, evc)
 
 
-@njit(cache=True)
-def _row(K, N, get_a, a_row, a_lanes, B, B32, e0, out_row, wk, ok, occupied, idx, acc32,
-         has_prod, ipP, fpP, modeP, ovfP, vecP,
-         ipA, fpA, modeA, ovfA, vecA,
-         has_out, ipO, fpO, modeO, ovfO, vecO,
-         order, chunk, key, rbits, evc, native32, fused):
-    """One GEMM row: out_row[j] = accumulate_k a_k(j) * B[k, j] per the spec.
+@njit(cache=True, inline="always")
+def _two_sum(x, y):
+    """(fl(x + y), its exact error) by Knuth's TwoSum (exact for finite, non-overflowing sums)."""
+    t = x + y
+    bb = t - x
+    return t, (x - (t - bb)) + (y - bb)
 
-    ``get_a`` 0: a_k = a_row[k] for every lane; 1: a_k(j) = a_lanes[k, j]. ``wk`` (nws, N) float64,
-    ``ok`` (N,) uint8, ``occupied`` (nlev,) bool, ``idx`` (nlev,) int64 and ``acc32`` (N,) float32
-    are the caller's scratch buffers (allocated once per block of rows, not per row). ``B32`` is B as
-    float32 for the float32 lanes (native32, fused 4 / 5, where B holds float32 values exactly), else
-    a dummy."""
+
+# ------------------------------------------------------------------------------------------------
+# kernel paths: one row function per path, one compiled kernel per (operand layout, path, output stage)
+# ------------------------------------------------------------------------------------------------
+
+class Path(enum.IntEnum):
+    """The way a MAC call computes its rows (:func:`_paths` chooses one per call, from the spec and the
+    data). Each path is its own row function, and the kernel for a path is compiled the first time a
+    call takes it (:func:`_kernel`), so a spec never pays the compile time of paths it does not use."""
+
+    #: the per-stage loop: every product and every addition through :func:`_round_lanes`; any order
+    #: (sequential, pairwise, chunked), product rounding, event counters
+    GENERIC = 0
+    #: sequential order, exact products, deterministic float accumulator the branch-free lane handles
+    #: (:func:`_lane_float`): product, TwoSum and rounding in one pass per k
+    LANE = 1
+    #: as LANE, round to nearest even into a format with mantissa bits (:func:`_lane_nearest`)
+    NEAREST = 2
+    #: sequential order, exact products, stochastic rounding into a float accumulator or any rounding
+    #: into a fixed-point one, in float64 lanes
+    FIXED_STOCH = 3
+    #: binary16 / bfloat16 accumulator, round to nearest even, in float32 lanes (:func:`_half_lane`)
+    HALF_F16 = 4
+    HALF_BF16 = 5
+    #: stochastic rounding into a float or fixed-point accumulator in float32 lanes (:func:`_stoch32_lane`)
+    STOCH32 = 6
+    #: float32 hardware arithmetic is exactly the spec (fp32 accumulator, round to nearest)
+    NATIVE32 = 7
+
+
+# the paths as plain ints: Numba prunes a branch on ``path == _NEAREST`` (a closure constant against a
+# global int) before typing, which it does not do for an enum attribute
+_GENERIC, _LANE, _NEAREST, _FIXED_STOCH, _HALF_F16, _HALF_BF16, _STOCH32, _NATIVE32 = (int(p) for p in Path)
+_FLOAT32_LANES = (Path.HALF_F16, Path.HALF_BF16, Path.STOCH32, Path.NATIVE32)
+
+
+@njit(cache=True)
+def _row_native32(K, N, get_a, a_row, a_lanes, B32, acc, acc32):
+    """NATIVE32: float32 accumulator, nearest, exact products: IEEE float32 addition is exactly
+    R_fp32(acc + p). ``get_a`` 0: a_k = a_row[k] for every lane; 1: a_k(j) = a_lanes[k, j] (so for
+    every row function). Writes the accumulators into ``acc``."""
+    for j in range(N):
+        acc32[j] = 0.0
+    for k in range(K):
+        if get_a == 0:
+            ak = np.float32(a_row[k])
+            for j in range(N):
+                acc32[j] = acc32[j] + ak * B32[k, j]
+        else:
+            for j in range(N):
+                acc32[j] = acc32[j] + np.float32(a_lanes[k, j]) * B32[k, j]
+    for j in range(N):
+        acc[j] = acc32[j]
+
+
+@njit(cache=True)
+def _row_half(K, N, get_a, a_row, a_lanes, B32, acc, acc32, bf16):
+    """HALF_F16 / HALF_BF16 (``bf16`` 0 / 1): binary16 / bfloat16 accumulator, round to nearest even, exact
+    products that are values of the accumulator format (see :func:`_half_lane`): R16(acc + p) is
+    float32's sum rounded once more. Up to 128 lanes, four k per pass over the lanes (the accumulator
+    stays in a register; in order k, k+1, ...): 4-35 % faster at 32 / 64 lanes, 13 % slower at 512
+    (bench, 2 threads)."""
+    for j in range(N):
+        acc32[j] = 0.0
+    k = 0
+    if get_a == 0:
+        k4 = K // 4 * 4 if N <= 128 else 0  # the four-k passes cover k < k4, single passes the rest
+        while k < k4:
+            a0 = np.float32(a_row[k])
+            a1 = np.float32(a_row[k + 1])
+            a2 = np.float32(a_row[k + 2])
+            a3 = np.float32(a_row[k + 3])
+            if not bf16:
+                for j in range(N):
+                    v = round_f16(acc32[j] + a0 * B32[k, j])
+                    v = round_f16(v + a1 * B32[k + 1, j])
+                    v = round_f16(v + a2 * B32[k + 2, j])
+                    acc32[j] = round_f16(v + a3 * B32[k + 3, j])
+            else:
+                for j in range(N):
+                    v = round_bf16(acc32[j] + a0 * B32[k, j])
+                    v = round_bf16(v + a1 * B32[k + 1, j])
+                    v = round_bf16(v + a2 * B32[k + 2, j])
+                    acc32[j] = round_bf16(v + a3 * B32[k + 3, j])
+            k += 4
+        while k < K:
+            a0 = np.float32(a_row[k])
+            if not bf16:
+                for j in range(N):
+                    acc32[j] = round_f16(acc32[j] + a0 * B32[k, j])
+            else:
+                for j in range(N):
+                    acc32[j] = round_bf16(acc32[j] + a0 * B32[k, j])
+            k += 1
+    else:
+        for k in range(K):
+            if not bf16:
+                for j in range(N):
+                    acc32[j] = round_f16(acc32[j] + np.float32(a_lanes[k, j]) * B32[k, j])
+            else:
+                for j in range(N):
+                    acc32[j] = round_bf16(acc32[j] + np.float32(a_lanes[k, j]) * B32[k, j])
+    for j in range(N):
+        acc[j] = acc32[j]
+
+
+@njit(cache=True)
+def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc32, ok, ipA, fpA, modeA, ovfA, key, rbits, evc):
+    """STOCH32: stochastic rounding into a float or fixed-point accumulator in float32 lanes (see
+    :func:`_stoch32_lane`): the same random word per (output, k) as the float64 lanes; a lane
+    :func:`_lane_stoch32` cannot decide keeps its old accumulator value and is redone in float64 by the
+    scalar core after the pass."""
+    if ipA[0] == C.K_FLOAT:
+        qfix = np.int64(-1000)
+        man = ipA[1]
+        emin = ipA[2]
+        maxval = np.float32(fpA[0])
+        minval = -maxval
+        negzero = (ipA[4] & C.F_NEGZERO) != 0
+    else:
+        qfix = -ipA[3]
+        man = np.int64(0)
+        emin = np.int64(0)
+        maxval = np.float32(ipA[7] * C.pow2(-ipA[3]))
+        minval = np.float32(ipA[6] * C.pow2(-ipA[3]))
+        negzero = False
+    sh, uscale, grid = _stoch32_params(rbits)
+    for j in range(N):
+        acc32[j] = 0.0
+    for k in range(K):
+        bad = False
+        base = stream_base(key, _counter(e0, 1, k))
+        if get_a == 0:
+            ak = np.float32(a_row[k])
+            for j in range(N):
+                x = acc32[j]
+                w = lane_word(base, j)  # = rand32(key, _counter(e0 + j, 1, k))
+                r, g = _lane_stoch32(x, ak * B32[k, j], w, qfix, man, emin, minval, maxval, negzero, sh, uscale,
+                                     grid)
+                acc32[j] = r if g else x
+                ok[j] = g
+                bad |= not g
+        else:
+            for j in range(N):
+                x = acc32[j]
+                w = lane_word(base, j)
+                r, g = _lane_stoch32(x, np.float32(a_lanes[k, j]) * B32[k, j], w, qfix, man, emin, minval,
+                                     maxval, negzero, sh, uscale, grid)
+                acc32[j] = r if g else x
+                ok[j] = g
+                bad |= not g
+        if bad:
+            for j in range(N):
+                if not ok[j]:
+                    ak64 = a_row[k] if get_a == 0 else a_lanes[k, j]
+                    x, e = _two_sum(np.float64(acc32[j]), ak64 * B[k, j])  # the product is exact in float64
+                    res = e if (x - x) == 0.0 else 0.0
+                    w = rand32(key, _counter(e0 + j, 1, k))
+                    r, ev = C.round_scalar(x, res, ipA, fpA, modeA, ovfA, w, rbits)
+                    acc32[j] = np.float32(r)
+                    if ev != C.EV_NONE:
+                        evc[ev - 1] += 1
+    for j in range(N):
+        acc[j] = acc32[j]
+
+
+@njit(cache=True, inline="always")
+def _redo(N, s, err, acc, ok, ipA, fpA, modeA, ovfA, key, e0, k, stoch, rbits, evc):
+    """The lanes a float64 pass could not settle (``ok`` False): the scalar core rounds the TwoSum
+    pair (s, err) exactly (no residual for a non-finite sum) and counts its events."""
+    for j in range(N):
+        if not ok[j]:
+            x = s[j]
+            res = err[j] if (x - x) == 0.0 else 0.0
+            w = rand32(key, _counter(e0 + j, 1, k)) if stoch else _U0
+            r, ev = C.round_scalar(x, res, ipA, fpA, modeA, ovfA, w, rbits)
+            acc[j] = r
+            if ev != C.EV_NONE:
+                evc[ev - 1] += 1
+
+
+@njit(cache=True)
+def _row_nearest(K, N, get_a, a_row, a_lanes, B, acc, s, err, ok, ipA, fpA, modeA, ovfA, rbits, evc):
+    """NEAREST: sequential, exact products, round to nearest even into a float accumulator: the
+    rounding is Dekker's magic-constant trick, r = (t + c) - c with c = 1.5 * 2**(q + 52) for the
+    quantum 2**q of t's binade in the accumulator format (float64's own round-to-nearest-even does the
+    rounding; exact while |t| < 2**(q + 51)); see :func:`_lane_nearest`."""
+    man = ipA[1]
+    eminb = ipA[2] + 1023
+    maxval = fpA[0]
+    negzero = (ipA[4] & C.F_NEGZERO) != 0
+    for j in range(N):
+        acc[j] = 0.0
+    for k in range(K):
+        bad = False
+        if get_a == 0:
+            ak = a_row[k]
+            for j in range(N):
+                x = acc[j]
+                y = ak * B[k, j]
+                t = x + y
+                r, e, g = _lane_nearest(x, y, t, man, eminb, maxval, negzero)
+                s[j] = t
+                err[j] = e
+                acc[j] = r
+                ok[j] = g
+                bad |= not g
+        else:
+            for j in range(N):
+                x = acc[j]
+                y = a_lanes[k, j] * B[k, j]
+                t = x + y
+                r, e, g = _lane_nearest(x, y, t, man, eminb, maxval, negzero)
+                s[j] = t
+                err[j] = e
+                acc[j] = r
+                ok[j] = g
+                bad |= not g
+        if bad:
+            _redo(N, s, err, acc, ok, ipA, fpA, modeA, ovfA, _U0, 0, k, False, rbits, evc)
+
+
+@njit(cache=True)
+def _row_lane(K, N, get_a, a_row, a_lanes, B, acc, s, err, ok, ipA, fpA, modeA, ovfA, rbits, evc):
+    """LANE: sequential, exact products, deterministic rounding into a float accumulator: one pass per
+    k does the product, TwoSum and the branch-free lane rounding (:func:`_lane_float`)."""
+    man = ipA[1]
+    emin = ipA[2]
+    maxval = fpA[0]
+    negzero = (ipA[4] & C.F_NEGZERO) != 0
+    down = modeA == C.DOWN
+    for j in range(N):
+        acc[j] = 0.0
+    for k in range(K):
+        bad = False
+        if get_a == 0:
+            ak = a_row[k]
+            for j in range(N):
+                x = acc[j]
+                y = ak * B[k, j]
+                t = _zero_sum(x + y, x, y, down)
+                bb = t - x
+                e = (x - (t - bb)) + (y - bb)
+                r, good, edge = _lane_float(t, modeA, man, emin, maxval, negzero, _U0, rbits)
+                s[j] = t
+                err[j] = e
+                acc[j] = r
+                g = good & ((e == 0.0) | (not edge))
+                ok[j] = g
+                bad |= not g
+        else:
+            for j in range(N):
+                x = acc[j]
+                y = a_lanes[k, j] * B[k, j]
+                t = _zero_sum(x + y, x, y, down)
+                bb = t - x
+                e = (x - (t - bb)) + (y - bb)
+                r, good, edge = _lane_float(t, modeA, man, emin, maxval, negzero, _U0, rbits)
+                s[j] = t
+                err[j] = e
+                acc[j] = r
+                g = good & ((e == 0.0) | (not edge))
+                ok[j] = g
+                bad |= not g
+        if bad:
+            _redo(N, s, err, acc, ok, ipA, fpA, modeA, ovfA, _U0, 0, k, False, rbits, evc)
+
+
+@njit(cache=True)
+def _row_fixed_stoch(K, N, get_a, a_row, a_lanes, B, e0, acc, p, s, err, ok, ipA, fpA, modeA, ovfA, key, rbits,
+                     evc):
+    """FIXED_STOCH: sequential, exact products, stochastic rounding or a fixed-point accumulator: one
+    pass per k (product, TwoSum, random word, lane rounding) instead of the generic loop's four."""
+    kind = ipA[0]
+    man = ipA[1]
+    emin = ipA[2]
+    maxval = fpA[0]
+    negzero = (ipA[4] & C.F_NEGZERO) != 0
+    sc = C.pow2(ipA[3])
+    isc = C.pow2(-ipA[3])
+    qmin = float(ipA[6])
+    qmax = float(ipA[7])
+    rlim = np.int64(1) << np.int64(rbits)
+    rmul = float(rlim)
+    rsh = np.uint64(32 - rbits)
+    down = modeA == C.DOWN
+    stoch = modeA == C.STOCHASTIC
+    for j in range(N):
+        acc[j] = 0.0
+    for k in range(K):
+        bad = False
+        if get_a == 0:
+            ak = a_row[k]
+            for j in range(N):
+                p[j] = ak * B[k, j]
+        else:
+            for j in range(N):
+                p[j] = a_lanes[k, j] * B[k, j]
+        if kind == C.K_FLOAT:  # stochastic (deterministic float accumulators take LANE or NEAREST)
+            for j in range(N):
+                x = acc[j]
+                y = p[j]
+                t = x + y
+                bb = t - x
+                e = (x - (t - bb)) + (y - bb)
+                w = rand32(key, _counter(e0 + j, 1, k))
+                r, good, edge = _lane_float(t, C.STOCHASTIC, man, emin, maxval, negzero, w, rbits)
+                g = good & ((e == 0.0) | (not edge))
+                s[j] = t
+                err[j] = e
+                acc[j] = r
+                ok[j] = g
+                bad |= not g
+        elif stoch:
+            for j in range(N):
+                x = acc[j]
+                y = p[j]
+                t = x + y
+                bb = t - x
+                e = (x - (t - bb)) + (y - bb)
+                w = rand32(key, _counter(e0 + j, 1, k))
+                r, g0 = _lane_fixed(t, C.STOCHASTIC, sc, isc, qmin, qmax, w, rmul, rlim, rsh)
+                g = g0 & (e == 0.0)
+                s[j] = t
+                err[j] = e
+                acc[j] = r
+                ok[j] = g
+                bad |= not g
+        else:
+            for j in range(N):
+                x = acc[j]
+                y = p[j]
+                t = _zero_sum(x + y, x, y, down)
+                bb = t - x
+                e = (x - (t - bb)) + (y - bb)
+                r, g0 = _lane_fixed(t, modeA, sc, isc, qmin, qmax, _U0, rmul, rlim, rsh)
+                g = g0 & (e == 0.0)
+                s[j] = t
+                err[j] = e
+                acc[j] = r
+                ok[j] = g
+                bad |= not g
+        if bad:
+            _redo(N, s, err, acc, ok, ipA, fpA, modeA, ovfA, key, e0, k, stoch, rbits, evc)
+
+
+@njit(cache=True)
+def _row_generic(K, N, get_a, a_row, a_lanes, B, e0, wk, ok, occupied, idx,
+                 has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA, order, chunk, key, rbits, evc):
+    """GENERIC: the per-stage loop. Each product (rounded into the product format when there is one)
+    and each addition goes through :func:`_round_lanes`; ``order`` 0 sequential, 1 pairwise (a stack of
+    tree nodes per level, binary-counter insertion), 2 chunked. ``wk`` (nws, N) float64, ``occupied``
+    (nlev,) bool and ``idx`` (nlev,) int64 are the caller's scratch buffers; the accumulators end in
+    ``wk[1]``."""
     p = wk[0]
     acc = wk[1]
     s = wk[2]
@@ -350,7 +704,6 @@ def _row(K, N, get_a, a_row, a_lanes, B, B32, e0, out_row, wk, ok, occupied, idx
     for j in range(N):
         acc[j] = 0.0
         zero[j] = 0.0
-    # pairwise: a stack of tree nodes per level
     nlev = 1
     while (1 << (nlev - 1)) < max(K, 1):
         nlev += 1
@@ -359,300 +712,6 @@ def _row(K, N, get_a, a_row, a_lanes, B, B32, e0, out_row, wk, ok, occupied, idx
         occupied[lev] = False
         idx[lev] = 0
     cidx = 0
-    if native32:
-        # float32 accumulator, nearest, exact products: IEEE float32 addition is exactly R_fp32(acc + p)
-        for j in range(N):
-            acc32[j] = 0.0
-        for k in range(K):
-            if get_a == 0:
-                ak = np.float32(a_row[k])
-                for j in range(N):
-                    acc32[j] = acc32[j] + ak * B32[k, j]
-            else:
-                for j in range(N):
-                    acc32[j] = acc32[j] + np.float32(a_lanes[k, j]) * B32[k, j]
-        for j in range(N):
-            acc[j] = acc32[j]
-        K = 0  # done: skip the generic loop below
-    elif fused == 4 or fused == 5:
-        # binary16 (4) / bfloat16 (5) accumulator, round to nearest even, exact products that are values
-        # of the accumulator format (see _half_lane): R16(acc + p) is float32's sum rounded once more.
-        # Up to 128 lanes, four k per pass over the lanes (the accumulator stays in a register; in
-        # order k, k+1, ...): 4-35 % faster at 32 / 64 lanes, 13 % slower at 512 (bench, 2 threads).
-        for j in range(N):
-            acc32[j] = 0.0
-        k = 0
-        if get_a == 0:
-            k4 = K // 4 * 4 if N <= 128 else 0  # the four-k passes cover k < k4, single passes the rest
-            while k < k4:
-                a0 = np.float32(a_row[k])
-                a1 = np.float32(a_row[k + 1])
-                a2 = np.float32(a_row[k + 2])
-                a3 = np.float32(a_row[k + 3])
-                if fused == 4:
-                    for j in range(N):
-                        v = round_f16(acc32[j] + a0 * B32[k, j])
-                        v = round_f16(v + a1 * B32[k + 1, j])
-                        v = round_f16(v + a2 * B32[k + 2, j])
-                        acc32[j] = round_f16(v + a3 * B32[k + 3, j])
-                else:
-                    for j in range(N):
-                        v = round_bf16(acc32[j] + a0 * B32[k, j])
-                        v = round_bf16(v + a1 * B32[k + 1, j])
-                        v = round_bf16(v + a2 * B32[k + 2, j])
-                        acc32[j] = round_bf16(v + a3 * B32[k + 3, j])
-                k += 4
-            while k < K:
-                a0 = np.float32(a_row[k])
-                if fused == 4:
-                    for j in range(N):
-                        acc32[j] = round_f16(acc32[j] + a0 * B32[k, j])
-                else:
-                    for j in range(N):
-                        acc32[j] = round_bf16(acc32[j] + a0 * B32[k, j])
-                k += 1
-        else:
-            for k in range(K):
-                if fused == 4:
-                    for j in range(N):
-                        acc32[j] = round_f16(acc32[j] + np.float32(a_lanes[k, j]) * B32[k, j])
-                else:
-                    for j in range(N):
-                        acc32[j] = round_bf16(acc32[j] + np.float32(a_lanes[k, j]) * B32[k, j])
-        for j in range(N):
-            acc[j] = acc32[j]
-        K = 0
-    elif fused == 6:
-        # stochastic rounding into a float or fixed-point accumulator in float32 lanes (see
-        # _stoch32_lane): the same random word per (output, k) as the float64 lanes; a lane
-        # _lane_stoch32 cannot decide keeps its old accumulator value and is redone in float64 by the
-        # scalar core after the pass
-        if ipA[0] == C.K_FLOAT:
-            qfix = np.int64(-1000)
-            man = ipA[1]
-            emin = ipA[2]
-            maxval = np.float32(fpA[0])
-            minval = -maxval
-            negzero = (ipA[4] & C.F_NEGZERO) != 0
-        else:
-            qfix = -ipA[3]
-            man = np.int64(0)
-            emin = np.int64(0)
-            maxval = np.float32(ipA[7] * C.pow2(-ipA[3]))
-            minval = np.float32(ipA[6] * C.pow2(-ipA[3]))
-            negzero = False
-        sh, uscale, grid = _stoch32_params(rbits)
-        for j in range(N):
-            acc32[j] = 0.0
-        for k in range(K):
-            bad = False
-            base = stream_base(key, _counter(e0, 1, k))
-            if get_a == 0:
-                ak = np.float32(a_row[k])
-                for j in range(N):
-                    x = acc32[j]
-                    w = lane_word(base, j)  # = rand32(key, _counter(e0 + j, 1, k))
-                    r, g = _lane_stoch32(x, ak * B32[k, j], w, qfix, man, emin, minval, maxval, negzero, sh, uscale,
-                                         grid)
-                    acc32[j] = r if g else x
-                    ok[j] = g
-                    bad |= not g
-            else:
-                for j in range(N):
-                    x = acc32[j]
-                    w = lane_word(base, j)
-                    r, g = _lane_stoch32(x, np.float32(a_lanes[k, j]) * B32[k, j], w, qfix, man, emin, minval,
-                                         maxval, negzero, sh, uscale, grid)
-                    acc32[j] = r if g else x
-                    ok[j] = g
-                    bad |= not g
-            if bad:
-                for j in range(N):
-                    if not ok[j]:
-                        ak64 = a_row[k] if get_a == 0 else a_lanes[k, j]
-                        x, e = _two_sum(np.float64(acc32[j]), ak64 * B[k, j])  # the product is exact in float64
-                        res = e if (x - x) == 0.0 else 0.0
-                        w = rand32(key, _counter(e0 + j, 1, k))
-                        r, ev = C.round_scalar(x, res, ipA, fpA, modeA, ovfA, w, rbits)
-                        acc32[j] = np.float32(r)
-                        if ev != C.EV_NONE:
-                            evc[ev - 1] += 1
-        for j in range(N):
-            acc[j] = acc32[j]
-        K = 0
-    elif fused == 2:
-        # as fused == 1 below, round to nearest even: the rounding is Dekker's magic-constant trick,
-        # r = (t + c) - c with c = 1.5 * 2**(q + 52) for the quantum 2**q of t's binade in the accumulator
-        # format (float64's own round-to-nearest-even does the rounding; exact while |t| < 2**(q + 51))
-        man = ipA[1]
-        eminb = ipA[2] + 1023
-        maxval = fpA[0]
-        negzero = (ipA[4] & C.F_NEGZERO) != 0
-        for k in range(K):
-            bad = False
-            if get_a == 0:
-                ak = a_row[k]
-                for j in range(N):
-                    x = acc[j]
-                    y = ak * B[k, j]
-                    t = x + y
-                    r, e, g = _lane_nearest(x, y, t, man, eminb, maxval, negzero)
-                    s[j] = t
-                    err[j] = e
-                    acc[j] = r
-                    ok[j] = g
-                    bad |= not g
-            else:
-                for j in range(N):
-                    x = acc[j]
-                    y = a_lanes[k, j] * B[k, j]
-                    t = x + y
-                    r, e, g = _lane_nearest(x, y, t, man, eminb, maxval, negzero)
-                    s[j] = t
-                    err[j] = e
-                    acc[j] = r
-                    ok[j] = g
-                    bad |= not g
-            if bad:
-                for j in range(N):
-                    if not ok[j]:
-                        x = s[j]
-                        res = err[j] if (x - x) == 0.0 else 0.0
-                        r, ev = C.round_scalar(x, res, ipA, fpA, modeA, ovfA, _U0, rbits)
-                        acc[j] = r
-                        if ev != C.EV_NONE:
-                            evc[ev - 1] += 1
-        K = 0
-    elif fused == 1:
-        # sequential order, exact products: one pass per k does the product, TwoSum and the rounding
-        kind = ipA[0]
-        man = ipA[1]
-        emin = ipA[2]
-        maxval = fpA[0]
-        negzero = (ipA[4] & C.F_NEGZERO) != 0
-        down = modeA == C.DOWN
-        for k in range(K):
-            bad = False
-            if get_a == 0:
-                ak = a_row[k]
-                for j in range(N):
-                    x = acc[j]
-                    y = ak * B[k, j]
-                    t = _zero_sum(x + y, x, y, down)
-                    bb = t - x
-                    e = (x - (t - bb)) + (y - bb)
-                    r, good, edge = _lane_float(t, modeA, man, emin, maxval, negzero, _U0, rbits)
-                    s[j] = t
-                    err[j] = e
-                    acc[j] = r
-                    g = good & ((e == 0.0) | (not edge))
-                    ok[j] = g
-                    bad |= not g
-            else:
-                for j in range(N):
-                    x = acc[j]
-                    y = a_lanes[k, j] * B[k, j]
-                    t = _zero_sum(x + y, x, y, down)
-                    bb = t - x
-                    e = (x - (t - bb)) + (y - bb)
-                    r, good, edge = _lane_float(t, modeA, man, emin, maxval, negzero, _U0, rbits)
-                    s[j] = t
-                    err[j] = e
-                    acc[j] = r
-                    g = good & ((e == 0.0) | (not edge))
-                    ok[j] = g
-                    bad |= not g
-            if bad:
-                for j in range(N):
-                    if not ok[j]:
-                        x = s[j]
-                        res = err[j] if (x - x) == 0.0 else 0.0
-                        r, ev = C.round_scalar(x, res, ipA, fpA, modeA, ovfA, _U0, rbits)
-                        acc[j] = r
-                        if ev != C.EV_NONE:
-                            evc[ev - 1] += 1
-        K = 0
-    elif fused == 3:
-        # sequential order, exact products, stochastic rounding or a fixed-point accumulator: one pass
-        # per k (product, TwoSum, random word, lane rounding) instead of the generic loop's four
-        kind = ipA[0]
-        man = ipA[1]
-        emin = ipA[2]
-        maxval = fpA[0]
-        negzero = (ipA[4] & C.F_NEGZERO) != 0
-        sc = C.pow2(ipA[3])
-        isc = C.pow2(-ipA[3])
-        qmin = float(ipA[6])
-        qmax = float(ipA[7])
-        rlim = np.int64(1) << np.int64(rbits)
-        rmul = float(rlim)
-        rsh = np.uint64(32 - rbits)
-        down = modeA == C.DOWN
-        stoch = modeA == C.STOCHASTIC
-        for k in range(K):
-            bad = False
-            if get_a == 0:
-                ak = a_row[k]
-                for j in range(N):
-                    p[j] = ak * B[k, j]
-            else:
-                for j in range(N):
-                    p[j] = a_lanes[k, j] * B[k, j]
-            if kind == C.K_FLOAT:  # stochastic (deterministic float accumulators take fused 1 or 2)
-                for j in range(N):
-                    x = acc[j]
-                    y = p[j]
-                    t = x + y
-                    bb = t - x
-                    e = (x - (t - bb)) + (y - bb)
-                    w = rand32(key, _counter(e0 + j, 1, k))
-                    r, good, edge = _lane_float(t, C.STOCHASTIC, man, emin, maxval, negzero, w, rbits)
-                    g = good & ((e == 0.0) | (not edge))
-                    s[j] = t
-                    err[j] = e
-                    acc[j] = r
-                    ok[j] = g
-                    bad |= not g
-            elif stoch:
-                for j in range(N):
-                    x = acc[j]
-                    y = p[j]
-                    t = x + y
-                    bb = t - x
-                    e = (x - (t - bb)) + (y - bb)
-                    w = rand32(key, _counter(e0 + j, 1, k))
-                    r, g0 = _lane_fixed(t, C.STOCHASTIC, sc, isc, qmin, qmax, w, rmul, rlim, rsh)
-                    g = g0 & (e == 0.0)
-                    s[j] = t
-                    err[j] = e
-                    acc[j] = r
-                    ok[j] = g
-                    bad |= not g
-            else:
-                for j in range(N):
-                    x = acc[j]
-                    y = p[j]
-                    t = _zero_sum(x + y, x, y, down)
-                    bb = t - x
-                    e = (x - (t - bb)) + (y - bb)
-                    r, g0 = _lane_fixed(t, modeA, sc, isc, qmin, qmax, _U0, rmul, rlim, rsh)
-                    g = g0 & (e == 0.0)
-                    s[j] = t
-                    err[j] = e
-                    acc[j] = r
-                    ok[j] = g
-                    bad |= not g
-            if bad:
-                for j in range(N):
-                    if not ok[j]:
-                        x = s[j]
-                        res = err[j] if (x - x) == 0.0 else 0.0
-                        w = rand32(key, _counter(e0 + j, 1, k)) if stoch else _U0
-                        r, ev = C.round_scalar(x, res, ipA, fpA, modeA, ovfA, w, rbits)
-                        acc[j] = r
-                        if ev != C.EV_NONE:
-                            evc[ev - 1] += 1
-        K = 0
     for k in range(K):
         if get_a == 0:
             ak = a_row[k]
@@ -693,7 +752,6 @@ def _row(K, N, get_a, a_row, a_lanes, B, B32, e0, out_row, wk, ok, occupied, idx
     if order == 1 and K > 0:
         # merge what is left, from the lowest level up; the odd node moves up unchanged
         have = False
-        top = 0
         for lev in range(nlev):
             if occupied[lev]:
                 if not have:
@@ -707,7 +765,6 @@ def _row(K, N, get_a, a_row, a_lanes, B, B32, e0, out_row, wk, ok, occupied, idx
                     _add(node, acc, N, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, t, evc)
                     for j in range(N):
                         acc[j] = node[j]
-                top = lev
         if K == 1:
             # a single term is rounded once (t = 0): z + x == x exactly for every x, zeros included, with
             # z = -0 (round-to-nearest float64 add) or +0 under ``down`` (see _zero_sum)
@@ -717,16 +774,9 @@ def _row(K, N, get_a, a_row, a_lanes, B, B32, e0, out_row, wk, ok, occupied, idx
             _add(zero, acc, N, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, 0, evc)
             for j in range(N):
                 acc[j] = zero[j]
-    if has_out:
-        for j in range(N):
-            zero[j] = 0.0
-        _round_lanes(acc, zero, out_row, N, ipO, fpO, modeO, ovfO, vecO, key, rbits, e0, 2, 0, ok, evc)
-    else:
-        for j in range(N):
-            out_row[j] = acc[j]
 
 
-_BLOCKS = 256  # convolution tasks per call: enough for load balance, few enough to amortise allocations
+_BLOCKS = 256  # output-row tasks per call: enough for load balance, few enough to amortise allocations
 
 
 def _workspace_levels(K):
@@ -738,113 +788,135 @@ def _workspace_levels(K):
 
 @njit(cache=True, inline="always")
 def _scratch(nws, N):
-    """The scratch buffers :func:`_row` takes for N lanes (wk, row, ok, acc32, occupied, idx)."""
+    """The scratch buffers of the row functions for N lanes (wk, row, ok, acc32, occupied, idx)."""
     return (np.empty((nws, N)), np.empty(N), np.empty(N, dtype=np.uint8), np.empty(N, dtype=np.float32),
             np.empty(nws - 6, dtype=np.bool_), np.empty(nws - 6, dtype=np.int64))
 
 
-@njit(cache=True, parallel=True)
-def _mm_kernel(A, B, B32, out, offset, P, key, rbits, order, chunk, evc_rows, nws, native32, fused):
-    M, K = A.shape
-    N = B.shape[1]
-    (has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
-     has_out, ipO, fpO, modeO, ovfO, vecO) = P
-    dummy = np.zeros((1, 1))
-    for i in prange(M):
-        wk, row, ok, acc32, occupied, idx = _scratch(nws, N)
-        _row(K, N, 0, A[i], dummy, B, B32, offset + i * N, row, wk, ok, occupied, idx, acc32,
-             has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
-             has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[i], native32, fused)
-        for j in range(N):
-            out[i, j] = row[j]
+_CONV, _DEPTHWISE = 0, 1
 
 
-@njit(cache=True, parallel=True)
-def _conv_kernel(X, W2, W32, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, order, chunk, evc_rows, nws, native32,
-                 fused):
-    """X (n, H, W, C) float64; W2 (kh*kw*C, Cout); out (n, OH, OW, Cout)."""
-    n, H, Wd, Cin = X.shape
-    _, OH, OW, Cout = out.shape
-    K = kh * kw * Cin
-    (has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
-     has_out, ipO, fpO, modeO, ovfO, vecO) = P
-    dummy = np.zeros((1, 1))
-    npix = n * OH * OW
-    nblk = min(npix, _BLOCKS)
-    for bi in prange(nblk):
-        # a block of output pixels per task: the scratch buffers are allocated once per block
-        patch = np.empty(K)
-        wk, row, ok, acc32, occupied, idx = _scratch(nws, Cout)
-        for r in range(bi * npix // nblk, (bi + 1) * npix // nblk):
-            b = r // (OH * OW)
-            oh = (r // OW) % OH
-            ow = r % OW
-            for q in range(K):
-                patch[q] = 0.0
-            for dh in range(kh):
-                ih = oh * sh + dh - pt
-                if ih < 0 or ih >= H:
-                    continue
-                for dw in range(kw):
-                    iw = ow * sw + dw - pl
-                    if iw < 0 or iw >= Wd:
+def _make_kernel(layout, path, has_out):
+    """The parallel kernel for one (operand layout, path, output stage); every argument is a closure
+    constant, so Numba prunes the other branches before typing and compiles only this path's row
+    function (and the output rounding only when ``has_out``).
+
+    ``layout`` _CONV: X (n, H, W, C) float64, W2 (kh*kw*C, NC); output pixel r = (b, oh, ow) is the GEMM
+    row of its zero-padded patch, k = (dh * kw + dw) * C + c (a matmul is the 1x1 convolution of an
+    (M, 1, 1, K) input). _DEPTHWISE: W2 (kh*kw, C*mult), lane j = c*mult + q reads channel c = j // mult,
+    k = dh * kw + dw. out (n, OH, OW, NC). Output (r, j) has stochastic counter element ``offset + r * NC
+    + j``; each task handles a block of rows with scratch buffers allocated once per block."""
+
+    @njit(cache=True, parallel=True)
+    def kernel(X, W2, W32, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, order, chunk, evc_rows, nws):
+        n, H, Wd, Cin = X.shape
+        _, OH, OW, NC = out.shape
+        (has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
+         has_outp, ipO, fpO, modeO, ovfO, vecO) = P
+        K = kh * kw
+        if layout == _CONV:
+            K = K * Cin
+        npix = n * OH * OW
+        nblk = min(npix, _BLOCKS)
+        # the operand a layout does not use is a dummy, shaped from run-time values: Numba's branch
+        # pruning leaves constant True / False conditions here, and a constant (1, 1) shape was then
+        # conflated with (True, True) in the LLVM IR
+        dummy_row = np.zeros(kh)
+        dummy_lanes = np.zeros((kh, kw))
+        for bi in prange(nblk):
+            wk, row, ok, acc32, occupied, idx = _scratch(nws, NC)
+            if layout == _CONV:
+                a_row = np.empty(K)
+                lanes = dummy_lanes
+            else:
+                a_row = dummy_row
+                lanes = np.empty((K, NC))
+            acc = wk[1]
+            for r in range(bi * npix // nblk, (bi + 1) * npix // nblk):
+                b = r // (OH * OW)
+                oh = (r // OW) % OH
+                ow = r % OW
+                if layout == _CONV:
+                    for q in range(K):
+                        a_row[q] = 0.0
+                else:
+                    for k in range(K):
+                        for j in range(NC):
+                            lanes[k, j] = 0.0
+                for dh in range(kh):
+                    ih = oh * sh + dh - pt
+                    if ih < 0 or ih >= H:
                         continue
-                    base = (dh * kw + dw) * Cin
-                    for c in range(Cin):
-                        patch[base + c] = X[b, ih, iw, c]
-            _row(K, Cout, 0, patch, dummy, W2, W32, offset + r * Cout, row, wk, ok, occupied, idx, acc32,
-                 has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
-                 has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[r], native32, fused)
-            for j in range(Cout):
-                out[b, oh, ow, j] = row[j]
-
-
-@njit(cache=True, parallel=True)
-def _dw_kernel(X, Wd2, W32, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, order, chunk, evc_rows, nws,
-               native32, fused):
-    """X (n, H, W, C); Wd2 (kh*kw, C*m); out (n, OH, OW, C*m). Lane j = c*m + q reads channel c."""
-    n, H, Wdim, Cin = X.shape
-    _, OH, OW, NC = out.shape
-    K = kh * kw
-    (has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
-     has_out, ipO, fpO, modeO, ovfO, vecO) = P
-    dummy = np.zeros(1)
-    npix = n * OH * OW
-    nblk = min(npix, _BLOCKS)
-    for bi in prange(nblk):
-        lanes = np.empty((K, NC))
-        wk, row, ok, acc32, occupied, idx = _scratch(nws, NC)
-        for r in range(bi * npix // nblk, (bi + 1) * npix // nblk):
-            b = r // (OH * OW)
-            oh = (r // OW) % OH
-            ow = r % OW
-            for k in range(K):
-                for j in range(NC):
-                    lanes[k, j] = 0.0
-            for dh in range(kh):
-                ih = oh * sh + dh - pt
-                if ih < 0 or ih >= H:
-                    continue
-                for dw in range(kw):
-                    iw = ow * sw + dw - pl
-                    if iw < 0 or iw >= Wdim:
-                        continue
-                    k = dh * kw + dw
+                    for dw in range(kw):
+                        iw = ow * sw + dw - pl
+                        if iw < 0 or iw >= Wd:
+                            continue
+                        if layout == _CONV:
+                            base = (dh * kw + dw) * Cin
+                            for c in range(Cin):
+                                a_row[base + c] = X[b, ih, iw, c]
+                        else:
+                            k = dh * kw + dw
+                            for j in range(NC):
+                                lanes[k, j] = X[b, ih, iw, j // mult]
+                e0 = offset + r * NC
+                evc = evc_rows[r]
+                if path == _NATIVE32:
+                    _row_native32(K, NC, layout, a_row, lanes, W32, acc, acc32)
+                elif path == _HALF_F16:
+                    _row_half(K, NC, layout, a_row, lanes, W32, acc, acc32, 0)
+                elif path == _HALF_BF16:
+                    _row_half(K, NC, layout, a_row, lanes, W32, acc, acc32, 1)
+                elif path == _STOCH32:
+                    _row_stoch32(K, NC, layout, a_row, lanes, W2, W32, e0, acc, acc32, ok, ipA, fpA, modeA, ovfA,
+                                 key, rbits, evc)
+                elif path == _NEAREST:
+                    _row_nearest(K, NC, layout, a_row, lanes, W2, acc, wk[2], wk[3], ok, ipA, fpA, modeA, ovfA,
+                                 rbits, evc)
+                elif path == _LANE:
+                    _row_lane(K, NC, layout, a_row, lanes, W2, acc, wk[2], wk[3], ok, ipA, fpA, modeA, ovfA, rbits,
+                              evc)
+                elif path == _FIXED_STOCH:
+                    _row_fixed_stoch(K, NC, layout, a_row, lanes, W2, e0, acc, wk[0], wk[2], wk[3], ok, ipA, fpA,
+                                     modeA, ovfA, key, rbits, evc)
+                else:
+                    _row_generic(K, NC, layout, a_row, lanes, W2, e0, wk, ok, occupied, idx, has_prod, ipP, fpP,
+                                 modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA, order, chunk, key, rbits, evc)
+                if has_out == 1:
+                    zero = wk[5]
                     for j in range(NC):
-                        lanes[k, j] = X[b, ih, iw, j // mult]
-            _row(K, NC, 1, dummy, lanes, Wd2, W32, offset + r * NC, row, wk, ok, occupied, idx, acc32,
-                 has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
-                 has_out, ipO, fpO, modeO, ovfO, vecO, order, chunk, key, rbits, evc_rows[r], native32, fused)
-            for j in range(NC):
-                out[b, oh, ow, j] = row[j]
+                        zero[j] = 0.0
+                    _round_lanes(acc, zero, row, NC, ipO, fpO, modeO, ovfO, vecO, key, rbits, e0, 2, 0, ok, evc)
+                    for j in range(NC):
+                        out[b, oh, ow, j] = row[j]
+                else:
+                    for j in range(NC):
+                        out[b, oh, ow, j] = acc[j]
+
+    return kernel
 
 
-@njit(cache=True, inline="always")
-def _two_sum(x, y):
-    """(fl(x + y), its exact error) by Knuth's TwoSum (exact for finite, non-overflowing sums)."""
-    t = x + y
-    bb = t - x
-    return t, (x - (t - bb)) + (y - bb)
+_KERNELS: dict = {}
+
+
+def _kernel(layout, path, has_out):
+    """The compiled kernel for (layout, path, has_out), made on first use (and then cached on disk by
+    Numba, keyed by the closure constants)."""
+    key = (int(layout), int(path), int(bool(has_out)))
+    fn = _KERNELS.get(key)
+    if fn is None:
+        fn = _KERNELS[key] = _make_kernel(*key)
+    return fn
+
+
+def _run_kernel(layout, X, W64, path, spec, out, geometry, mult, offset, seed, K, evc):
+    """Launch the kernel of ``path`` on prepared float64 operands; ``geometry`` (kh, kw, sh, sw, pt, pl)."""
+    P, rbits = _params(spec)
+    kh, kw, sh, sw, pt, pl = geometry
+    _kernel(layout, path, P[11])(np.ascontiguousarray(X, dtype=np.float64), W64, _lanes32(W64, path), np.int64(mult),
+                                 out, np.int64(kh), np.int64(kw), np.int64(sh), np.int64(sw), np.int64(pt),
+                                 np.int64(pl), np.int64(offset), P, _key(spec, seed), rbits,
+                                 np.int64(_ORDER[spec.order]), np.int64(spec.chunk or 1), evc, _workspace_levels(K))
 
 
 @njit(cache=True, parallel=True)
@@ -1018,18 +1090,17 @@ def _finish_exact(sums, spec: MacSpec, wrap: bool):
 _FP32 = FloatFormat(8, 23)
 
 
-def _paths(spec: MacSpec, A, B, stats=False):
-    """(native32, fused) flags for the generic kernels.
+def _paths(spec: MacSpec, A, B, stats=False) -> Path:
+    """The :class:`Path` of a call with operands A, B (already rounded into their formats).
 
-    native32: float32 hardware arithmetic is exactly the spec: fp32 accumulator, round to nearest,
+    NATIVE32: float32 hardware arithmetic is exactly the spec: fp32 accumulator, round to nearest,
     sequential, products exact and exactly representable in float32 (checked on the data: finite,
-    nonzero magnitudes in [2**-60, 2**60], operand precisions adding up to at most 24 bits).
-    fused: 0 (the generic per-stage loop), 1: sequential order, no product rounding, deterministic
-    float accumulator the lane routine handles (see _stage_params); 2: the same with round to nearest
-    even into a format with mantissa bits (the magic-constant lane, :func:`_lane_nearest`); 3: sequential
-    order, no product rounding, stochastic rounding or a fixed-point accumulator; 4 / 5: binary16 /
-    bfloat16 accumulator lanes in float32 (:func:`_half_lane`); 6: stochastic rounding into a float
-    or fixed-point accumulator in float32 lanes (:func:`_stoch32_lane`)."""
+    nonzero magnitudes in [2**-60, 2**60], operand precisions adding up to at most 24 bits), or a
+    float32 product rounding then a float32 add. Else, for sequential order without product rounding
+    and an accumulator the branch-free lanes handle (:func:`_stage_params`): HALF_F16 / HALF_BF16
+    (:func:`_half_lane`), STOCH32 (:func:`_stoch32_lane`), FIXED_STOCH (stochastic rounding or a
+    fixed-point accumulator), NEAREST (round to nearest even into a float format with mantissa bits),
+    LANE (other deterministic float roundings). Everything else: GENERIC."""
     seq = spec.order == "sequential" and spec.product is None
     det = spec.accum_rounding != "stochastic"
     native = False
@@ -1043,18 +1114,19 @@ def _paths(spec: MacSpec, A, B, stats=False):
             # float32 multiply then float32 add: exactly R32(R32(a*b) + acc) for float32 operands
             native = spec.a.fits_float32 and spec.b.fits_float32 and not isinstance(spec.a, MXFormat) \
                 and not isinstance(spec.b, MXFormat)
+    if native:
+        return Path.NATIVE32
     acc = spec.accum
-    if native or not seq or not _stage_params(acc, "nearest", None, 32)[4]:
-        return bool(native), 0
+    if not seq or not _stage_params(acc, "nearest", None, 32)[4]:
+        return Path.GENERIC
     half = _half_lane(spec, A, B, stats)
     if half:
-        return False, half
+        return half
     if _stoch32_lane(spec, A, B):
-        return False, 6
+        return Path.STOCH32
     if not (det and isinstance(acc, FloatFormat)):
-        return False, 3
-    nearest = spec.accum_rounding == "nearest" and rne_lane_applies(acc)
-    return False, 2 if nearest else 1
+        return Path.FIXED_STOCH
+    return Path.NEAREST if (spec.accum_rounding == "nearest" and rne_lane_applies(acc)) else Path.LANE
 
 
 _FP16 = FloatFormat(5, 10)
@@ -1062,7 +1134,7 @@ _BF16 = FloatFormat(8, 7)
 
 
 def _half_lane(spec: MacSpec, A, B, stats=False):
-    """4 (binary16) or 5 (bfloat16) when the sequential accumulation can run in float32 with one
+    """Path.HALF_F16 (binary16) or Path.HALF_BF16 (bfloat16) when the sequential accumulation can run in float32 with one
     rounding to the 16-bit format per add (:mod:`kernels._half`); else 0.
 
     Every step of the spec is R(acc + p), acc a value of the accumulator format. When p is one too,
@@ -1083,9 +1155,9 @@ def _half_lane(spec: MacSpec, A, B, stats=False):
     if stats or spec.order != "sequential" or spec.product is not None or spec.accum_rounding != "nearest":
         return 0
     if acc == _FP16 and HAVE_F16C:
-        kind = 4
+        kind = Path.HALF_F16
     elif acc == _BF16:
-        kind = 5
+        kind = Path.HALF_BF16
     else:
         return 0
     if spec.overflow_for(acc) != "ieee" or precision_bits(spec.a) + precision_bits(spec.b) > acc.man + 1:
@@ -1160,10 +1232,10 @@ def _abs_range_kernel(u, mask):
 _NO_LANES32 = np.zeros((1, 1), dtype=np.float32)
 
 
-def _lanes32(B64, native32, fused):
+def _lanes32(B64, path):
     """B as float32 for the float32 lanes (exact there: their gates admit only operands float32 holds),
     else a dummy the kernel never reads."""
-    return B64.astype(np.float32) if (native32 or fused in (4, 5, 6)) else _NO_LANES32
+    return B64.astype(np.float32) if path in _FLOAT32_LANES else _NO_LANES32
 
 
 def _in_safe_range(z):
@@ -1210,15 +1282,13 @@ def matmul(a, b, spec, seed=None, offset=0, stats=False):
         dt, wrap = exact
         res = _finish_exact(A.astype(dt, copy=False) @ B.astype(dt, copy=False), spec, wrap)
         return (res, MacStats()) if stats else res
-    P, rbits = _params(spec)
     out = np.empty((M, N), dtype=_out_dtype(spec))
     evc = np.zeros((M, 4), dtype=np.int64)
     if M and N:
-        native32, fused = _paths(spec, A, B, stats)
-        B64 = np.ascontiguousarray(B, dtype=np.float64)
-        _mm_kernel(np.ascontiguousarray(A, dtype=np.float64), B64, _lanes32(B64, native32, fused), out, np.int64(offset),
-                   P, _key(spec, seed), rbits, np.int64(_ORDER[spec.order]), np.int64(spec.chunk or 1), evc,
-                   _workspace_levels(K), native32, fused)
+        # the convolution kernel on an (M, 1, 1, K) input with a 1x1 window: row i is output pixel i
+        _run_kernel(_CONV, np.reshape(A, (M, 1, 1, K)), np.ascontiguousarray(B, dtype=np.float64),
+                    _paths(spec, A, B, stats), spec, out.reshape(M, 1, 1, N), (1, 1, 1, 1, 0, 0), 1, offset, seed,
+                    K, evc)
     return (out, _evc_to_stats(evc)) if stats else out
 
 
@@ -1293,15 +1363,11 @@ def conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0, stats=Fal
         dt, wrap = exact
         res = _finish_exact(_conv_exact(X, Wq, sh, sw, OH, OW, pt, pl, dt), spec, wrap)
         return (res, MacStats()) if stats else res
-    P, rbits = _params(spec)
     out = np.empty((n, OH, OW, Cout), dtype=_out_dtype(spec))
     evc = np.zeros((n * OH * OW, 4), dtype=np.int64)
     if out.size:
-        native32, fused = _paths(spec, X, Wq, stats)
-        W64 = np.ascontiguousarray(Wq.reshape(K, Cout), dtype=np.float64)
-        _conv_kernel(np.ascontiguousarray(X, dtype=np.float64), W64, _lanes32(W64, native32, fused), out, kh, kw, sh, sw,
-                     pt, pl, np.int64(offset), P, _key(spec, seed), rbits, np.int64(_ORDER[spec.order]),
-                     np.int64(spec.chunk or 1), evc, _workspace_levels(K), native32, fused)
+        _run_kernel(_CONV, X, np.ascontiguousarray(Wq.reshape(K, Cout), dtype=np.float64), _paths(spec, X, Wq, stats),
+                    spec, out, (kh, kw, sh, sw, pt, pl), 1, offset, seed, K, evc)
     return (out, _evc_to_stats(evc)) if stats else out
 
 
@@ -1370,13 +1436,9 @@ def depthwise_conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0,
                 acc += xs[..., None] * Wq[dh, dw]
         res = _finish_exact(acc.reshape(n, OH, OW, C_ * m), spec, wrap)
         return (res, MacStats()) if stats else res
-    P, rbits = _params(spec)
     out = np.empty((n, OH, OW, C_ * m), dtype=_out_dtype(spec))
     evc = np.zeros((n * OH * OW, 4), dtype=np.int64)
     if out.size:
-        native32, fused = _paths(spec, X, Wq, stats)
-        W64 = np.ascontiguousarray(Wq.reshape(K, C_ * m), dtype=np.float64)
-        _dw_kernel(np.ascontiguousarray(X, dtype=np.float64), W64, _lanes32(W64, native32, fused), np.int64(m), out,
-                   kh, kw, sh, sw, pt, pl, np.int64(offset), P, _key(spec, seed), rbits,
-                   np.int64(_ORDER[spec.order]), np.int64(spec.chunk or 1), evc, _workspace_levels(K), native32, fused)
+        _run_kernel(_DEPTHWISE, X, np.ascontiguousarray(Wq.reshape(K, C_ * m), dtype=np.float64),
+                    _paths(spec, X, Wq, stats), spec, out, (kh, kw, sh, sw, pt, pl), m, offset, seed, K, evc)
     return (out, _evc_to_stats(evc)) if stats else out

@@ -247,55 +247,60 @@ def _f32_round(u, bias_mode, w, man, emin, maxv, ovbits, infbits, nanbits_flag, 
     return rb
 
 
-@njit(cache=True, parallel=True)
+# _f32_round's bias modes per rounding code (nearest with no mantissa bits is 7, chosen at the call)
+_BIAS_MODE = {C.NEAREST: 0, C.NEAREST_AWAY: 1, C.TOWARD_ZERO: 2, C.UP: 3, C.DOWN: 4, C.STOCHASTIC: 5, C.HALF_UP: 6}
+
+
+def _make_q_f32_float(bias_mode):
+    """The float32 -> float32 kernel for one :func:`_f32_round` bias mode (a closure constant: one
+    specialised, vectorised loop per mode, compiled when a call first needs it)."""
+
+    @njit(cache=True, parallel=True)
+    def kernel(xb, ob, man, emin, maxval, flags, ovf, key, rbits, base, fbias):
+        maxv = np.float32(maxval)
+        has_inf = (flags & C.F_INF) != 0
+        has_nan = (flags & C.F_NAN) != 0
+        negzero = (flags & C.F_NEGZERO) != 0
+        maxbits = C.f32_bits(maxv)
+        # overflow result bits (without sign): rounding away from zero overflows to inf / NaN (IEEE) or
+        # max, rounding toward zero to max; ``up`` / ``down`` are away for one sign only
+        if ovf == C.IEEE and has_inf:
+            ov_away, ov_zero, infb = _INF32, maxbits, _INF32
+        elif ovf == C.IEEE and has_nan:
+            ov_away, ov_zero, infb = _QNAN32, maxbits, _QNAN32
+        else:
+            ov_away, ov_zero, infb = maxbits, maxbits, maxbits
+        for i in prange(xb.size):
+            u = xb[i]
+            if bias_mode == 5:
+                w = rand32(key, np.uint64(base + i))
+            else:
+                w = np.uint64(0)
+            if bias_mode == 3:
+                ovb = ov_away if (u & _SIGN32) == 0 else ov_zero
+            elif bias_mode == 4:
+                ovb = ov_away if (u & _SIGN32) != 0 else ov_zero
+            elif bias_mode == 2:
+                ovb = ov_zero
+            else:
+                ovb = ov_away
+            ob[i] = _f32_round(u, bias_mode, w, man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
+
+    return kernel
+
+
+_Q_F32_FLOAT: dict = {}
+
+
 def _q_f32_float(xb, ob, man, emin, maxval, flags, mode, ovf, key, rbits, base, fbias):
     """Fast path: float32 in, float32 out, float formats with subnormals, a zero and emin >= -126."""
-    maxv = np.float32(maxval)
-    has_inf = (flags & C.F_INF) != 0
-    has_nan = (flags & C.F_NAN) != 0
-    negzero = (flags & C.F_NEGZERO) != 0
-    maxbits = C.f32_bits(maxv)
-    away = mode == C.NEAREST or mode == C.NEAREST_AWAY or mode == C.STOCHASTIC or mode == C.HALF_UP
-    # overflow result bits (without sign); directed modes depend on the sign, handled per element below
-    if ovf == C.IEEE and has_inf:
-        ov_away, ov_zero, infb = _INF32, maxbits, _INF32
-    elif ovf == C.IEEE and has_nan:
-        ov_away, ov_zero, infb = _QNAN32, maxbits, _QNAN32
-    else:
-        ov_away, ov_zero, infb = maxbits, maxbits, maxbits
-    if mode == C.STOCHASTIC:
-        for i in prange(xb.size):
-            w = rand32(key, np.uint64(base + i))
-            ob[i] = _f32_round(xb[i], 5, w, man, emin, maxv, ov_away, infb, has_nan, negzero, rbits, fbias)
-    elif mode == C.UP:
-        for i in prange(xb.size):
-            u = xb[i]
-            ovb = ov_away if (u & _SIGN32) == 0 else ov_zero
-            ob[i] = _f32_round(u, 3, np.uint64(0), man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
-    elif mode == C.DOWN:
-        for i in prange(xb.size):
-            u = xb[i]
-            ovb = ov_away if (u & _SIGN32) != 0 else ov_zero
-            ob[i] = _f32_round(u, 4, np.uint64(0), man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
-    else:
-        # one loop per mode with a literal mode, so each loop is specialised and vectorised
-        ovb = ov_away if away else ov_zero
-        z = np.uint64(0)
-        if mode == C.NEAREST and man > 0:
-            for i in prange(xb.size):
-                ob[i] = _f32_round(xb[i], 0, z, man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
-        elif mode == C.NEAREST:
-            for i in prange(xb.size):
-                ob[i] = _f32_round(xb[i], 7, z, man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
-        elif mode == C.NEAREST_AWAY:
-            for i in prange(xb.size):
-                ob[i] = _f32_round(xb[i], 1, z, man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
-        elif mode == C.HALF_UP:
-            for i in prange(xb.size):
-                ob[i] = _f32_round(xb[i], 6, z, man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
-        else:
-            for i in prange(xb.size):
-                ob[i] = _f32_round(xb[i], 2, z, man, emin, maxv, ovb, infb, has_nan, negzero, rbits, fbias)
+    bm = _BIAS_MODE[int(mode)]
+    if bm == 0 and man == 0:
+        bm = 7  # ties to even where the code's last bit is the exponent's
+    fn = _Q_F32_FLOAT.get(bm)
+    if fn is None:
+        fn = _Q_F32_FLOAT[bm] = _make_q_f32_float(bm)
+    fn(xb, ob, man, emin, maxval, flags, ovf, key, rbits, base, fbias)
 
 
 @njit(cache=True, inline="always")
@@ -511,7 +516,7 @@ def _quantize_mx(xa, fmt: MXFormat, mode, key, rbits, axis):
     if x2.size:
         ip, fp = C.encode(fmt.elem)
         with threads_for(x2.size):
-                _q_mx(x2, out, cidx, np.int64(fmt.block), np.int64(fmt.emax_elem), ip, fp, np.int64(mode), key,
+            _q_mx(x2, out, cidx, np.int64(fmt.block), np.int64(fmt.emax_elem), ip, fp, np.int64(mode), key,
                   np.int64(rbits))
     return np.moveaxis(out.reshape(shape), -1, ax)
 

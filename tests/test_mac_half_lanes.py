@@ -1,4 +1,4 @@
-"""The binary16 / bfloat16 accumulator lanes (``kernels.ops`` fused 4 / 5, :mod:`kernels._half`).
+"""The binary16 / bfloat16 accumulator lanes (``kernels.ops.Path.HALF_F16`` / ``HALF_BF16``, :mod:`kernels._half`).
 
 They accumulate in float32 and round each sum once more to the 16-bit format, which is exact only
 when both addends are values of that format (double rounding through >= 2p + 2 bits is innocuous).
@@ -15,6 +15,7 @@ from numba import njit
 
 import kernels
 from kernels import ops
+from kernels.ops import Path
 from kernels import reference as R
 from kernels._half import HAVE_F16C, round_bf16, round_f16
 from kernels.mac import MacSpec, as_spec
@@ -89,23 +90,23 @@ def test_double_rounding_through_float32_is_innocuous_for_bfloat16(rng):
 
 
 @pytest.mark.parametrize("spec,data,want", [
-    ("fp8_e4m3_fp16", "normal", 4),
-    (MacSpec("fp8_e4m3", "bf16"), "normal", 5),
-    (MacSpec("fp8_e4m3", "fp16"), "normal", 4),               # product rounding None without fma too
-    (MacSpec("fp4_e2m1", "fp16", b="fp8_e5m2"), "normal", 4),
-    ("fp8_e4m3_fp16", "big", 0),                            # a product above 65504 is no binary16 value
-    ("fp8_e4m3_fp16", "nan", 0),
-    ("fp8_e4m3_fp16", "inf", 0),
-    (MacSpec("fp8_e5m2", "fp16"), "clipped", 4),             # e5m2 steps 2**-16: products checked on the data
-    (MacSpec("fp8_e5m2", "fp16"), "tiny", 0),                # ... and below 2**-14 they may be off the grid
-    (MacSpec("fp16", "fp16"), "normal", 0),                  # 22 product bits > 11
-    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "normal", 0),
-    (MacSpec("fp8_e4m3", "fp16", rounding="toward_zero"), "normal", 0),
-    (MacSpec("fp8_e4m3", "fp16", overflow="saturate"), "normal", 0),
-    (MacSpec("fp8_e4m3", "fp16", order="pairwise"), "normal", 0),
-    (MacSpec("fp8_e4m3", "fp16", product="fp16"), "normal", 0),
-    (MacSpec("fp8_e4m3", "e5m6"), "normal", 0),
-    (MacSpec("mxfp8_e4m3", "bf16"), "normal", 5),             # MX: the data condition (normal products)
+    ("fp8_e4m3_fp16", "normal", Path.HALF_F16),
+    (MacSpec("fp8_e4m3", "bf16"), "normal", Path.HALF_BF16),
+    (MacSpec("fp8_e4m3", "fp16"), "normal", Path.HALF_F16),               # product rounding None without fma too
+    (MacSpec("fp4_e2m1", "fp16", b="fp8_e5m2"), "normal", Path.HALF_F16),
+    ("fp8_e4m3_fp16", "big", None),                            # a product above 65504 is no binary16 value
+    ("fp8_e4m3_fp16", "nan", None),
+    ("fp8_e4m3_fp16", "inf", None),
+    (MacSpec("fp8_e5m2", "fp16"), "clipped", Path.HALF_F16),             # e5m2 steps 2**-16: products checked on the data
+    (MacSpec("fp8_e5m2", "fp16"), "tiny", None),                # ... and below 2**-14 they may be off the grid
+    (MacSpec("fp16", "fp16"), "normal", None),                  # 22 product bits > 11
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "normal", None),
+    (MacSpec("fp8_e4m3", "fp16", rounding="toward_zero"), "normal", None),
+    (MacSpec("fp8_e4m3", "fp16", overflow="saturate"), "normal", None),
+    (MacSpec("fp8_e4m3", "fp16", order="pairwise"), "normal", None),
+    (MacSpec("fp8_e4m3", "fp16", product="fp16"), "normal", None),
+    (MacSpec("fp8_e4m3", "e5m6"), "normal", None),
+    (MacSpec("mxfp8_e4m3", "bf16"), "normal", Path.HALF_BF16),             # MX: the data condition (normal products)
 ])
 def test_gate(rng, spec, data, want):
     spec = as_spec(spec)
@@ -120,10 +121,9 @@ def test_gate(rng, spec, data, want):
     elif data == "clipped":  # every magnitude >= 2**-7: products >= 2**-14, binary16 normals
         a, b = np.copysign(np.maximum(abs(a), 2.0 ** -7), a), np.copysign(np.maximum(abs(b), 2.0 ** -7), b)
     A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
-    native32, fused = ops._paths(spec, A, B)
-    assert not native32
-    assert fused == want if want else fused not in (4, 5)
-    assert ops._paths(spec, A, B, stats=True)[1] not in (4, 5)  # counters: the scalar core's events
+    path = ops._paths(spec, A, B)
+    assert path == want if want else path not in (Path.HALF_F16, Path.HALF_BF16, Path.NATIVE32)
+    assert ops._paths(spec, A, B, stats=True) not in (Path.HALF_F16, Path.HALF_BF16)  # counters: the scalar core's events
 
 
 @pytest.mark.parametrize("acc", ["fp16", "bf16"])
@@ -134,7 +134,7 @@ def test_matmul_lanes_equal_reference(rng, acc, K, N):
     for name, a, b in edge_problems(rng, K):
         b = np.tile(b, (1, -(-N // b.shape[1])))[:, :N]
         A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
-        assert ops._paths(spec, A, B)[1] == (4 if acc == "fp16" else 5), name
+        assert ops._paths(spec, A, B) == (Path.HALF_F16 if acc == "fp16" else Path.HALF_BF16), name
         got, want = kernels.matmul(a, b, spec), R.ref_matmul(a, b, spec)
         assert got.dtype == want.dtype
         assert same_values(got, want).all(), (name, got, want)
@@ -147,7 +147,7 @@ def test_convolutions_on_the_lanes_equal_reference(rng, acc):
     w = fp8_grid(rng, (3, 3, 5, 7), 2.0)
     wd = fp8_grid(rng, (3, 2, 5, 2), 2.0)
     X, W = ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)
-    assert ops._paths(spec, X, W)[1] == (4 if acc == "fp16" else 5)
+    assert ops._paths(spec, X, W) == (Path.HALF_F16 if acc == "fp16" else Path.HALF_BF16)
     for pad in ("same", "valid"):
         for stride in (1, (2, 1)):
             got = kernels.conv2d(x, w, spec, stride=stride, padding=pad)
@@ -163,8 +163,8 @@ def test_without_f16c_binary16_takes_the_float64_lanes(rng, monkeypatch):
     want = kernels.matmul(a, b, "fp8_e4m3_fp16")
     monkeypatch.setattr(ops, "HAVE_F16C", False)
     spec = as_spec("fp8_e4m3_fp16")
-    assert ops._paths(spec, a, b) == (False, 2)
-    assert ops._paths(MacSpec("fp8_e4m3", "bf16"), a, b) == (False, 5)
+    assert ops._paths(spec, a, b) == Path.NEAREST
+    assert ops._paths(MacSpec("fp8_e4m3", "bf16"), a, b) == Path.HALF_BF16
     assert same_values(kernels.matmul(a, b, spec), want).all()
 
 

@@ -1,4 +1,4 @@
-"""Stochastic rounding into a float or fixed-point accumulator in float32 lanes (``kernels.ops`` fused 6).
+"""Stochastic rounding into a float or fixed-point accumulator in float32 lanes (``kernels.ops.Path.STOCH32``).
 
 The lane (:func:`kernels.ops._lane_stoch32`) decides ``f >= 1 - W * 2**-r`` in float32 where the
 float64 lanes add the random bits to the integer significand. These tests hold: the lane against the
@@ -15,6 +15,7 @@ from numba import njit
 
 import kernels
 from kernels import ops
+from kernels.ops import Path
 from kernels import reference as R
 from kernels.formats import FixedFormat, FloatFormat, parse_format
 from kernels.mac import MacSpec, as_spec
@@ -149,29 +150,29 @@ def test_lane_words_are_rand32_of_the_mac_counters(rng):
 
 
 @pytest.mark.parametrize("spec,data,want", [
-    (MacSpec("fp8_e4m3", "fp16", fma=True, rounding="stochastic"), "normal", 6),
-    (MacSpec("fp8_e4m3", "bf16", rounding="stochastic"), "normal", 6),
-    (MacSpec("bf16", "bf16", rounding="stochastic", rand_bits=7), "normal", 6),
-    (MacSpec("fp8_e5m2", "e5m6", rounding="stochastic"), "normal", 6),
-    (MacSpec("bf16", "fp32", rounding="stochastic"), "normal", 3),       # float32 sums: mostly inexact
-    (MacSpec("fp16", "fp16", rounding="stochastic"), "normal", 3),       # 22 product bits: likewise
-    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", overflow="saturate"), "normal", 6),
-    (MacSpec("mxfp8_e4m3", "bf16", rounding="stochastic"), "normal", 6),
-    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "nan", 3),
-    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "inf", 3),
-    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "huge", 3),     # products not exact in float32
-    (MacSpec("bf16", "fp16", b="fp8_e4m3", rounding="stochastic"), "normal", 6),  # 8 + 4 product bits
-    (MacSpec("bf16", "fp16", b="fp16", rounding="stochastic"), "normal", 3),       # 8 + 11
-    (MacSpec("fp8_e4m3", "e5m17", rounding="stochastic"), "normal", 3),           # 18 accumulator bits
-    (MacSpec("fp32", "fp32", rounding="stochastic"), "normal", 3),       # 48 product bits
-    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", order="pairwise"), "normal", 0),
-    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", product="fp16"), "normal", 0),
-    (MacSpec("fp8_e4m3", "e8m0", rounding="stochastic"), "normal", 0),   # no mantissa bit, no subnormals
-    (MacSpec("fp8_e4m3", "e9m10", rounding="stochastic"), "normal", 3),  # not a float32 format
-    (MacSpec("fp8_e4m3", "fixed16.8", rounding="stochastic"), "normal", 6),
-    (MacSpec("fp8_e4m3", "fixed16.4", rounding="stochastic", overflow="wrap"), "normal", 6),
-    (MacSpec("fp8_e4m3", "fixed32.16", rounding="stochastic"), "normal", 3),   # 31 accumulator bits
-    (MacSpec("fp8_e4m3", "fp16", rounding="nearest"), "normal", 4),
+    (MacSpec("fp8_e4m3", "fp16", fma=True, rounding="stochastic"), "normal", Path.STOCH32),
+    (MacSpec("fp8_e4m3", "bf16", rounding="stochastic"), "normal", Path.STOCH32),
+    (MacSpec("bf16", "bf16", rounding="stochastic", rand_bits=7), "normal", Path.STOCH32),
+    (MacSpec("fp8_e5m2", "e5m6", rounding="stochastic"), "normal", Path.STOCH32),
+    (MacSpec("bf16", "fp32", rounding="stochastic"), "normal", Path.FIXED_STOCH),       # float32 sums: mostly inexact
+    (MacSpec("fp16", "fp16", rounding="stochastic"), "normal", Path.FIXED_STOCH),       # 22 product bits: likewise
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", overflow="saturate"), "normal", Path.STOCH32),
+    (MacSpec("mxfp8_e4m3", "bf16", rounding="stochastic"), "normal", Path.STOCH32),
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "nan", Path.FIXED_STOCH),
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "inf", Path.FIXED_STOCH),
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "huge", Path.FIXED_STOCH),     # products not exact in float32
+    (MacSpec("bf16", "fp16", b="fp8_e4m3", rounding="stochastic"), "normal", Path.STOCH32),  # 8 + 4 product bits
+    (MacSpec("bf16", "fp16", b="fp16", rounding="stochastic"), "normal", Path.FIXED_STOCH),       # 8 + 11
+    (MacSpec("fp8_e4m3", "e5m17", rounding="stochastic"), "normal", Path.FIXED_STOCH),           # 18 accumulator bits
+    (MacSpec("fp32", "fp32", rounding="stochastic"), "normal", Path.FIXED_STOCH),       # 48 product bits
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", order="pairwise"), "normal", Path.GENERIC),
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", product="fp16"), "normal", Path.GENERIC),
+    (MacSpec("fp8_e4m3", "e8m0", rounding="stochastic"), "normal", Path.GENERIC),   # no mantissa bit, no subnormals
+    (MacSpec("fp8_e4m3", "e9m10", rounding="stochastic"), "normal", Path.FIXED_STOCH),  # not a float32 format
+    (MacSpec("fp8_e4m3", "fixed16.8", rounding="stochastic"), "normal", Path.STOCH32),
+    (MacSpec("fp8_e4m3", "fixed16.4", rounding="stochastic", overflow="wrap"), "normal", Path.STOCH32),
+    (MacSpec("fp8_e4m3", "fixed32.16", rounding="stochastic"), "normal", Path.FIXED_STOCH),   # 31 accumulator bits
+    (MacSpec("fp8_e4m3", "fp16", rounding="nearest"), "normal", Path.HALF_F16),
 ])
 def test_gate(rng, spec, data, want):
     spec = as_spec(spec)
@@ -183,7 +184,7 @@ def test_gate(rng, spec, data, want):
     A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
     if data == "huge":
         A[0, 0] = 2.0 ** 70  # a value the gate must refuse whatever the format did to it
-    assert ops._paths(spec, A, B) == (False, want)
+    assert ops._paths(spec, A, B) == want
 
 
 @pytest.mark.parametrize("acc,overflow,rbits", [("fp16", None, None), ("fp16", "saturate", 5), ("bf16", None, 25),
@@ -194,7 +195,7 @@ def test_matmul_lane_equals_reference(rng, acc, overflow, rbits, K):
     spec = MacSpec("fp8_e4m3", acc, fma=True, rounding="stochastic", overflow=overflow, rand_bits=rbits)
     for name, a, b in edge_problems(rng, K):
         A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
-        assert ops._paths(spec, A, B) == (False, 6), name
+        assert ops._paths(spec, A, B) == Path.STOCH32, name
         got, gs = kernels.matmul(a, b, spec, seed=7, offset=3, stats=True)
         want, ws = R.ref_matmul(a, b, spec, seed=7, offset=3, stats=True)
         assert got.dtype == want.dtype
@@ -212,7 +213,7 @@ def test_convolutions_on_the_lane_equal_reference(rng):
     w = fp8_grid(rng, (3, 3, 5, 7), 2.0)
     wd = fp8_grid(rng, (3, 2, 5, 2), 2.0)
     X, W = ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)
-    assert ops._paths(spec, X, W) == (False, 6)
+    assert ops._paths(spec, X, W) == Path.STOCH32
     for pad in ("same", "valid"):
         for stride in (1, (2, 1)):
             kw = dict(stride=stride, padding=pad, seed=11, offset=5)

@@ -1,0 +1,60 @@
+"""The kernel paths (:class:`kernels.ops.Path`): each spec compiles only the path it takes.
+
+A cold process (empty Numba cache) that runs one fp8_e4m3_fp16 matmul, conv2d and depthwise conv must
+compile exactly one row function (the binary16 lane) and one kernel per operand layout; the other
+row functions (the generic per-stage loop above all, which took most of the 75 s of a cold
+``hwsim run`` when every path was compiled into one function) must stay uncompiled.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path as FsPath
+
+from kernels import ops
+from kernels.ops import Path
+
+ROOT = FsPath(__file__).resolve().parents[1]
+
+_PROBE = r"""
+import json, numpy as np
+import kernels
+import importlib
+from kernels import ops
+Q = importlib.import_module("kernels.quantize")
+rng = np.random.default_rng(0)
+a = kernels.quantize(rng.standard_normal((5, 40)), "fp8_e4m3")
+b = kernels.quantize(rng.standard_normal((40, 6)), "fp8_e4m3")
+x = kernels.quantize(rng.standard_normal((1, 6, 6, 3)).astype(np.float32), "fp8_e4m3")
+kernels.matmul(a, b, "fp8_e4m3_fp16")
+kernels.conv2d(x, rng.standard_normal((3, 3, 3, 4)), "fp8_e4m3_fp16", padding="same")
+kernels.depthwise_conv2d(x, rng.standard_normal((3, 3, 3, 2)), "fp8_e4m3_fp16", padding="same")
+rows = {n: len(getattr(ops, n).signatures) for n in dir(ops) if n.startswith("_row_")}
+print(json.dumps({"rows": rows, "kernels": sorted(ops._KERNELS), "q_f32": sorted(Q._Q_F32_FLOAT),
+                  "path": int(ops._paths(kernels.mac.as_spec("fp8_e4m3_fp16"), a, b))}))
+"""
+
+
+def test_a_cold_process_compiles_only_its_path(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    res = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    half = int(Path.HALF_F16) if ops.HAVE_F16C else int(Path.NEAREST)
+    assert got["path"] == half
+    want_row = "_row_half" if ops.HAVE_F16C else "_row_nearest"
+    assert set(got["rows"]) == {"_row_native32", "_row_half", "_row_stoch32", "_row_nearest", "_row_lane",
+                                "_row_fixed_stoch", "_row_generic"}
+    assert {n for n, c in got["rows"].items() if c} == {want_row}, got["rows"]
+    # one kernel per operand layout (matmul runs on the convolution kernel), no output stage
+    assert [tuple(k) for k in got["kernels"]] == [(ops._CONV, half, 0), (ops._DEPTHWISE, half, 0)]
+    assert got["q_f32"] == [0]  # float32 -> fp8, round to nearest even: one quantize loop
+
+
+def test_path_names_are_the_kernel_constants():
+    """The ints the kernels branch on are the enum's values (the branches are pruned on them)."""
+    assert [ops._GENERIC, ops._LANE, ops._NEAREST, ops._FIXED_STOCH, ops._HALF_F16, ops._HALF_BF16, ops._STOCH32,
+            ops._NATIVE32] == [int(p) for p in Path]
+    assert len(set(Path)) == 8
