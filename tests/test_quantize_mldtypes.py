@@ -9,15 +9,11 @@ sign of zero counted. Default rounding / overflow are used (``nearest``, and ml_
 behaviour is the hwsim default), except E8M0, which ml_dtypes rounds ties away from zero:
 ``rounding="nearest_away"``.
 
-Known ml_dtypes 0.6.0 deviation from correct rounding (excluded from the comparison and tested
-separately): a float32 (or bfloat16) *subnormal* input ``x = f * 2**-126`` with ``0.5 < f < 0.75``
-converts to E8M0 as ``2**-126``; the nearest E8M0 value is ``2**-127`` (the midpoint between
-``2**-127`` and ``2**-126`` is ``0.75 * 2**-126``). ml_dtypes rounds the float32 *significand field*
-of a subnormal as if it were an E8M0 exponent step.
-
-ml_dtypes converts float64 to the narrow types through float32 (rounding twice); hwsim rounds a
-float64 input once, correctly. The oracle comparisons therefore use float32-representable inputs
-(also fed as float64 to exercise the float64 path); ``test_float64_rounds_once`` shows the difference.
+Needs ml_dtypes >= 0.7.0 (the dev lock pins it). Older releases had two bugs, fixed in 0.7.0, which
+the tests no longer work around: the E8M0 cast of float32 *subnormals* ``f * 2**-126`` with
+``0.5 < f < 0.75`` gave ``2**-126`` (the nearest E8M0 value is ``2**-127``), and float64 inputs were
+rounded twice, through float32. Both cases are compared with ml_dtypes directly, and also pinned by
+expected values derived by hand (exact rationals), so the tests hold whether or not an oracle drifts.
 """
 
 import gfloat
@@ -56,16 +52,6 @@ def ml_cast(x, name):
     """ml_dtypes' (numpy's for float16) cast, widened back to float32 (exact)."""
     with np.errstate(all="ignore"):
         return np.asarray(x).astype(ML[name]).astype(np.float32)
-
-
-def e8m0_oracle_bug(x):
-    """Inputs on which ml_dtypes 0.6.0's E8M0 cast is not correctly rounded (see module docstring)."""
-    xf = np.asarray(x).astype(np.float64)
-    return (xf > 0.5 * TINY) & (xf < 0.75 * TINY)
-
-
-def compared(name, x):
-    return ~e8m0_oracle_bug(x) if name == "float8_e8m0fnu" else np.ones(np.shape(x), bool)
 
 
 def finite_values(name):
@@ -129,9 +115,7 @@ def test_every_16bit_pattern(name, src, assert_same):
     x = np.arange(1 << 16, dtype=np.uint16).view(src)
     got = kernels.quantize(x, name, rounding=_rounding(name))
     assert got.dtype == np.float32 and got.shape == x.shape
-    want = ml_cast(x, name)
-    keep = compared(name, x)
-    assert_same(got[keep], want[keep], inputs=x[keep], what=f"{name} from every {np.dtype(src).name} pattern")
+    assert_same(got, ml_cast(x, name), inputs=x, what=f"{name} from every {np.dtype(src).name} pattern")
 
 
 @pytest.fixture(scope="module", params=NAMES)
@@ -143,9 +127,7 @@ def test_million_float32(fmt_inputs, assert_same):
     name, x = fmt_inputs
     got = kernels.quantize(x, name, rounding=_rounding(name))
     assert got.dtype == np.float32
-    want = ml_cast(x, name)
-    keep = compared(name, x)
-    assert_same(got[keep], want[keep], inputs=x[keep], what=f"{name}, 10**6 float32")
+    assert_same(got, ml_cast(x, name), inputs=x, what=f"{name}, 10**6 float32")
 
 
 def test_million_float32_fed_as_float64(fmt_inputs, assert_same):
@@ -155,9 +137,7 @@ def test_million_float32_fed_as_float64(fmt_inputs, assert_same):
     x = x[::4]
     got = kernels.quantize(x.astype(np.float64), name, rounding=_rounding(name))
     assert got.dtype == np.float64
-    want = ml_cast(x, name)
-    keep = compared(name, x)
-    assert_same(got[keep], want[keep], inputs=x[keep], what=f"{name}, float32 values as float64")
+    assert_same(got, ml_cast(x, name), inputs=x, what=f"{name}, float32 values as float64")
 
 
 def test_ties_are_in_the_inputs():
@@ -182,8 +162,10 @@ def test_nan_into_formats_without_nan():
 
 
 def test_e8m0_subnormal_inputs_round_correctly():
-    """Where ml_dtypes' E8M0 cast is wrong (float32 subnormals f * 2**-126, 0.5 < f < 0.75), hwsim gives
-    the correctly rounded 2**-127 (ties-away midpoint 0.75 * 2**-126 and above give 2**-126)."""
+    """float32 subnormals f * 2**-126 into E8M0 (ties away): the values 2**-127 and 2**-126 have their
+    midpoint at 0.75 * 2**-126, so f < 0.75 gives 2**-127 (also below 0.5: E8M0 has no smaller value)
+    and f >= 0.75 gives 2**-126. Expected values from that rule, exact in float64; ml_dtypes (< 0.7.0
+    gave 2**-126 for 0.5 < f < 0.75) must agree too."""
     f = np.array([0.5, 0.5 + 2**-23, 0.6, 0.7, 0.75 - 2**-23, 0.75, 0.8, 2**-23, 0.25])
     f = np.round(f * 2**23) / 2**23  # float32 subnormals are multiples of 2**-149 = 2**-23 * TINY
     x = (f * TINY).astype(np.float32)
@@ -191,8 +173,7 @@ def test_e8m0_subnormal_inputs_round_correctly():
     want = np.where(f >= 0.75, 2.0**-126, 2.0**-127)
     got = kernels.quantize(x, "float8_e8m0fnu", rounding="nearest_away")
     np.testing.assert_array_equal(got.astype(np.float64), want)
-    # the documented oracle bug is real (if ml_dtypes fixes it, drop the exclusion above)
-    assert (ml_cast(x, "float8_e8m0fnu")[(f > 0.5) & (f < 0.75)] == np.float32(2.0**-126)).all()
+    np.testing.assert_array_equal(ml_cast(x, "float8_e8m0fnu").astype(np.float64), want)
 
 
 def _gfloat_info(f):
@@ -204,13 +185,36 @@ def _gfloat_info(f):
 
 
 def test_float64_rounds_once():
-    """ml_dtypes: float64 -> float32 -> float8 rounds twice; 1.0625 + 2**-40 lies above the e4m3 tie
-    1.0625 but becomes the tie in float32, which then rounds to even (1.0). hwsim rounds once: 1.125."""
+    """A float64 input is rounded once: 1.0625 + 2**-40 lies above the e4m3 tie 1.0625 (between 1.0 and
+    1.125), so it rounds up to 1.125; 1.0625 - 2**-40 rounds down to 1.0. Rounding through float32 first
+    (ml_dtypes < 0.7.0) makes the first the tie itself, which rounds to even, 1.0. ml_dtypes >= 0.7.0
+    rounds once and must agree."""
     x = np.array([1.0625 + 2**-40, -(1.0625 + 2**-40), 1.0625 - 2**-40], np.float64)
-    assert ml_cast(x, "float8_e4m3fn")[0] == 1.0  # the double rounding in the oracle
+    want = [1.125, -1.125, 1.0]
     got = kernels.quantize(x, "float8_e4m3fn")
     assert got.dtype == np.float64
-    np.testing.assert_array_equal(got, [1.125, -1.125, 1.0])
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(ml_cast(x, "float8_e4m3fn"), want)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float64_near_ties_against_mldtypes(name, assert_same):
+    """float64 inputs within 2**-30 relative of every tie (not float32-representable) against ml_dtypes'
+    own float64 cast, which rounds once since 0.7.0."""
+    v = finite_values(name)
+    i = np.arange(len(v) - 1)
+    if len(i) > 4096:
+        i = np.random.default_rng(2).choice(i, 4096, replace=False)
+    mids = (v[i] + v[i + 1]) / 2
+    eps = np.abs(mids) * 2.0**-30 + 2.0**-160
+    x = np.concatenate([mids + eps, mids - eps, -(mids + eps), -(mids - eps)])
+    x = x[np.isfinite(x)]
+    assert (x.astype(np.float32).astype(np.float64) != x).mean() > 0.99  # really float64-only values
+    got = kernels.quantize(x, name, rounding=_rounding(name))
+    assert got.dtype == np.float64
+    with np.errstate(all="ignore"):
+        want = x.astype(ML[name]).astype(np.float64)
+    assert_same(got, want, inputs=x, what=f"{name} float64 near ties vs ml_dtypes")
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "float8_e8m0fnu"])
