@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from quant import tfimport
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SPLITS = ("train", "test")
 IMAGE_SHAPE = (32, 32, 3)
@@ -138,7 +140,7 @@ def _candidates(path):
 
 
 def _keras_download(split):
-    import keras  # heavy; only imported as the last resort
+    keras = tfimport.keras()  # heavy; only imported as the last resort
 
     (xtr, ytr), (xte, yte) = keras.datasets.cifar10.load_data()
     x, y = (xtr, ytr) if split == "train" else (xte, yte)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from quant import tfimport
+
 from . import ir
 
 SUPPORTED = ("InputLayer", "Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalization", "ReLU", "Activation",
@@ -44,7 +46,7 @@ def load_model(name_or_path, *, compile=False) -> ir.Network:
 
 
 def _load_keras(name_or_path):
-    import keras
+    keras = tfimport.keras()
 
     if isinstance(name_or_path, keras.Model):
         return name_or_path, f"keras.Model {name_or_path.name}"
@@ -161,7 +163,7 @@ def _convert(layer, inputs):
 
 def from_keras(model) -> ir.Network:
     """Convert a built ``keras.Model`` (Sequential or Functional) into the IR (see module docstring)."""
-    import keras
+    keras = tfimport.keras()
 
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from quant import tfimport
+
 WARMUP = 0.15
 
 # per-model optimiser settings: SGD with Nesterov momentum, decoupled weight decay
@@ -125,7 +127,7 @@ def _use_fused_batchnorm(model):
     ``BatchNormalization`` layers, and inference (``training=False``) is Keras' own code. The
     moving averages are updated as Keras does (``m * momentum + batch * (1 - momentum)``), with the
     fused kernel's batch variance (Bessel-corrected, ``n / (n - 1)`` times the biased one)."""
-    import tensorflow as tf
+    tf = tfimport.tensorflow()
     from keras import layers
 
     for layer in model.layers:
@@ -147,7 +149,7 @@ def _use_fused_batchnorm(model):
 
 
 def _compile(model, name):
-    import keras
+    keras = tfimport.keras()
 
     h = HYPER[name]
     opt = keras.optimizers.SGD(learning_rate=h["lr"], momentum=h["momentum"], nesterov=True,
@@ -198,7 +200,7 @@ def _train(name: str, *, epochs: int | None = None, batch_size: int = DEFAULT_BA
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
 
-    import tensorflow as tf
+    tf = tfimport.tensorflow()
 
     if threads is not None:
         try:
@@ -210,7 +212,7 @@ def _train(name: str, *, epochs: int | None = None, batch_size: int = DEFAULT_BA
         tf.config.experimental.enable_op_determinism()
     except Exception:  # pragma: no cover - older TF
         pass
-    import keras
+    keras = tfimport.keras()
 
     ckdir = Path(checkpoint_dir).expanduser() if checkpoint_dir else default_checkpoint_dir(name)
     if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
@@ -355,7 +357,7 @@ def train(name: str, **kwargs) -> dict:
     from hwsim import zoo
 
     zoo._check_name(name)
-    import keras
+    keras = tfimport.keras()
 
     before = keras.config.dtype_policy()
     try:

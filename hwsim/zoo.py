@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from quant import tfimport
+
 NAMES = ("cifar_cnn", "mobilenet")
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
@@ -65,13 +67,13 @@ def load_keras(name: str):
     p = model_path(name)
     if not p.is_file():
         raise FileNotFoundError(f"trained weights for {name!r} not found at {p}; create them with `hwsim train {name}`")
-    import keras
+    keras = tfimport.keras()
 
     return keras.models.load_model(p, compile=False)
 
 
 def _cifar_cnn():
-    import keras
+    keras = tfimport.keras()
     from keras import layers
 
     return keras.Sequential(
@@ -98,7 +100,7 @@ def _cifar_cnn():
 
 
 def _mobilenet(stem=MOBILENET_STEM, blocks=MOBILENET_BLOCKS, head=MOBILENET_HEAD):
-    import keras
+    keras = tfimport.keras()
     from keras import layers
 
     def bn(name):
@@ -141,6 +143,7 @@ def _mobilenet(stem=MOBILENET_STEM, blocks=MOBILENET_BLOCKS, head=MOBILENET_HEAD
 def count_macs(model) -> int:
     """Multiply-accumulates of one forward pass on one image, counted for Conv2D, DepthwiseConv2D
     and Dense layers (output elements x kernel fan-in; bias adds, BN, pooling not counted)."""
+    tfimport.keras()
     from keras import layers
 
     macs = 0

@@ -140,10 +140,11 @@ _ACT_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5:
 
 
 def _quiet_tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import warnings
 
-    import tensorflow as tf
+    from .tfimport import tensorflow
+
+    tf = tensorflow()
 
     warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated.*")
     warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated.*")
@@ -467,6 +468,7 @@ def _tensor(d) -> TensorQ:
 
 def _options(data: bytes, nops: int, where):
     """(builtin op name, options object) per operator of subgraph 0, from the flatbuffer schema."""
+    _quiet_tf()
     from tensorflow.lite.python import schema_py_generated as S
 
     names = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
@@ -505,6 +507,7 @@ def _activation(opt, where, index, name):
 
 
 def _padding(opt):
+    _quiet_tf()
     from tensorflow.lite.python import schema_py_generated as S
 
     return "same" if opt.padding == S.Padding.SAME else "valid"
