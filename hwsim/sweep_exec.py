@@ -33,6 +33,7 @@ import io
 import json
 import math
 import os
+import platform
 import statistics
 import sys
 import threading
@@ -41,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from quant import tfimport
 
 from . import sweep as G
 
@@ -373,7 +376,7 @@ def _load_sequential_fresh(mfile: Path):
     rejects because Keras re-calls its layers while loading ("layer ... is shared"): rebuild it as a
     functional model from fresh copies of its layers (same configs and weights, each called once) and
     import that. Other models are passed to the error unchanged."""
-    import keras
+    keras = tfimport.keras()
 
     from .importer import from_keras
 
@@ -526,6 +529,38 @@ def _dask_evaluate(settings: dict, point_key: tuple, batch_size: int = DEFAULT_B
     return evaluate(settings, G.Point(*point_key), on_images=report, batch_size=batch_size)
 
 
+WARM_IMAGES = 8
+
+
+def warm_up(settings: dict, todo, batch_size: int = DEFAULT_BATCH, on_config=None) -> int:
+    """Compile, in this process and before any point is handed out, every kernel the points in ``todo``
+    need: each distinct configuration's network runs on the first :data:`WARM_IMAGES` test images.
+
+    A kernel compiles the first time a call needs it and Numba caches it on disk (``kernels.ops``), so
+    the workers then load each kernel from the cache instead of every worker compiling the same kernels
+    at the same time. This also writes the network's IR cache (the workers need no TensorFlow) and, for
+    calibrated configurations, the decoded training images. In serial mode the prepared networks are
+    reused by the points. A kernel path chosen on data a later batch differs in (``kernels.ops._paths``
+    checks operand ranges) is compiled by the worker that meets it. ``on_config(i, n, label)`` is called
+    before each configuration. Returns the number of configurations."""
+    from .runner import forward, resolve_specs
+
+    configs = list(dict.fromkeys(p.config for p in todo))
+    if not configs:
+        return 0
+    ctx = context(settings)
+    x = ctx.images[:min(WARM_IMAGES, batch_size, len(ctx.images))].astype(np.float32)
+    for i, cfg in enumerate(configs):
+        if on_config is not None:
+            on_config(i, len(configs), G.config_label(cfg))
+        spec = G.mac_spec(*cfg)
+        net = ctx.network_for(cfg[0], cfg[1], spec)
+        if len(x):
+            forward(net, x, resolve_specs(net, spec), seed=0, offset=0)
+        ctx.cost(spec)
+    return len(configs)
+
+
 # ------------------------------------------------------------------------------------------------
 # progress
 
@@ -547,6 +582,24 @@ class Progress:
         self.t0 = time.perf_counter()
         self._lock = threading.Lock()
         self._last = 0.0
+
+    def warming(self, i, n, label=""):
+        """Configuration ``i`` of ``n`` is compiling its kernels (:func:`warm_up`); no rate or ETA yet."""
+        if not self.enabled:
+            return
+        line = f"compiling kernels: configuration {i + 1}/{n}  {label}"
+        if self.tty:
+            self.stream.write("\r" + line[:200].ljust(120))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def start(self):
+        """The clock of the rate and the ETA starts here, after the warm-up, so compile time does not
+        inflate them."""
+        with self._lock:
+            self.t0 = time.perf_counter()
+            self._last = 0.0
 
     def images(self, point_key, n):
         with self._lock:
@@ -574,7 +627,8 @@ class Progress:
         frac = imgs / self.total_images if self.total_images else 1.0
         el = now - self.t0
         rate = imgs / el if el > 0 else 0.0
-        eta = (self.total_images - imgs) / rate if rate > 0 else math.inf
+        # an estimate only once a point has finished: before that the rate holds the workers' start-up
+        eta = (self.total_images - imgs) / rate if (rate > 0 and self.done_points) else math.inf
         bar = "#" * int(30 * frac)
         eta_s = "--" if not math.isfinite(eta) else _duration(eta)
         line = (f"points {self.done_points}/{self.points} [{bar:<30}] images {imgs}/{self.total_images} "
@@ -636,12 +690,15 @@ def run_sweep(settings: dict, out, *, scheduler=None, workers: int = 2, serial: 
         bar = Progress(len(todo), settings["images"], enabled=progress)
         try:
             if todo:
+                warm_up(settings, todo, batch_size=batch_size, on_config=bar.warming)
+                bar.start()
                 if serial:
                     _run_serial(settings, todo, d, bar, batch_size, run)
                 else:
                     _run_dask(settings, todo, d, bar, batch_size, run, scheduler, workers, cluster_kwargs or {})
         finally:
             bar.close()
+            record_versions(d.path, run.evaluated)
             if render:
                 run.results = render_results(d.path, settings, figures=figures)
             done = d.done()
@@ -767,6 +824,52 @@ def results_csv_text(rows) -> str:
     return buf.getvalue()
 
 
+VERSIONS_FILE = "versions.json"
+_VERSIONED = ("hwsim", "numpy", "numba", "llvmlite", "tensorflow", "keras", "scipy", "ml_dtypes")
+
+
+def environment_versions() -> dict:
+    """The versions of Python and of the packages a sweep's figures depend on, as installed here."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def record_versions(path, points: int) -> None:
+    """Add ``points`` evaluated points to this environment's entry of ``path/versions.json`` (a list of
+    {versions, points}: a sweep resumed under other versions lists each). Local Dask workers run this
+    interpreter; an external scheduler's workers are assumed to run the same versions."""
+    if points <= 0:
+        return
+    f = Path(path) / VERSIONS_FILE
+    try:
+        envs = json.loads(f.read_text())["environments"] if f.exists() else []
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SweepError(f"{f} is damaged ({exc}); delete it to start a new record") from None
+    mine = environment_versions()
+    for e in envs:
+        if e.get("versions") == mine:
+            e["points"] = int(e.get("points", 0)) + points
+            break
+    else:
+        envs.append({"versions": mine, "points": points})
+    _atomic_write(f, json.dumps({"environments": envs}, indent=1) + "\n")
+
+
+def read_versions(path) -> list:
+    f = Path(path) / VERSIONS_FILE
+    try:
+        return json.loads(f.read_text())["environments"] if f.exists() else []
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
 def render_results(path, settings: dict | None = None, figures: bool = True) -> list[dict]:
     """Write results.csv, results.json and (``figures``) the plots and summary.md of the sweep in ``path``."""
     path = Path(path)
@@ -774,7 +877,8 @@ def render_results(path, settings: dict | None = None, figures: bool = True) -> 
         settings = load_settings(path)
     rows = aggregate(settings, read_points(path))
     _atomic_write(path / RESULTS_CSV, results_csv_text(rows))
-    _atomic_write(path / RESULTS_JSON, json.dumps({"settings": settings, "results": rows}, indent=1) + "\n")
+    _atomic_write(path / RESULTS_JSON, json.dumps({"settings": settings, "versions": read_versions(path),
+                                                   "results": rows}, indent=1) + "\n")
     if not figures:
         return rows
     from . import plots, report
