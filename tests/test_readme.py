@@ -19,5 +19,20 @@ def test_kernel_api_example_runs_and_matches_comments(capsys):
 
 def test_readme_names_both_commands():
     text = README.read_text()
-    assert 'pip install -e ".[dev]"' in text and "python -m pytest -q" in text
-    assert "python -m pytest -q" in (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    assert "pip install --require-hashes -r requirements-dev.lock" in text and "python -m pytest -q" in text
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    assert "python -m pytest -q" in ci and "--require-hashes -r requirements-dev.lock" in ci
+
+
+def test_lock_pins_every_package_with_hashes():
+    """Every requirement of the dev lock is pinned (==) and carries at least one hash, and the oracles and
+    the runtime packages the results depend on are in it."""
+    lock = (Path(__file__).resolve().parents[1] / "requirements-dev.lock").read_text()
+    reqs = re.findall(r"^([A-Za-z0-9_.-]+)(\S*) \\\n((?:\s+--hash=sha256:[0-9a-f]{64}.*\n)+)", lock, re.M)
+    names = {n.lower().replace("_", "-") for n, _, _ in reqs}
+    assert all(spec.startswith("==") for _, spec, _ in reqs)
+    heads = [l for l in lock.splitlines() if l and not l[0].isspace() and not l.startswith("#")]
+    assert len(heads) == len(reqs), "a requirement without hashes"
+    for need in ("numpy", "numba", "tensorflow", "keras", "ml-dtypes", "torch", "qtorch", "apytypes", "gfloat",
+                 "hypothesis", "pytest", "dask", "distributed", "scipy", "matplotlib", "pillow"):
+        assert need in names, need
