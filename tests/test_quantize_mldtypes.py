@@ -197,16 +197,22 @@ def test_float64_rounds_once():
     np.testing.assert_array_equal(ml_cast(x, "float8_e4m3fn"), want)
 
 
+def near_ties(name, seed):
+    """(midpoints between neighbouring values of the format, at most 4096 of them, and offsets 2**-30
+    relative to them): mids +- eps are float64 values just off each tie, not float32-representable."""
+    v = finite_values(name)
+    i = np.arange(len(v) - 1)
+    if len(i) > 4096:
+        i = np.random.default_rng(seed).choice(i, 4096, replace=False)
+    mids = (v[i] + v[i + 1]) / 2
+    return mids, np.abs(mids) * 2.0**-30 + 2.0**-160
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_float64_near_ties_against_mldtypes(name, assert_same):
     """float64 inputs within 2**-30 relative of every tie (not float32-representable) against ml_dtypes'
     own float64 cast, which rounds once since 0.7.0."""
-    v = finite_values(name)
-    i = np.arange(len(v) - 1)
-    if len(i) > 4096:
-        i = np.random.default_rng(2).choice(i, 4096, replace=False)
-    mids = (v[i] + v[i + 1]) / 2
-    eps = np.abs(mids) * 2.0**-30 + 2.0**-160
+    mids, eps = near_ties(name, seed=2)
     x = np.concatenate([mids + eps, mids - eps, -(mids + eps), -(mids - eps)])
     x = x[np.isfinite(x)]
     assert (x.astype(np.float32).astype(np.float64) != x).mean() > 0.99  # really float64-only values
@@ -222,12 +228,7 @@ def test_float64_near_ties_against_gfloat(name, assert_same):
     """float64 inputs within 2**-30 relative of every tie (not float32-representable): hwsim against
     gfloat's exact round_ndarray (RNE, no saturation) -- the correct single rounding."""
     f = parse_format(name)
-    v = finite_values(name)
-    i = np.arange(len(v) - 1)
-    if len(i) > 4096:
-        i = np.random.default_rng(1).choice(i, 4096, replace=False)
-    mids = (v[i] + v[i + 1]) / 2
-    eps = np.abs(mids) * 2.0**-30 + 2.0**-160
+    mids, eps = near_ties(name, seed=1)
     x = np.concatenate([mids + eps, mids - eps, mids])
     x = x[np.isfinite(x)]
     want = gfloat.round_ndarray(_gfloat_info(f), x, RoundMode.TiesToEven, sat=(f.specials == "none"))
