@@ -42,7 +42,7 @@ position contributes an exact +0 term); depthwise output channel ``c * m + j`` s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
 from .quantize import default_overflow, rand_bits_value, rounding_code
@@ -94,11 +94,12 @@ class MacSpec:
     rounding per stage, overflow, accumulation order and optional output format.
 
     See the module docstring for the exact semantics. Formats may be names or format objects;
-    they are stored as format objects.
+    they are stored as format objects. ``MacSpec("fp8_e4m3_fp16")`` (a preset name alone, no other
+    field) is that preset; to change a preset, ``as_spec(name).with_(...)``.
     """
 
     a: object
-    accum: object
+    accum: object = None
     b: object = None
     product: object = None
     rounding: str = "nearest"
@@ -114,6 +115,9 @@ class MacSpec:
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        if self.accum is None:
+            self._from_preset(set_)
+            return
         set_("a", parse_format(self.a))
         set_("b", self.a if self.b is None else parse_format(self.b))
         set_("accum", parse_format(self.accum))
@@ -154,6 +158,22 @@ class MacSpec:
         _check_range(self)
         if not self.name:
             set_("name", self._describe())
+
+    def _from_preset(self, set_):
+        """``MacSpec(name)`` with no accumulator: the preset ``name``, or an error that names the value."""
+        others = [f.name for f in fields(self) if f.name not in ("a", "accum", "name")
+                  and getattr(self, f.name) != f.default]
+        if isinstance(self.a, str) and self.a in PRESETS:
+            if others:
+                raise ValueError(f"MacSpec({self.a!r}) is a preset and takes no other fields (got {', '.join(others)}); "
+                                 f"to change a preset use kernels.mac.as_spec({self.a!r}).with_(...)")
+            preset = PRESETS[self.a]
+            for f in fields(self):
+                set_(f.name, getattr(preset, f.name))
+            return
+        hint = (f"{self.a!r} is not a preset either; presets: {', '.join(PRESETS)}" if isinstance(self.a, str)
+                else f"presets: {', '.join(PRESETS)}")
+        raise ValueError(f"MacSpec needs an accumulator format, MacSpec(a, accum, ...), or a preset name alone; {hint}")
 
     def _describe(self) -> str:
         parts = [f"{self.a.name}" + (f"x{self.b.name}" if self.b != self.a else "")]

@@ -50,7 +50,7 @@ from ._core import f32_bits
 from ._half import HAVE_F16C, bits_f32, round_bf16, round_f16
 from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
 from .mac import MacSpec, as_spec
-from .quantize import overflow_code, quantize, rand_bits_value, rne_lane, rne_lane_applies, rounding_code
+from .quantize import check_real_array, overflow_code, quantize, rand_bits_value, rne_lane, rne_lane_applies, rounding_code
 from .rng import lane_word, make_key, rand32, stream_base
 
 __all__ = ["matmul", "conv2d", "depthwise_conv2d", "MacStats", "conv_output_size", "same_padding"]
@@ -1031,9 +1031,7 @@ def _out_dtype(spec):
 
 def _prepare(x, fmt, axis):
     """Round an operand into its format (nearest); float32 or float64 as kernels.quantize returns."""
-    x = np.asarray(x)
-    if x.dtype.kind not in "fiub" and x.dtype.kind != "V":
-        raise ValueError(f"operand of dtype {x.dtype} is not numeric")
+    x = check_real_array(x, "operand")
     if isinstance(fmt, MXFormat):
         return quantize(x, fmt, axis=axis)
     return quantize(x, fmt)  # float32 when the format fits it (the exact BLAS path uses it as is)
@@ -1336,6 +1334,12 @@ def _conv_setup(x, w, stride, padding, name, depthwise):
     sh, sw = _pair(stride, "stride")
     n, H, W, _ = x_arr.shape
     kh, kw = w_arr.shape[:2]
+    if kh == 0 or kw == 0:
+        raise ValueError(f"{name} weights of shape {w_arr.shape} have a {kh}x{kw} window; it needs at least one tap "
+                         "(kh, kw >= 1). Zero channels are fine: they give zeros or an empty output")
+    if padding == "valid" and (kh > H or kw > W):
+        raise ValueError(f"{name}: the {kh}x{kw} kernel is larger than the {H}x{W} input with padding='valid', so "
+                         "the output would be empty; use padding='same' or a kernel no larger than the input")
     OH, OW = conv_output_size(H, kh, sh, padding), conv_output_size(W, kw, sw, padding)
     pt, _ = same_padding(H, kh, sh, padding)
     pl, _ = same_padding(W, kw, sw, padding)

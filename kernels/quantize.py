@@ -398,19 +398,54 @@ def _q_mx(x, out, cidx, block, emax_elem, ip, fp, mode, key, rbits):
 # API
 # ---------------------------------------------------------------------------------------------
 
+_VALID_INPUT = "float (float16 / 32 / 64, ml_dtypes' narrow floats), integer or bool arrays"
+
+
+def check_real_array(x, what="input") -> np.ndarray:
+    """``np.asarray(x)`` if its dtype holds real numbers (float, integer, bool, or an ml_dtypes float
+    type); a ValueError naming the dtype otherwise. Complex values (their imaginary part would be
+    dropped), strings, dates and timedeltas, and object arrays are refused rather than converted."""
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not an array of numbers ({exc}); valid: {_VALID_INPUT}") from None
+    k = arr.dtype.kind
+    if k in "fiub":
+        return arr
+    if k == "V" and arr.dtype.names is None and arr.dtype.itemsize <= 2:
+        try:  # ml_dtypes' bfloat16 / float8 / float6 / float4 types: exact in float32
+            np.zeros(1, arr.dtype).astype(np.float32)
+            return arr
+        except (TypeError, ValueError):
+            pass
+    kind = {"c": "complex", "U": "string", "S": "bytes", "M": "datetime64", "m": "timedelta64", "O": "object"}
+    raise ValueError(f"{what} has dtype {arr.dtype} ({kind.get(k, 'not a real number type')}); valid: {_VALID_INPUT}")
+
+
 def _as_float_array(x) -> np.ndarray:
-    x = np.asarray(x)
+    x = check_real_array(x)
     if x.dtype == np.float32 or x.dtype == np.float64:
         return x
-    if x.dtype.kind in "iub":
-        return x.astype(np.float32 if x.dtype.itemsize <= 2 else np.float64)
-    try:  # float16, ml_dtypes' bfloat16 / float8 ...: exact in float32
-        return x.astype(np.float32 if x.dtype.itemsize <= 2 else np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"cannot quantize an array of dtype {x.dtype}; valid: float, integer or bool arrays") from None
+    # 16-bit and narrower types are exact in float32; wider integers in float64 up to 2**53 (quantize
+    # rounds larger ones exactly, from a float64 value and an integer residual)
+    return x.astype(np.float32 if x.dtype.itemsize <= 2 else np.float64)
 
 
-def quantize(x, fmt, rounding="nearest", overflow=None, seed=None, rand_bits=None, axis=-1):
+def _int_residual(x, xf):
+    """For an integer array ``x`` and ``xf = float64(x)`` (rounded to nearest): the exact ``x - xf`` as
+    float64 (zero where |x| <= 2**53, at most 2**10 in magnitude elsewhere), or None when every element
+    is exact."""
+    if x.dtype.kind not in "iu" or x.dtype.itemsize < 8:
+        return None
+    big = np.abs(xf) > 2.0 ** 53
+    if not big.any():
+        return None
+    res = np.zeros(x.shape, dtype=np.float64)
+    res[big] = [float(int(v) - int(h)) for v, h in zip(x[big].tolist(), xf[big].tolist())]
+    return res
+
+
+def quantize(x, fmt, rounding="nearest", overflow=None, seed=None, rand_bits=None, axis=None):
     """Round ``x`` into ``fmt``; returns an array of ``x``'s shape whose values are exactly
     representable in ``fmt``. See the module docstring for the exact semantics.
 
@@ -418,28 +453,44 @@ def quantize(x, fmt, rounding="nearest", overflow=None, seed=None, rand_bits=Non
     ``nearest``, ``nearest_away``, ``toward_zero``, ``up``, ``down``, ``stochastic``; ``overflow``
     ``saturate`` / ``wrap`` / ``ieee`` / None (the format's default); ``seed`` (stochastic only: an
     int, or None for fresh entropy); ``rand_bits`` (stochastic: 1..32 random bits, default 32);
-    ``axis`` (MX block formats: the axis along which blocks are formed).
+    ``axis`` (MX block formats only: the axis along which blocks are formed, default the last; other
+    formats have no blocks, and an ``axis`` given for them is an error rather than silently ignored).
+    Integer inputs beyond 2**53 (int64 / uint64) are rounded once, exactly (not through float64).
+    Inputs must hold real numbers: complex, string, date and object arrays raise ``ValueError``.
     """
     fmt = parse_format(fmt)
     mode = rounding_code(rounding)
     rbits = rand_bits_value(rand_bits)
     key = make_key(seed) if mode == C.STOCHASTIC else np.uint64(0)
-    xa = _as_float_array(x)
+    src = check_real_array(x)
+    xa = _as_float_array(src)
     if isinstance(fmt, MXFormat):
         if overflow not in (None, "saturate"):
             raise ValueError(f"MX formats saturate their elements (OCP MX v1.0); overflow={overflow!r} is not valid, "
                              "use None or 'saturate'")
-        return _quantize_mx(xa, fmt, mode, key, rbits, axis)
+        if _int_residual(src, xa) is not None:
+            raise ValueError(f"integer input beyond 2**53 into {fmt.name}: MX block quantization takes values float64 "
+                             "holds exactly; convert the integers first")
+        return _quantize_mx(xa, fmt, mode, key, rbits, -1 if axis is None else axis)
+    if axis is not None:
+        raise ValueError(f"axis={axis!r} applies to MX block formats only; {fmt.name} has no blocks (leave axis=None)")
     ovf = overflow_code(fmt, overflow)
     if isinstance(fmt, FixedFormat):
         bad = ~np.isfinite(xa) if ovf == C.WRAP else np.isnan(xa)
         if bad.any():
             idx = np.unravel_index(int(np.argmax(bad)), xa.shape) if xa.ndim else ()
+            n_nan, n_inf = int(np.isnan(xa).sum()), int(np.isinf(xa).sum())
+            what = f"{n_nan} NaN" + (f" and {n_inf} infinite value(s)" if ovf == C.WRAP else "")
             raise ValueError(f"cannot quantize {xa[idx]} (at index {tuple(int(i) for i in idx)}) into {fmt.name}: "
-                             f"{int(bad.sum())} non-finite value(s); integer/fixed formats have no NaN"
-                             + (" and cannot wrap infinities" if ovf == C.WRAP else ""))
-    src_dtype = np.asarray(x).dtype
-    out_dtype = np.float32 if (src_dtype != np.float64 and fmt.fits_float32) else np.float64
+                             f"{what}; integer/fixed formats have no NaN"
+                             + (" and cannot wrap infinities (use overflow='saturate' to clamp them)"
+                                if ovf == C.WRAP else ""))
+    out_dtype = np.float32 if (src.dtype != np.float64 and fmt.fits_float32) else np.float64
+    resid = _int_residual(src, xa)
+    if resid is not None:  # huge integers: the float64 value plus its exact integer residual, rounded once
+        vals, _ = _round_array(xa, resid, fmt, rounding, overflow, key, rbits,
+                               np.arange(xa.size, dtype=np.uint64).reshape(xa.shape))
+        return vals.astype(out_dtype, copy=False)
     flat = np.ascontiguousarray(xa).reshape(-1)
     out = np.empty(flat.size, dtype=out_dtype)
     if flat.size:

@@ -41,6 +41,7 @@ import numba
 import numpy as np
 
 from . import _core as C
+from .formats import MXFormat
 from .mac import as_spec
 from .quantize import _round_array, quantize
 from .rng import make_key
@@ -182,7 +183,8 @@ def _run(x, w, out_shape, spec, seed, offset, stats):
 def _operand(x, fmt, axis):
     """Input rounded into an operand format (nearest, default overflow; MX blocks along ``axis``),
     as float64."""
-    return np.asarray(quantize(x, fmt, rounding="nearest", axis=axis), dtype=np.float64)
+    return np.asarray(quantize(x, fmt, rounding="nearest", axis=axis if isinstance(fmt, MXFormat) else None),
+                      dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,6 +264,16 @@ def ref_matmul(a, b, spec, seed=None, offset=0, stats=False):
     return _run(x, w, (M, N), spec, seed, offset, stats)
 
 
+def _check_window(name, xshape, wshape, padding):
+    """A window needs a tap, and with 'valid' padding must fit in the input (else there is no output)."""
+    kh, kw = wshape[:2]
+    if kh == 0 or kw == 0:
+        raise ValueError(f"{name}: a {kh}x{kw} window has no tap")
+    if padding == "valid" and (kh > xshape[1] or kw > xshape[2]):
+        raise ValueError(f"{name}: the {kh}x{kw} kernel is larger than the {xshape[1]}x{xshape[2]} input with "
+                         "padding='valid'")
+
+
 def ref_conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0, stats=False):
     """2-D convolution (cross-correlation, as ``tf.nn.conv2d``) of NHWC ``x`` with HWIO ``w``."""
     spec = as_spec(spec)
@@ -272,6 +284,7 @@ def ref_conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0, stats
                          f"expect {w.shape[2]} input channels")
     sh, sw = _strides(stride)
     padding = _padding(padding)
+    _check_window("conv2d", x.shape, w.shape, padding)
     X = _operand(x, spec.a, axis=3)
     W = _operand(w, spec.b, axis=2)
     kh, kw, cin, cout = W.shape
@@ -296,6 +309,7 @@ def ref_depthwise_conv2d(x, w, spec, stride=1, padding="valid", seed=None, offse
                          f"expect {w.shape[2]} channels")
     sh, sw = _strides(stride)
     padding = _padding(padding)
+    _check_window("depthwise_conv2d", x.shape, w.shape, padding)
     X = _operand(x, spec.a, axis=3)
     W = _operand(w, spec.b, axis=2)
     kh, kw, c, m = W.shape

@@ -67,7 +67,10 @@ def make_key(seed) -> np.uint64:
         seed = secrets.randbits(64)
     if isinstance(seed, (bool, float)) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an int or None, got {seed!r}")
-    return _mix64_py(int(seed) & 0xFFFFFFFFFFFFFFFF)
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {int(seed)}: larger or negative seeds would be "
+                         "reduced modulo 2**64 and collide with others")
+    return _mix64_py(int(seed))
 
 
 def _mix64_py(z: int) -> np.uint64:

@@ -171,10 +171,11 @@ def test_nan_into_integer_operands(impl):
         impl[0](a, np.ones((3, 2)), "int8_int32")
 
 
-def test_valid_window_larger_than_input_is_empty(impl):
-    """'valid' with a kernel larger than the input: no output positions (TF would refuse; hwsim
-    returns the empty result of the documented output-size rule)."""
-    out = impl[1](np.ones((2, 2, 3, 1)), np.ones((3, 3, 1, 4)), "fp32")
-    assert out.shape == (2, 0, 1, 4) and out.dtype == np.float32
-    out = impl[2](np.ones((2, 3, 2, 2)), np.ones((3, 3, 2, 2)), "int8_int32", padding="valid")
-    assert out.shape == (2, 1, 0, 4) and out.dtype == np.float64
+def test_valid_window_larger_than_input_is_refused(impl):
+    """'valid' with a kernel larger than the input has no output positions: a clear error (as TensorFlow
+    refuses it), not an empty array; 'same' pads and gives the input's size."""
+    with pytest.raises(ValueError, match=r"3x3 kernel is larger than the 2x3 input with padding='valid'"):
+        impl[1](np.ones((2, 2, 3, 1)), np.ones((3, 3, 1, 4)), "fp32")
+    with pytest.raises(ValueError, match=r"3x3 kernel is larger than the 3x2 input with padding='valid'"):
+        impl[2](np.ones((2, 3, 2, 2)), np.ones((3, 3, 2, 2)), "int8_int32", padding="valid")
+    assert impl[1](np.ones((2, 2, 3, 1)), np.ones((3, 3, 1, 4)), "fp32", padding="same").shape == (2, 2, 3, 4)
