@@ -7,7 +7,8 @@
 Sources, tried in this order (the first that yields the split wins):
 
 1. ``path=`` argument (if given, *only* this source is tried, so a typo is never masked);
-2. the ``HWSIM_DATA`` environment variable;
+2. the ``HWSIM_DATA`` environment variable (likewise the only source when set: a missing path raises
+   ``FileNotFoundError``, an unreadable one ``ValueError``; neither falls back to other data);
 3. ``../shared/data/cifar10-jpg.tar.gz`` relative to the project root (found from this
    package's location), then the same relative to the current directory;
 4. the Keras cache ``$KERAS_HOME/datasets/cifar-10-batches-py`` (``KERAS_HOME`` defaults to
@@ -95,7 +96,7 @@ def load_cifar10(split: str = "test", path: str | os.PathLike | None = None, *, 
             return _load_source(candidate, split, cache)
         except _SourceError as exc:
             failures.append(f"{label} {candidate}: {exc}")
-            if path is None:
+            if path is None and not os.environ.get("HWSIM_DATA"):
                 warnings.warn(f"skipping unreadable CIFAR-10 source {candidate}: {exc}", stacklevel=2)
     msg = f"cannot load CIFAR-10 split {split!r}. Searched:\n" + "\n".join(f"  - {f}" for f in failures)
     msg += "\n" + _HOWTO
@@ -127,8 +128,9 @@ def _candidates(path):
         yield "path argument", Path(path).expanduser()
         return
     env = os.environ.get("HWSIM_DATA")
-    if env:
+    if env:  # a chosen source, like path=: a typo or a damaged file is an error, never another data set
         yield "HWSIM_DATA", Path(env).expanduser()
+        return
     seen = set()
     for label, base in (("project shared data", _project_root()), ("shared data relative to CWD", Path.cwd())):
         p = (base / SHARED_RELPATH).resolve()

@@ -25,7 +25,9 @@ import numpy as np
 
 import kernels
 from kernels.elementwise import activate
+from kernels.formats import FixedFormat, MXFormat
 from kernels.mac import MacSpec, as_spec
+from kernels.quantize import check_real_array
 from kernels.rng import _mix64_py
 
 from . import ir
@@ -182,11 +184,73 @@ class Progress:
 
 
 def _check_images(network, images):
-    images = np.asarray(images)
+    """The images as an array, or a ValueError: wrong shape, a dtype that is not real numbers, NaN or
+    infinite values, or values in [0, 1] for a network that rescales raw 0..255 pixels itself."""
+    images = check_real_array(images, "images")
     want = network.input_shape
     if images.ndim != len(want) + 1 or tuple(images.shape[1:]) != want:
         raise ValueError(f"images have shape {images.shape}; network {network.name!r} expects (N, {', '.join(map(str, want))})")
+    if images.size and images.dtype.kind == "f":
+        bad = ~np.isfinite(images)
+        if bad.any():
+            idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), images.shape))
+            raise ValueError(f"images hold {int(bad.sum())} NaN / infinite value(s), the first {images[idx]} at index "
+                             f"{idx}; pixels must be finite")
+        scale = _pixel_rescale(network)
+        if scale is not None and float(np.max(np.abs(images))) <= 1.0 and np.any(images != 0):
+            raise ValueError(f"images lie in [-1, 1], but network {network.name!r} rescales its input itself (layer "
+                             f"{scale!r} multiplies by {_first_scale(network):.6g}): it takes raw pixels 0..255 "
+                             "as stored (uint8); pass those, not images already scaled to 0..1")
     return images
+
+
+def _pixel_rescale(network):
+    """The name of an affine first layer that scales every input channel by at most 1/128 (a Keras
+    Rescaling(1/255) and the like: the network takes raw pixels), else None."""
+    for layer in network.layers:
+        if layer.kind == "affine" and list(layer.inputs) == [ir.INPUT]:
+            sc = np.abs(np.asarray(layer.scale, dtype=np.float64))
+            if sc.size and sc.max() <= 1.0 / 128:
+                return layer.name
+        return None
+    return None
+
+
+def _first_scale(network):
+    return float(np.max(np.abs(np.asarray(network.layers[0].scale, dtype=np.float64))))
+
+
+def _needs_scales(fmt) -> bool:
+    """An operand format a float network cannot run on unscaled: integer / fixed point (weights of
+    magnitude < 1 round to a few codes, 0..255 pixels saturate) and floats whose largest value is below
+    128 (fp6, fp4, e3m4...: pixels and activations saturate). MX formats carry block scales."""
+    if isinstance(fmt, MXFormat):
+        return False
+    return isinstance(fmt, FixedFormat) or fmt.max < 128
+
+
+def check_specs(network: ir.Network, specs: Mapping[str, MacSpec]):
+    """A ValueError when a float (unquantized) MAC layer gets operands that need quantizer scales."""
+    for layer in network.mac_layers:
+        spec = specs[layer.name]
+        if layer.quant is not None:
+            continue
+        bad = [f.name for f in (spec.a, spec.b) if _needs_scales(f)]
+        if bad:
+            raise ValueError(
+                f"layer {layer.name!r} of network {network.name!r} is float, and MAC spec {spec.name} has "
+                f"{' / '.join(dict.fromkeys(bad))} operands, which need quantizer scales: run unscaled, pixels and "
+                "activations saturate and most weights round to zero (chance accuracy). Quantize the network "
+                f"first: quant.quantize_model(net, weights={spec.b.name!r}, activations={spec.a.name!r}, mac=spec, "
+                "calibration=training_images); `hwsim run --mac` does this itself, and `hwsim sweep` too")
+
+
+def _check_seed(seed):
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, float)) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must be None or an int in [0, 2**64), got {seed!r}")
+    return int(seed)
 
 
 def run(network: ir.Network, images, mac="fp32", batch_size: int = 250, seed=None, progress: bool = False,
@@ -200,7 +264,9 @@ def run(network: ir.Network, images, mac="fp32", batch_size: int = 250, seed=Non
     """
     images = _check_images(network, images)
     specs = resolve_specs(network, mac)
-    if not isinstance(batch_size, int) or batch_size < 1:
+    check_specs(network, specs)
+    seed = _check_seed(seed)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if seed is None and any(s.is_stochastic for s in specs.values()):
         seed = int(np.random.SeedSequence().entropy) & 0xFFFFFFFFFFFFFFFF
@@ -222,13 +288,39 @@ def run(network: ir.Network, images, mac="fp32", batch_size: int = 250, seed=Non
     return np.concatenate(outs)
 
 
+def _check_labels(network, labels, n_images):
+    try:
+        lab = np.asarray(labels)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"labels are not an array ({exc})") from None
+    n_classes = int(np.prod(network.shapes[network.output]))
+    if lab.ndim != 1:
+        hint = " (one-hot? pass labels.argmax(axis=1))" if lab.ndim == 2 and lab.shape[-1] == n_classes else ""
+        raise ValueError(f"labels must be a 1-D array of class indices, got shape {lab.shape}{hint}")
+    if lab.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integer class indices, got dtype {lab.dtype}"
+                         + (" (convert with labels.astype(int) if they are whole numbers)" if lab.dtype.kind == "f"
+                            else ""))
+    if len(lab) != n_images:
+        raise ValueError(f"{n_images} images but {len(lab)} labels")
+    if len(lab) == 0:
+        raise ValueError("no images: top-1 accuracy of an empty set is undefined")
+    bad = (lab < 0) | (lab >= n_classes)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"label {lab[i]} at index {i} is not a class index of network {network.name!r}: valid "
+                         f"0..{n_classes - 1} ({int(bad.sum())} label(s) out of range)")
+    return lab.astype(np.int64)
+
+
 def accuracy(network: ir.Network, images, labels, mac="fp32", batch_size: int = 250, seed=None,
              progress: bool = True) -> float:
-    """Top-1 accuracy of ``network`` on (images, labels) with the MAC spec(s) ``mac``."""
-    labels = np.asarray(labels)
-    if len(labels) != len(images):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    """Top-1 accuracy of ``network`` on (images, labels) with the MAC spec(s) ``mac``.
+
+    ``labels``: class indices, integers in [0, number of outputs), one per image. One-hot or other 2-D
+    labels, floats, strings and indices out of range are refused (ValueError), as is an empty set (no
+    accuracy to report)."""
+    images = _check_images(network, images)
+    labels = _check_labels(network, labels, len(images))
     out = run(network, images, mac=mac, batch_size=batch_size, seed=seed, progress=progress, labels=labels)
-    if len(labels) == 0:
-        return float("nan")
     return float((np.argmax(out.reshape(len(out), -1), axis=1) == labels).mean())

@@ -218,10 +218,22 @@ def _train(name: str, *, epochs: int | None = None, batch_size: int = DEFAULT_BA
     if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     init = None
+    init_model = None
     if init_from is not None:
         if not Path(init_from).is_file():
             raise FileNotFoundError(f"init_from: no such .keras file {init_from}")
+        try:  # load it now: a damaged file is reported before training, not as Keras' "File not found"
+            init_model = keras.models.load_model(init_from, compile=False)
+        except Exception as exc:
+            # Keras says "File not found" for any file that is not a valid .keras zip: do not repeat that
+            detail = "" if "not found" in str(exc).lower() else f": {type(exc).__name__}: {str(exc)[:200]}"
+            raise ValueError(f"init_from {init_from}: the file exists but is not a readable Keras model (corrupt, "
+                             f"truncated or another format){detail}") from None
         init = {"path": str(Path(init_from).resolve()), "sha256": _sha256(init_from)}
+    if out is not None:
+        from hwsim.commands import output_file
+
+        output_file(out, "out", create_parents=True)  # a path that cannot be written fails now, not after training
     config = _config(name, epochs, batch_size, seed, limit, threads, lr, init)
     peak_lr = config["lr"]
     state_path, ckpt_path = ckdir / "state.json", ckdir / "checkpoint.keras"
@@ -257,9 +269,8 @@ def _train(name: str, *, epochs: int | None = None, batch_size: int = DEFAULT_BA
     else:
         keras.utils.set_random_seed(seed)
         model = zoo.build(name)
-        if init is not None:
-            src = keras.models.load_model(init_from, compile=False)
-            model.set_weights(src.get_weights())  # raises ValueError on an architecture mismatch
+        if init_model is not None:
+            model.set_weights(init_model.get_weights())  # raises ValueError on an architecture mismatch
         _use_fused_batchnorm(model)
         _compile(model, name)
         start = 0

@@ -60,8 +60,11 @@ def build_array(args):
 
 
 def run(args) -> int:
+    from hwsim.commands import output_file
     from hwsim.cost import cost
 
+    if args.csv:
+        output_file(args.csv, "--csv")  # before the work, not after it
     arr = build_array(args)
     net = load_network(args.model)
     res = cost(net, args.mac, arr, baseline=None if args.no_baseline else "fp32")

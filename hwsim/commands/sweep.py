@@ -5,15 +5,7 @@ from __future__ import annotations
 
 import sys
 
-
-def _limit(text):
-    if str(text).lower() in ("all", "0"):
-        return None
-    try:
-        n = int(text)
-    except ValueError:
-        raise ValueError(f"--limit must be a positive number of images or 'all', got {text!r}") from None
-    return n
+from hwsim.commands import limit_arg
 
 
 def register(sub):
@@ -38,7 +30,7 @@ def register(sub):
                    help=f"rounding modes of products and sums (default {G.DEFAULT_ROUNDING})")
     p.add_argument("--seeds", type=int, default=G.DEFAULT_SEEDS, metavar="N",
                    help=f"seeds per stochastic configuration (default {G.DEFAULT_SEEDS})")
-    p.add_argument("--limit", type=_limit, default=G.DEFAULT_LIMIT, metavar="N",
+    p.add_argument("--limit", type=limit_arg, default=G.DEFAULT_LIMIT, metavar="N",
                    help="N test images spread evenly over the test set (image i*10000/N, the same number "
                    f"from every class), or 'all' (default {G.DEFAULT_LIMIT})")
     p.add_argument("--array", default=None, metavar="TOML", help="array config (default: 32x32 output stationary)")
