@@ -53,8 +53,10 @@ RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
 SETTINGS_FORMAT = "hwsim-sweep/1"
 
-POINT_COLUMNS = ("weights", "activations", "accum", "rounding", "seed", "images", "correct", "accuracy",
-                 "energy_pj", "cycles", "fp32_energy_pj", "fp32_cycles", "outputs_sha256", "seconds")
+#: a points.csv record: the point's values, then ``checksum`` (:func:`row_checksum` of the fields before it)
+POINT_FIELDS = ("weights", "activations", "accum", "rounding", "seed", "images", "correct", "accuracy",
+                "energy_pj", "cycles", "fp32_energy_pj", "fp32_cycles", "outputs_sha256", "seconds")
+POINT_COLUMNS = POINT_FIELDS + ("checksum",)
 RESULT_COLUMNS = ("weights", "activations", "accum", "rounding", "label", "family", "weight_bits",
                   "activation_bits", "accum_bits", "seeds", "images", "accuracy_mean", "accuracy_std",
                   "accuracy_min", "accuracy_max", "delta_vs_fp32", "energy_pj", "energy_ratio", "cycles",
@@ -177,8 +179,17 @@ def grid_of(settings) -> G.Grid:
 
 def settings_diff(old: dict, new: dict) -> list[str]:
     keys = sorted(set(old) | set(new), key=lambda k: (list(new).index(k) if k in new else 99, k))
-    return [f"{k}: {json.dumps(old.get(k))} in DIR, {json.dumps(new.get(k))} now"
-            for k in keys if old.get(k) != new.get(k)]
+    out = []
+    for k in keys:
+        if old.get(k) == new.get(k):
+            continue
+        if k == "data_sha256":  # a sweep never mixes data sets
+            out.append(f"the CIFAR-10 test images found now differ from those the sweep started with (digest "
+                       f"{str(new.get(k))[:12]}... now, {str(old.get(k))[:12]}... in DIR): another data set or "
+                       "another copy; point --data / HWSIM_DATA at the original")
+        else:
+            out.append(f"{k}: {json.dumps(old.get(k))} in DIR, {json.dumps(new.get(k))} now")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,6 +240,8 @@ class SweepDir:
             raise SweepError(f"another sweep is running in {p} (it holds {p / '.lock'})") from None
         if not sfile.exists():
             _atomic_write(sfile, json.dumps(self.settings, indent=2) + "\n")
+        if jfile.exists():
+            repair_points(p, stream=sys.stderr)
         if not jfile.exists():
             with open(jfile, "x", newline="") as fh:
                 fh.write(",".join(POINT_COLUMNS) + "\n")
@@ -252,9 +265,10 @@ class SweepDir:
         return read_points(self.path)
 
     def append(self, row: dict):
-        """Append one point's row; flush and fsync before returning."""
+        """Append one point's row with its checksum; flush and fsync before returning."""
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow([_fmt(row[c]) for c in POINT_COLUMNS])
+        fields = [_fmt(row[c]) for c in POINT_FIELDS]
+        csv.writer(buf, lineterminator="\n").writerow(fields + [row_checksum(fields)])
         jfile = self.path / POINTS_FILE
         with open(jfile, "ab") as fh:
             if fh.tell() > 0:
@@ -282,9 +296,15 @@ def _atomic_write(path: Path, text: str):
     os.replace(tmp, path)
 
 
+def row_checksum(fields) -> str:
+    """The checksum of a points.csv record: the first 16 hex digits of SHA-256 over its fields (as written,
+    joined by the unit separator). It catches a record edited by hand or damaged on disk."""
+    return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()[:16]
+
+
 def _parse_point_row(rec: dict) -> dict | None:
     try:
-        row = {c: rec[c] for c in POINT_COLUMNS}
+        row = {c: rec[c] for c in POINT_FIELDS}
         row["seed"] = int(row["seed"])
         row["images"] = int(row["images"])
         row["correct"] = int(row["correct"])
@@ -299,33 +319,83 @@ def _parse_point_row(rec: dict) -> dict | None:
         if row["accuracy"] != row["correct"] / row["images"]:
             return None
         return row
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
 
 
-def read_points(path) -> dict:
-    """``{point key: row}`` from ``DIR/points.csv`` (first complete row per point wins; torn or
-    malformed rows are skipped)."""
+def scan_points(path):
+    """Read ``DIR/points.csv`` and check every record. Returns ``(rows, problems, legacy)``: ``rows`` maps
+    point key -> row (the first valid record per point), ``problems`` lists ``(line number, reason, raw
+    line)`` for each record that is torn, malformed, inconsistent or fails its checksum, and ``legacy`` is
+    True for a file written before records carried checksums (its rows are accepted when consistent).
+    A zero-byte file reads as no records, with one problem saying so."""
     jfile = Path(path) / POINTS_FILE
     if not jfile.exists():
-        return {}
-    out = {}
-    with open(jfile, newline="") as fh:
+        return {}, [], False
+    with open(jfile, newline="", encoding="utf-8", errors="replace") as fh:
         text = fh.read()
+    if not text:
+        return {}, [(1, "the file is empty (0 bytes): no point is recorded, every point will be computed", "")], False
     lines = text.split("\n")
-    complete = lines[:-1]  # the last element is "" (text ends with \n) or a torn line
-    reader = csv.DictReader(complete)
-    if tuple(reader.fieldnames or ()) != POINT_COLUMNS:
-        raise SweepError(f"{jfile} has columns {reader.fieldnames}, expected {list(POINT_COLUMNS)}")
-    for rec in reader:
-        if None in rec or any(v is None for v in rec.values()):
+    header = next(csv.reader([lines[0]]))
+    if tuple(header) == POINT_COLUMNS:
+        legacy = False
+    elif tuple(header) == POINT_FIELDS:
+        legacy = True
+    else:
+        raise SweepError(f"{jfile} has columns {header}, expected {list(POINT_COLUMNS)}: not a points file of this "
+                         f"hwsim; move it away (the sweep then starts over) or use another --out directory")
+    out, problems = {}, []
+    torn = lines[-1]  # "" when the text ends with a newline, else a line a killed run left unfinished
+    for n, line in enumerate(lines[1:-1], start=2):
+        if not line:
+            problems.append((n, "empty line", line))
+            continue
+        fields = next(csv.reader([line]))
+        if len(fields) != len(header):
+            problems.append((n, f"{len(fields)} fields, expected {len(header)} (damaged or torn)", line))
+            continue
+        rec = dict(zip(header, fields))
+        if not legacy and rec["checksum"] != row_checksum(fields[:-1]):
+            problems.append((n, "checksum mismatch: the record was edited or damaged", line))
             continue
         row = _parse_point_row(rec)
         if row is None:
+            problems.append((n, "malformed or inconsistent values (accuracy != correct / images, ...)", line))
             continue
         key = (row["weights"], row["activations"], row["accum"], row["rounding"], row["seed"])
         out.setdefault(key, row)
-    return out
+    if torn:
+        problems.append((len(lines), "incomplete last line (an interrupted run)", torn))
+    return out, problems, legacy
+
+
+def read_points(path) -> dict:
+    """``{point key: row}`` from ``DIR/points.csv``: the valid records (see :func:`scan_points`; invalid
+    ones are left out, and :func:`repair_points` reports and removes them)."""
+    return scan_points(path)[0]
+
+
+def repair_points(path, stream=None) -> list:
+    """Report every invalid record of ``DIR/points.csv`` (file and line, the reason) on ``stream`` and
+    rewrite the file with the valid records only, so their points are computed again; a file without
+    checksums gets them (its consistent records are kept). Returns the problems."""
+    jfile = Path(path) / POINTS_FILE
+    rows, problems, legacy = scan_points(path)
+    for n, reason, _ in problems:
+        if stream is not None:
+            print(f"{jfile}:{n}: {reason}; the point is computed again", file=stream)
+    if problems or legacy:
+        if legacy and stream is not None:
+            print(f"{jfile}: adding checksums to its {len(rows)} records (written before records had them)", file=stream)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(POINT_COLUMNS)
+        for row in rows.values():
+            fields = [_fmt(row[c]) for c in POINT_FIELDS]
+            w.writerow(fields + [row_checksum(fields)])
+        _atomic_write(jfile, buf.getvalue())
+    return problems
 
 
 # ------------------------------------------------------------------------------------------------
