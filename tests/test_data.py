@@ -203,14 +203,24 @@ def test_corrupt_cache_file_is_redecoded(tmp_path):
 
 
 def test_nothing_found_lists_every_place(tmp_path, monkeypatch):
+    monkeypatch.delenv("HWSIM_DATA", raising=False)
+    with pytest.raises(FileNotFoundError) as ei:
+        load_cifar10("train")
+    msg = str(ei.value)
+    for needle in ("project shared data", "relative to CWD", "cifar10-jpg.tar.gz", "Keras cache",
+                   "cifar-10-batches-py", "Keras download", "offline (test stub)", "path=", "HWSIM_DATA",
+                   "does not exist"):
+        assert needle in msg, f"{needle!r} missing from:\n{msg}"
+
+
+def test_a_missing_env_source_is_the_only_place_tried(tmp_path, monkeypatch):
+    """HWSIM_DATA chooses the data, as path= does: a typo is an error naming it, not another data set."""
     monkeypatch.setenv("HWSIM_DATA", str(tmp_path / "envmissing"))
     with pytest.raises(FileNotFoundError) as ei:
         load_cifar10("train")
     msg = str(ei.value)
-    for needle in ("HWSIM_DATA", str(tmp_path / "envmissing"), "project shared data", "relative to CWD",
-                   "cifar10-jpg.tar.gz", "Keras cache", "cifar-10-batches-py", "Keras download",
-                   "offline (test stub)", "path=", "does not exist"):
-        assert needle in msg, f"{needle!r} missing from:\n{msg}"
+    assert f"HWSIM_DATA {tmp_path / 'envmissing'}: does not exist" in msg
+    assert "project shared data" not in msg and "Keras" not in msg.split("Provide")[0]
 
 
 def test_corrupt_archive_is_a_clear_value_error(tmp_path):
@@ -253,14 +263,14 @@ def test_bad_split():
         load_cifar10("val")
 
 
-def test_broken_env_source_falls_through_with_warning(tmp_path, monkeypatch):
+def test_broken_env_source_is_an_error_not_other_data(tmp_path, monkeypatch):
+    """An unreadable HWSIM_DATA is a ValueError naming it, even when other data (here a Keras cache) exists."""
     (tmp_path / "junk").write_bytes(b"xx")
     monkeypatch.setenv("HWSIM_DATA", str(tmp_path / "junk"))
     xte, yte = _pixels(2, 14), np.array([4, 5])
     _make_pickles(tmp_path / "keras_home" / "datasets" / "cifar-10-batches-py", (_pixels(5, 15), np.zeros(5, int)), (xte, yte))
-    with pytest.warns(UserWarning, match="skipping unreadable"):
-        x, y = load_cifar10("test")
-    np.testing.assert_array_equal(y, yte)
+    with pytest.raises(ValueError, match=f"HWSIM_DATA {tmp_path / 'junk'}"):
+        load_cifar10("test")
 
 
 SHARED = data.Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpg.tar.gz"
