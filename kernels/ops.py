@@ -369,11 +369,14 @@ class Path(enum.IntEnum):
     STOCH32 = 6
     #: float32 hardware arithmetic is exactly the spec (fp32 accumulator, round to nearest)
     NATIVE32 = 7
+    #: sequential order, each product rounded into a float product format, then added into a float
+    #: accumulator; each stage rounds to nearest even or stochastically (:func:`_product_lane`)
+    PRODUCT = 8
 
 
 # the paths as plain ints: Numba prunes a branch on ``path == _NEAREST`` (a closure constant against a
 # global int) before typing, which it does not do for an enum attribute
-_GENERIC, _LANE, _NEAREST, _FIXED_STOCH, _HALF_F16, _HALF_BF16, _STOCH32, _NATIVE32 = (int(p) for p in Path)
+_GENERIC, _LANE, _NEAREST, _FIXED_STOCH, _HALF_F16, _HALF_BF16, _STOCH32, _NATIVE32, _PRODUCT = (int(p) for p in Path)
 _FLOAT32_LANES = (Path.HALF_F16, Path.HALF_BF16, Path.STOCH32, Path.NATIVE32)
 
 
@@ -688,6 +691,91 @@ def _row_fixed_stoch(K, N, get_a, a_row, a_lanes, B, e0, acc, p, s, err, ok, ipA
 
 
 @njit(cache=True)
+def _row_product(K, N, get_a, a_row, a_lanes, B, e0, acc, p, y, s, err, ok, ipP, fpP, modeP, ovfP, ipA, fpA, modeA,
+                 ovfA, key, rbits, evc):
+    """PRODUCT: sequential order; per k, the exact product y = a * b (float64 holds it: MacSpec keeps
+    the operand precisions within 53 bits) is rounded into the product format P (stage 0), then
+    acc = R_A(acc + p) (stage 1), each stage to nearest even (:func:`kernels.quantize.rne_lane`, the
+    magic constant) or stochastically (:func:`_lane_float`, the word of counter (e0 + j, stage, k)),
+    in one pass over the lanes per stage with the mode fixed outside the loop, so the loops vectorise.
+    A lane a pass cannot settle (overflow, NaN / inf, a tie the TwoSum error decides) is redone by
+    the scalar core, which also counts the events. The same results as the generic per-stage loop."""
+    manP = ipP[1]
+    eminP = ipP[2]
+    maxP = fpP[0]
+    negzP = (ipP[4] & C.F_NEGZERO) != 0
+    manA = ipA[1]
+    eminA = ipA[2]
+    maxA = fpA[0]
+    negzA = (ipA[4] & C.F_NEGZERO) != 0
+    stochP = modeP == C.STOCHASTIC
+    stochA = modeA == C.STOCHASTIC
+    for j in range(N):
+        acc[j] = 0.0
+    for k in range(K):
+        if get_a == 0:
+            ak = a_row[k]
+            for j in range(N):
+                y[j] = ak * B[k, j]
+        else:
+            for j in range(N):
+                y[j] = a_lanes[k, j] * B[k, j]
+        bad = False
+        if stochP:
+            base = stream_base(key, _counter(e0, 0, k))
+            for j in range(N):
+                w = lane_word(base, j)  # = rand32(key, _counter(e0 + j, 0, k))
+                r, good, edge = _lane_float(y[j], C.STOCHASTIC, manP, eminP, maxP, negzP, w, rbits)
+                p[j] = r
+                ok[j] = good
+                bad |= not good
+        else:
+            for j in range(N):
+                v, r, h, good = rne_lane(y[j], manP, eminP + 1023, maxP, negzP)
+                p[j] = v
+                ok[j] = good
+                bad |= not good
+        if bad:
+            for j in range(N):
+                if not ok[j]:
+                    w = rand32(key, _counter(e0 + j, 0, k)) if stochP else _U0
+                    r, ev = C.round_scalar(y[j], 0.0, ipP, fpP, modeP, ovfP, w, rbits)
+                    p[j] = r
+                    if ev != C.EV_NONE:
+                        evc[ev - 1] += 1
+        bad = False
+        if stochA:
+            base = stream_base(key, _counter(e0, 1, k))
+            for j in range(N):
+                x = acc[j]
+                yy = p[j]
+                t = x + yy
+                bb = t - x
+                e = (x - (t - bb)) + (yy - bb)
+                w = lane_word(base, j)  # = rand32(key, _counter(e0 + j, 1, k))
+                r, good, edge = _lane_float(t, C.STOCHASTIC, manA, eminA, maxA, negzA, w, rbits)
+                g = good & ((e == 0.0) | (not edge))
+                s[j] = t
+                err[j] = e
+                acc[j] = r
+                ok[j] = g
+                bad |= not g
+        else:
+            for j in range(N):
+                x = acc[j]
+                yy = p[j]
+                t = x + yy
+                r, e, g = _lane_nearest(x, yy, t, manA, eminA + 1023, maxA, negzA)
+                s[j] = t
+                err[j] = e
+                acc[j] = r
+                ok[j] = g
+                bad |= not g
+        if bad:
+            _redo(N, s, err, acc, ok, ipA, fpA, modeA, ovfA, key, e0, k, stochA, rbits, evc)
+
+
+@njit(cache=True)
 def _row_generic(K, N, get_a, a_row, a_lanes, B, e0, wk, ok, occupied, idx,
                  has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA, order, chunk, key, rbits, evc):
     """GENERIC: the per-stage loop. Each product (rounded into the product format when there is one)
@@ -876,6 +964,9 @@ def _make_kernel(layout, path, has_out):
                 elif path == _LANE:
                     _row_lane(K, NC, layout, a_row, lanes, W2, acc, wk[2], wk[3], ok, ipA, fpA, modeA, ovfA, rbits,
                               evc)
+                elif path == _PRODUCT:
+                    _row_product(K, NC, layout, a_row, lanes, W2, e0, acc, wk[0], wk[4], wk[2], wk[3], ok, ipP, fpP,
+                                 modeP, ovfP, ipA, fpA, modeA, ovfA, key, rbits, evc)
                 elif path == _FIXED_STOCH:
                     _row_fixed_stoch(K, NC, layout, a_row, lanes, W2, e0, acc, wk[0], wk[2], wk[3], ok, ipA, fpA,
                                      modeA, ovfA, key, rbits, evc)
@@ -1094,7 +1185,8 @@ def _paths(spec: MacSpec, A, B, stats=False) -> Path:
     NATIVE32: float32 hardware arithmetic is exactly the spec: fp32 accumulator, round to nearest,
     sequential, products exact and exactly representable in float32 (checked on the data: finite,
     nonzero magnitudes in [2**-60, 2**60], operand precisions adding up to at most 24 bits), or a
-    float32 product rounding then a float32 add. Else, for sequential order without product rounding
+    float32 product rounding then a float32 add. PRODUCT: sequential order with each product rounded
+    into a float product format (:func:`_product_lane`). Else, for sequential order without product rounding
     and an accumulator the branch-free lanes handle (:func:`_stage_params`): HALF_F16 / HALF_BF16
     (:func:`_half_lane`), STOCH32 (:func:`_stoch32_lane`), FIXED_STOCH (stochastic rounding or a
     fixed-point accumulator), NEAREST (round to nearest even into a float format with mantissa bits),
@@ -1114,6 +1206,8 @@ def _paths(spec: MacSpec, A, B, stats=False) -> Path:
                 and not isinstance(spec.b, MXFormat)
     if native:
         return Path.NATIVE32
+    if _product_lane(spec):
+        return Path.PRODUCT
     acc = spec.accum
     if not seq or not _stage_params(acc, "nearest", None, 32)[4]:
         return Path.GENERIC
@@ -1125,6 +1219,22 @@ def _paths(spec: MacSpec, A, B, stats=False) -> Path:
     if not (det and isinstance(acc, FloatFormat)):
         return Path.FIXED_STOCH
     return Path.NEAREST if (spec.accum_rounding == "nearest" and rne_lane_applies(acc)) else Path.LANE
+
+
+def _product_lane(spec: MacSpec) -> bool:
+    """Path.PRODUCT applies: sequential order, a float product format and a float accumulator the
+    branch-free lanes handle (subnormals, a zero, a sign; :func:`_stage_params`), each stage rounding
+    to nearest even (where :func:`kernels.quantize.rne_lane` is exact for its format) or
+    stochastically. Overflow, NaN / inf and ties the residual decides go to the scalar core inside the
+    path, so no data condition is needed."""
+    if spec.order != "sequential" or spec.product is None:
+        return False
+    for fmt, mode in ((spec.product, spec.product_rounding), (spec.accum, spec.accum_rounding)):
+        if not (isinstance(fmt, FloatFormat) and _stage_params(fmt, mode, None, 32)[4]):
+            return False
+        if not (mode == "stochastic" or (mode == "nearest" and rne_lane_applies(fmt))):
+            return False
+    return True
 
 
 _FP16 = FloatFormat(5, 10)

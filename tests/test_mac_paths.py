@@ -12,7 +12,15 @@ import subprocess
 import sys
 from pathlib import Path as FsPath
 
+import numpy as np
+import pytest
+from _macedges import edge_problems
+from conftest import same_values
+
+import kernels
 from kernels import ops
+from kernels import reference as R
+from kernels.mac import MacSpec, as_spec
 from kernels.ops import Path
 
 ROOT = FsPath(__file__).resolve().parents[1]
@@ -46,7 +54,7 @@ def test_a_cold_process_compiles_only_its_path(tmp_path):
     assert got["path"] == half
     want_row = "_row_half" if ops.HAVE_F16C else "_row_nearest"
     assert set(got["rows"]) == {"_row_native32", "_row_half", "_row_stoch32", "_row_nearest", "_row_lane",
-                                "_row_fixed_stoch", "_row_generic"}
+                                "_row_fixed_stoch", "_row_product", "_row_generic"}
     assert {n for n, c in got["rows"].items() if c} == {want_row}, got["rows"]
     # one kernel per operand layout (matmul runs on the convolution kernel), no output stage
     assert [tuple(k) for k in got["kernels"]] == [(ops._CONV, half, 0), (ops._DEPTHWISE, half, 0)]
@@ -56,5 +64,51 @@ def test_a_cold_process_compiles_only_its_path(tmp_path):
 def test_path_names_are_the_kernel_constants():
     """The ints the kernels branch on are the enum's values (the branches are pruned on them)."""
     assert [ops._GENERIC, ops._LANE, ops._NEAREST, ops._FIXED_STOCH, ops._HALF_F16, ops._HALF_BF16, ops._STOCH32,
-            ops._NATIVE32] == [int(p) for p in Path]
-    assert len(set(Path)) == 8
+            ops._NATIVE32, ops._PRODUCT] == [int(p) for p in Path]
+    assert len(set(Path)) == 9
+
+
+def test_product_rounded_specs_take_the_product_path():
+    """Sequential product-rounded float MACs (the fp16_fp16 preset, the sweep's fp32 / bf16 operands into
+    an fp16 accumulator, stochastic ones too) take Path.PRODUCT; what it cannot round stays GENERIC."""
+    a = np.ones((2, 3))
+    take = [as_spec("fp16_fp16"), MacSpec("fp32", "fp16", product="fp16"), MacSpec("bf16", "fp16", product="fp16"),
+            MacSpec("fp32", "fp32", product="fp32", rounding="stochastic"),
+            MacSpec("fp16", "fp16", product="fp16", product_rounding="stochastic", accum_rounding="nearest")]
+    for spec in take:
+        assert ops._paths(spec, a, a.T) == Path.PRODUCT, spec.name
+    stay = [MacSpec("fp16", "fp16", product="fp16", order="pairwise"),
+            MacSpec("fp16", "fp16", product="fp16", rounding="toward_zero"),
+            MacSpec("int8", "fixed32.8", product="fixed16.4"), MacSpec("fp16", "e8m0", product="fp16")]
+    for spec in stay:
+        assert ops._paths(spec, a, a.T) == Path.GENERIC, spec.name
+
+
+@pytest.mark.parametrize("spec", [
+    "fp16_fp16",
+    MacSpec("fp32", "fp16", product="fp16"),
+    MacSpec("bf16", "fp16", product="fp16", rounding="stochastic", rand_bits=5),
+    MacSpec("fp16", "fp16", product="fp16", product_rounding="stochastic", accum_rounding="nearest", out="fp8_e4m3"),
+    MacSpec("fp32", "fp32", product="fp32", rounding="stochastic", overflow="saturate"),
+], ids=str)
+@pytest.mark.parametrize("K", [1, 2, 7, 64, 301])
+def test_product_path_equals_reference_on_edge_problems(spec, K):
+    """Overflow to inf / saturation, subnormal sums, exact cancellation (signed zeros), ties, NaN and inf
+    operands, and products in the product format's subnormal range: values and event counts equal the
+    literal reference."""
+    spec = as_spec(spec)
+    rng = np.random.default_rng(K)
+    problems = edge_problems(rng, K)
+    a, b = rng.standard_normal((3, K)) * 1e3, rng.standard_normal((K, 5)) * 1e3
+    a[0, 0], a[1, -1], b[-1, 2] = np.nan, np.inf, -np.inf
+    problems.append(("nonfinite", a, b))
+    tiny = np.sqrt(spec.product.min_normal) / 8  # products below the product format's smallest normal
+    problems.append(("product subnormals", rng.standard_normal((4, K)) * tiny, rng.standard_normal((K, 6)) * tiny))
+    for name, a, b in problems:
+        A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
+        assert ops._paths(spec, A, B) == Path.PRODUCT
+        got, gs = kernels.matmul(a, b, spec, seed=9, offset=2, stats=True)
+        want, ws = R.ref_matmul(a, b, spec, seed=9, offset=2, stats=True)
+        assert got.dtype == want.dtype and same_values(got, want).all(), (name, got, want)
+        assert [getattr(gs, f) for f in ("saturated", "wrapped", "overflowed", "invalid")] == \
+            [getattr(ws, f) for f in ("saturated", "wrapped", "overflowed", "invalid")], name
