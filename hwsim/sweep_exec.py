@@ -604,7 +604,8 @@ WARM_IMAGES = 8
 
 def warm_up(settings: dict, todo, batch_size: int = DEFAULT_BATCH, on_config=None) -> int:
     """Compile, in this process and before any point is handed out, every kernel the points in ``todo``
-    need: each distinct configuration's network runs on the first :data:`WARM_IMAGES` test images.
+    need: each distinct configuration's network runs on the first :data:`WARM_IMAGES` test images. A
+    Dask sweep runs this on its workers, each for a disjoint group of configurations (:func:`warm_groups`).
 
     A kernel compiles the first time a call needs it and Numba caches it on disk (``kernels.ops``), so
     the workers then load each kernel from the cache instead of every worker compiling the same kernels
@@ -629,6 +630,66 @@ def warm_up(settings: dict, todo, batch_size: int = DEFAULT_BATCH, on_config=Non
             forward(net, x, resolve_specs(net, spec), seed=0, offset=0)
         ctx.cost(spec)
     return len(configs)
+
+
+WARM_TOPIC = "hwsim-sweep-warm"
+
+
+def kernel_group(config) -> str:
+    """The kernel path a configuration's MAC layers will most likely take (``kernels.ops._paths`` on
+    benign operands; "exact" for the BLAS integer path): configurations of one group share their kernels."""
+    from kernels import ops
+
+    spec = G.mac_spec(*config)
+    if ops._exact_path(spec, 1, False) is not None:
+        return "exact"
+    one = np.ones((1, 1))
+    return ops._paths(spec, one, one).name
+
+
+#: seconds to compile each kernel group's kernel in a fresh process (AMD EPYC, 2026-12-06: the default
+#: sweep's warm-up with an empty Numba cache, compile events); only their proportions matter
+_GROUP_COMPILE_S = {"PRODUCT": 8.0, "GENERIC": 8.0, "FIXED_STOCH": 4.7, "LANE": 4.0, "STOCH32": 3.7, "NEAREST": 3.3,
+                    "NATIVE32": 3.1, "HALF_F16": 2.9, "HALF_BF16": 2.9, "exact": 2.4}
+
+
+def warm_groups(configs, n: int) -> list[list]:
+    """Split the distinct configurations into at most ``n`` lists, whole kernel groups to one list each
+    (:func:`kernel_group`): the costliest groups to compile first, each onto the least loaded list."""
+    groups: dict = {}
+    for c in dict.fromkeys(tuple(c) for c in configs):
+        groups.setdefault(kernel_group(c), []).append(c)
+    bins = [[] for _ in range(max(1, min(n, len(groups))))]
+    load = [0.0] * len(bins)
+    for key, g in sorted(groups.items(), key=lambda kv: (-_GROUP_COMPILE_S.get(kv[0], 4.0), kv[0])):
+        i = load.index(min(load))
+        bins[i].extend(g)
+        load[i] += _GROUP_COMPILE_S.get(key, 4.0)
+    return [b for b in bins if b]
+
+
+def _dask_warm(settings: dict, configs, of: int, batch_size: int = DEFAULT_BATCH) -> int:
+    """The Dask warm-up task: :func:`warm_up` of some configurations on one worker thread, reporting
+    each configuration to the client."""
+    try:
+        import numba
+
+        numba.set_num_threads(1)
+    except Exception:  # pragma: no cover - speed only
+        pass
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # pragma: no cover - run outside a worker
+        worker = None
+
+    def report(i, n, label):
+        if worker is not None:
+            worker.log_event(WARM_TOPIC, {"label": label, "of": of})
+
+    points = [G.Point(*c, seed=0) for c in configs]
+    return warm_up(settings, points, batch_size=batch_size, on_config=report)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -760,9 +821,9 @@ def run_sweep(settings: dict, out, *, scheduler=None, workers: int = 2, serial: 
         bar = Progress(len(todo), settings["images"], enabled=progress)
         try:
             if todo:
-                warm_up(settings, todo, batch_size=batch_size, on_config=bar.warming)
-                bar.start()
                 if serial:
+                    warm_up(settings, todo, batch_size=batch_size, on_config=bar.warming)
+                    bar.start()
                     _run_serial(settings, todo, d, bar, batch_size, run)
                 else:
                     _run_dask(settings, todo, d, bar, batch_size, run, scheduler, workers, cluster_kwargs or {})
@@ -806,11 +867,29 @@ def _run_dask(settings, todo, d, bar, batch_size, run, scheduler, workers, clust
         _, msg = event
         bar.images(tuple(msg["point"]), msg["images"])
 
+    warmed = []
+
+    def on_warm(event):
+        _, msg = event
+        warmed.append(msg["label"])
+        bar.warming(len(warmed) - 1, msg["of"], msg["label"])
+
     try:
         try:
             client.subscribe_topic(PROGRESS_TOPIC, on_event)
+            client.subscribe_topic(WARM_TOPIC, on_warm)
         except Exception:  # pragma: no cover - progress is cosmetic
             pass
+        # compile before fanning out: the workers warm disjoint groups of configurations at once (a group
+        # per kernel path, so no kernel is compiled twice), and every point after that loads its kernels
+        context(settings)  # this process writes the network's IR cache and decodes the test images first
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
+        bins = warm_groups([p.config for p in todo], n_workers)
+        warm = [client.submit(_dask_warm, settings, b, sum(len(x) for x in bins), batch_size, pure=False,
+                              key=f"hwsim-warm-{i}-{os.getpid()}-{time.monotonic_ns()}") for i, b in enumerate(bins)]
+        for f in warm:
+            f.result()
+        bar.start()
         futures = {}
         for i, p in enumerate(todo):
             f = client.submit(_dask_evaluate, settings, p.key, batch_size, pure=False, priority=-i,
@@ -829,6 +908,7 @@ def _run_dask(settings, todo, d, bar, batch_size, run, scheduler, workers, clust
         finally:
             try:
                 client.unsubscribe_topic(PROGRESS_TOPIC)
+                client.unsubscribe_topic(WARM_TOPIC)
             except Exception:  # pragma: no cover
                 pass
     finally:

@@ -148,3 +148,18 @@ def test_sweep_records_the_versions_it_ran_with(tmp_path):
     assert json.loads((tmp_path / "s" / X.RESULTS_JSON).read_text())["versions"] == envs
     X.run_sweep(settings, tmp_path / "s", serial=True, progress=False, figures=False)  # nothing new: unchanged
     assert json.loads((tmp_path / "s" / X.VERSIONS_FILE).read_text())["environments"] == envs
+
+
+def test_warm_groups_split_whole_kernel_groups():
+    """The default sweep's configurations split over two workers: every configuration once, each kernel
+    group on one worker only (so no kernel compiles twice), both workers busy."""
+    configs = [p.config for p in X.grid_of(X.make_settings(limit=4)).points]
+    bins = X.warm_groups(configs, 2)
+    assert len(bins) == 2 and all(bins)
+    assert sorted(c for b in bins for c in b) == sorted(set(configs))
+    groups = [{X.kernel_group(c) for c in b} for b in bins]
+    assert not groups[0] & groups[1]
+    assert X.kernel_group(("int8", "int8", "int32", "nearest")) == "exact"
+    assert X.kernel_group(("fp8_e4m3", "fp8_e4m3", "fp16", "nearest")) in ("HALF_F16", "NEAREST")
+    assert X.warm_groups(configs, 1) == [list(dict.fromkeys(c for b in bins for c in b))] or \
+        sorted(X.warm_groups(configs, 1)[0]) == sorted(set(configs))
