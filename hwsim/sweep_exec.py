@@ -718,7 +718,10 @@ class Progress:
         """Configuration ``i`` of ``n`` is compiling its kernels (:func:`warm_up`); no rate or ETA yet."""
         if not self.enabled:
             return
-        line = f"compiling kernels: configuration {i + 1}/{n}  {label}"
+        self._emit(f"compiling kernels: configuration {i + 1}/{n}  {label}")
+
+    def _emit(self, line):
+        """One status line: rewritten in place on a terminal, a new line otherwise."""
         if self.tty:
             self.stream.write("\r" + line[:200].ljust(120))
         else:
@@ -766,11 +769,7 @@ class Progress:
                 f"{rate:5.1f} img/s ETA {eta_s}")
         if finished and label:
             line += f"  done: {label}"
-        if self.tty:
-            self.stream.write("\r" + line[:200].ljust(120))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        self._emit(line)
 
     def close(self):
         if self.enabled and self.tty:
