@@ -220,7 +220,7 @@ def _first_scale(network):
     return float(np.max(np.abs(np.asarray(network.layers[0].scale, dtype=np.float64))))
 
 
-def _needs_scales(fmt) -> bool:
+def needs_scales(fmt) -> bool:
     """An operand format a float network cannot run on unscaled: integer / fixed point (weights of
     magnitude < 1 round to a few codes, 0..255 pixels saturate) and floats whose largest value is below
     128 (fp6, fp4, e3m4...: pixels and activations saturate). MX formats carry block scales."""
@@ -235,7 +235,7 @@ def check_specs(network: ir.Network, specs: Mapping[str, MacSpec]):
         spec = specs[layer.name]
         if layer.quant is not None:
             continue
-        bad = [f.name for f in (spec.a, spec.b) if _needs_scales(f)]
+        bad = [f.name for f in (spec.a, spec.b) if needs_scales(f)]
         if bad:
             raise ValueError(
                 f"layer {layer.name!r} of network {network.name!r} is float, and MAC spec {spec.name} has "
@@ -262,7 +262,11 @@ def run(network: ir.Network, images, mac="fp32", batch_size: int = 250, seed=Non
     default). ``seed``: stochastic rounding seed (None: fresh entropy). ``labels``: only used to
     show the running accuracy on the progress bar.
     """
-    images = _check_images(network, images)
+    return _run(network, _check_images(network, images), mac, batch_size, seed, progress, labels)
+
+
+def _run(network, images, mac, batch_size, seed, progress, labels):
+    """:func:`run` on images :func:`_check_images` has accepted."""
     specs = resolve_specs(network, mac)
     check_specs(network, specs)
     seed = _check_seed(seed)
@@ -322,5 +326,5 @@ def accuracy(network: ir.Network, images, labels, mac="fp32", batch_size: int = 
     accuracy to report)."""
     images = _check_images(network, images)
     labels = _check_labels(network, labels, len(images))
-    out = run(network, images, mac=mac, batch_size=batch_size, seed=seed, progress=progress, labels=labels)
+    out = _run(network, images, mac, batch_size, seed, progress, labels)
     return float((np.argmax(out.reshape(len(out), -1), axis=1) == labels).mean())

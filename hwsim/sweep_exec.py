@@ -611,7 +611,7 @@ def warm_up(settings: dict, todo, batch_size: int = DEFAULT_BATCH, on_config=Non
     the workers then load each kernel from the cache instead of every worker compiling the same kernels
     at the same time. This also writes the network's IR cache (the workers need no TensorFlow) and, for
     calibrated configurations, the decoded training images. In serial mode the prepared networks are
-    reused by the points. A kernel path chosen on data a later batch differs in (``kernels.ops._paths``
+    reused by the points. A kernel path chosen on data a later batch differs in (``kernels.ops.kernel_path``
     checks operand ranges) is compiled by the worker that meets it. ``on_config(i, n, label)`` is called
     before each configuration. Returns the number of configurations."""
     from .runner import forward, resolve_specs
@@ -636,15 +636,11 @@ WARM_TOPIC = "hwsim-sweep-warm"
 
 
 def kernel_group(config) -> str:
-    """The kernel path a configuration's MAC layers will most likely take (``kernels.ops._paths`` on
+    """The kernel path a configuration's MAC layers will most likely take (``kernels.ops.kernel_path`` on
     benign operands; "exact" for the BLAS integer path): configurations of one group share their kernels."""
-    from kernels import ops
+    from kernels.ops import kernel_path
 
-    spec = G.mac_spec(*config)
-    if ops._exact_path(spec, 1, False) is not None:
-        return "exact"
-    one = np.ones((1, 1))
-    return ops._paths(spec, one, one).name
+    return kernel_path(G.mac_spec(*config))
 
 
 #: seconds to compile each kernel group's kernel in a fresh process (AMD EPYC, 2026-12-06: the default

@@ -380,6 +380,19 @@ _GENERIC, _LANE, _NEAREST, _FIXED_STOCH, _HALF_F16, _HALF_BF16, _STOCH32, _NATIV
 _FLOAT32_LANES = (Path.HALF_F16, Path.HALF_BF16, Path.STOCH32, Path.NATIVE32)
 
 
+@njit(cache=True, inline="always")
+def _products_into(p, k, N, get_a, a_row, a_lanes, B):
+    """p[j] = a_k(j) * B[k, j] for j < N, exact in float64 (``get_a`` 0: a_k = a_row[k] for every lane;
+    1: a_k(j) = a_lanes[k, j])."""
+    if get_a == 0:
+        ak = a_row[k]
+        for j in range(N):
+            p[j] = ak * B[k, j]
+    else:
+        for j in range(N):
+            p[j] = a_lanes[k, j] * B[k, j]
+
+
 @njit(cache=True)
 def _row_native32(K, N, get_a, a_row, a_lanes, B32, acc, acc32):
     """NATIVE32: float32 accumulator, nearest, exact products: IEEE float32 addition is exactly
@@ -635,13 +648,7 @@ def _row_fixed_stoch(K, N, get_a, a_row, a_lanes, B, e0, acc, p, s, err, ok, ipA
         acc[j] = 0.0
     for k in range(K):
         bad = False
-        if get_a == 0:
-            ak = a_row[k]
-            for j in range(N):
-                p[j] = ak * B[k, j]
-        else:
-            for j in range(N):
-                p[j] = a_lanes[k, j] * B[k, j]
+        _products_into(p, k, N, get_a, a_row, a_lanes, B)
         if kind == C.K_FLOAT:  # stochastic (deterministic float accumulators take LANE or NEAREST)
             for j in range(N):
                 x = acc[j]
@@ -713,13 +720,7 @@ def _row_product(K, N, get_a, a_row, a_lanes, B, e0, acc, p, y, s, err, ok, ipP,
     for j in range(N):
         acc[j] = 0.0
     for k in range(K):
-        if get_a == 0:
-            ak = a_row[k]
-            for j in range(N):
-                y[j] = ak * B[k, j]
-        else:
-            for j in range(N):
-                y[j] = a_lanes[k, j] * B[k, j]
+        _products_into(y, k, N, get_a, a_row, a_lanes, B)
         bad = False
         if stochP:
             base = stream_base(key, _counter(e0, 0, k))
@@ -801,13 +802,7 @@ def _row_generic(K, N, get_a, a_row, a_lanes, B, e0, wk, ok, occupied, idx,
         idx[lev] = 0
     cidx = 0
     for k in range(K):
-        if get_a == 0:
-            ak = a_row[k]
-            for j in range(N):
-                p[j] = ak * B[k, j]
-        else:
-            for j in range(N):
-                p[j] = a_lanes[k, j] * B[k, j]
+        _products_into(p, k, N, get_a, a_row, a_lanes, B)
         if has_prod:
             _round_lanes(p, zero, s, N, ipP, fpP, modeP, ovfP, vecP, key, rbits, e0, 0, k, ok, evc)
             for j in range(N):
@@ -1219,6 +1214,18 @@ def _paths(spec: MacSpec, A, B, stats=False) -> Path:
     if not (det and isinstance(acc, FloatFormat)):
         return Path.FIXED_STOCH
     return Path.NEAREST if (spec.accum_rounding == "nearest" and rne_lane_applies(acc)) else Path.LANE
+
+
+def kernel_path(spec, a=None, b=None) -> str:
+    """The name of the way a call with operands ``a``, ``b`` computes (a :class:`Path` name, or "exact"
+    for the BLAS integer path); without operands, benign ones (ones) stand in, so data-dependent gates
+    are assumed to pass."""
+    spec = as_spec(spec)
+    a = np.ones((1, 1)) if a is None else _prepare(a, spec.a, 1)
+    b = np.ones((1, 1)) if b is None else _prepare(b, spec.b, 0)
+    if _exact_path(spec, a.shape[1], False) is not None:
+        return "exact"
+    return _paths(spec, a, b).name
 
 
 def _product_lane(spec: MacSpec) -> bool:

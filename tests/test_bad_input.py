@@ -167,12 +167,14 @@ def test_cost_csv_into_a_directory_fails_before_the_work(tmp_path):
 
 
 def test_formats_into_a_closed_pipe_is_quiet():
+    """The reader is gone before hwsim writes (it closes the pipe at once, while the interpreter still
+    starts), so the write really meets a closed pipe: the command must end with SIGPIPE's status 141
+    and no traceback."""
     p = subprocess.Popen([sys.executable, "-m", "hwsim.cli", "formats"], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
-    p.stdout.readline()
-    p.stdout.close()  # like `| head -1`
+    p.stdout.close()
     err = p.stderr.read().decode()
-    assert p.wait(timeout=120) in (0, 141)
+    assert p.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "BrokenPipeError" not in err
 
 
@@ -294,7 +296,8 @@ def test_an_edited_record_is_reported_and_recomputed(tmp_path, capsys):
     assert f"{out / X.POINTS_FILE}:2: checksum mismatch" in err
     assert run.evaluated == 1
     fixed = _rows(out)
-    assert len(fixed) == 3 and sorted(r[:13] for r in fixed[1:])[0] == sorted([good[:13], fixed[1][:13]])[0]
+    assert len(fixed) == 3
+    assert good[:13] in [r[:13] for r in fixed[1:]]  # recomputed: the original values (13 = before seconds)
     assert all(r[:13] != rows[1][:13] for r in fixed[1:])  # the bad line is gone
 
 

@@ -90,7 +90,8 @@ OVERFLOWS = [None, "saturate", "wrap", "ieee", "bogus"]
 def test_parse_format(name):
     fmt, err = attempt(parse_format, name)
     if err is None:
-        assert parse_format(fmt.name) == fmt and parse_format(fmt) is fmt or parse_format(fmt) == fmt
+        assert parse_format(fmt.name) == fmt  # the format's own name gives it back
+        assert parse_format(fmt) == fmt
         assert fmt.max > 0 and (isinstance(fmt, MXFormat) or math.isfinite(fmt.max))
 
 

@@ -161,5 +161,5 @@ def test_warm_groups_split_whole_kernel_groups():
     assert not groups[0] & groups[1]
     assert X.kernel_group(("int8", "int8", "int32", "nearest")) == "exact"
     assert X.kernel_group(("fp8_e4m3", "fp8_e4m3", "fp16", "nearest")) in ("HALF_F16", "NEAREST")
-    assert X.warm_groups(configs, 1) == [list(dict.fromkeys(c for b in bins for c in b))] or \
-        sorted(X.warm_groups(configs, 1)[0]) == sorted(set(configs))
+    one = X.warm_groups(configs, 1)
+    assert len(one) == 1 and sorted(one[0]) == sorted(set(configs))

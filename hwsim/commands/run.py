@@ -37,9 +37,9 @@ def quantize_for(net, spec, data, calibration, label, stream=sys.stderr):
     ``calibration`` training images, saying so on ``stream``."""
     from hwsim import sweep as G
     from hwsim import sweep_exec as X
-    from hwsim.runner import _needs_scales
+    from hwsim.runner import needs_scales
 
-    if not any(l.quant is None for l in net.mac_layers) or not (_needs_scales(spec.a) or _needs_scales(spec.b)):
+    if not any(l.quant is None for l in net.mac_layers) or not (needs_scales(spec.a) or needs_scales(spec.b)):
         return net
     from hwsim.data import load_cifar10
     from quant import quantize_model
