@@ -23,6 +23,8 @@ _LAZY = {
     "ArrayConfig": "hwsim.array",
     "EnergyTable": "hwsim.energy",
     "cost": "hwsim.cost",
+    "pe_area_um2": "hwsim.pe",
+    "AreaTable": "hwsim.area",
 }
 
 

@@ -15,21 +15,32 @@ TOML form (every key optional except ``rows`` and ``cols``; the defaults are the
     ifmap_sram_kb = 256          # KiB
     filter_sram_kb = 256
     ofmap_sram_kb = 128
-    dram_bytes_per_cycle = 0     # 0 = no bandwidth bound (stall-free cycles only)
+    dram_bytes_per_cycle = 17.064  # DRAM bandwidth; 0 = no bound (SCALE-Sim's stall-free cycles)
+    pe = "fixed"                 # "fixed" | "bit_fusion" | "bit_serial" (hwsim/pe.py)
+    serial_operands = "a"        # bit_serial only: "a" (Stripes) or "ab" (Loom)
+    arrays = 1                   # identical arrays side by side (scale-out)
     energy = "horowitz45.toml"   # optional: an energy table file, relative to this file
+    area = "area45.toml"         # optional: an area table file, relative to this file
 
     [energy]                     # optional instead of energy = "...": the table inline
     dram_pj_per_bit = 20.3
+
+    [area]                       # optional instead of area = "...": the whole table inline
+    int_mul_um2 = 6.636          # ... every key of hwsim/configs/area45.toml
+
+The dataclass's own defaults are SCALE-Sim's stall-free array (``dram_bytes_per_cycle=None``); the
+shipped default, :meth:`ArrayConfig.default`, adds an LPDDR4X bandwidth (``array_32x32_os.toml``).
 """
 
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from hwsim.area import AreaTable
 from hwsim.energy import EnergyTable
+from hwsim.pe import PE_KINDS, SERIAL_OPERANDS, check_kind
 
 DATAFLOWS = ("os", "ws", "is")
 CONFIG_DIR = Path(__file__).with_name("configs")
@@ -54,8 +65,12 @@ class ArrayConfig:
 
     ``rows`` x ``cols`` PEs; ``dataflow`` in ``"os"``, ``"ws"``, ``"is"``; ``clock_hz``; SRAM sizes in
     KiB (each double-buffered: half holds the working set, as SCALE-Sim's ``active_buf_frac = 0.5``);
-    ``dram_bytes_per_cycle``: DRAM bandwidth, ``None`` (or 0 in TOML) for no bound; ``energy``: the
-    :class:`~hwsim.energy.EnergyTable` (default: Horowitz 45 nm).
+    ``dram_bytes_per_cycle``: DRAM bandwidth, ``None`` (or 0) for no bound; ``pe``: the PE kind
+    (:data:`hwsim.pe.PE_KINDS`), ``serial_operands`` for bit-serial PEs; ``arrays``: identical
+    ``rows x cols`` arrays working side by side on each layer (scale-out; they share the SRAM
+    capacities given and the DRAM bandwidth, see :mod:`hwsim.cost`); ``energy``: the
+    :class:`~hwsim.energy.EnergyTable` (default: Horowitz 45 nm); ``area``: the
+    :class:`~hwsim.area.AreaTable` (default: ``area45.toml``).
     """
 
     rows: int = 32
@@ -66,12 +81,17 @@ class ArrayConfig:
     filter_sram_kb: float = 256
     ofmap_sram_kb: float = 128
     dram_bytes_per_cycle: float | None = None
+    pe: str = "fixed"
+    serial_operands: str = "a"
+    arrays: int = 1
     energy: EnergyTable = field(default_factory=EnergyTable.default)
+    area: AreaTable = field(default_factory=AreaTable.default)
     name: str = field(default="", compare=False)
 
     def __post_init__(self):
         _positive_int("rows", self.rows)
         _positive_int("cols", self.cols)
+        _positive_int("arrays", self.arrays)
         if self.dataflow not in DATAFLOWS:
             raise ValueError(f"unknown dataflow {self.dataflow!r}; valid: {', '.join(map(repr, DATAFLOWS))} "
                              "(output, weight, input stationary)")
@@ -84,12 +104,33 @@ class ArrayConfig:
                 object.__setattr__(self, "dram_bytes_per_cycle", None)
         if not isinstance(self.energy, EnergyTable):
             raise ValueError(f"array energy must be an hwsim.EnergyTable, got {self.energy!r}")
+        if not isinstance(self.area, AreaTable):
+            raise ValueError(f"array area must be an hwsim.area.AreaTable, got {self.area!r}")
+        check_kind(self.pe, self.serial_operands)
         if not self.name:
-            object.__setattr__(self, "name", f"{self.rows}x{self.cols}-{self.dataflow}")
+            pe = "" if self.pe == "fixed" else f"-{self.pe}" + ("-ab" if self.pe == "bit_serial" and self.serial_operands == "ab" else "")
+            n = f"{self.arrays}x" if self.arrays > 1 else ""
+            object.__setattr__(self, "name", f"{n}{self.rows}x{self.cols}-{self.dataflow}{pe}")
 
     @property
     def pes(self) -> int:
-        return self.rows * self.cols
+        """PEs in all arrays: ``arrays * rows * cols``."""
+        return self.arrays * self.rows * self.cols
+
+    def to_dict(self) -> dict:
+        """Every field as plain data (the energy and area tables as mappings): the settings a sweep records."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("energy", "area")}
+        out["energy"] = self.energy.to_dict()
+        out["area"] = self.area.to_dict()
+        return out
+
+    @classmethod
+    def from_settings(cls, d: dict) -> "ArrayConfig":
+        """The inverse of :meth:`to_dict`."""
+        d = dict(d)
+        energy = EnergyTable.from_dict(d.pop("energy"), where="array settings [energy]")
+        area = AreaTable.from_dict(d.pop("area"), where="array settings [area]")
+        return cls(**d, energy=energy, area=area)
 
     def with_(self, **kw) -> "ArrayConfig":
         """A copy with some fields changed (the name is re-derived unless given)."""
@@ -103,9 +144,9 @@ class ArrayConfig:
         """Build a config from a mapping with an ``[array]`` table (and optionally ``[energy]``)."""
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a table, got {type(data).__name__}")
-        unknown_top = sorted(set(data) - {"array", "energy"})
+        unknown_top = sorted(set(data) - {"array", "energy", "area"})
         if unknown_top:
-            raise ValueError(f"{where}: unknown table(s) {', '.join(map(repr, unknown_top))}; valid: 'array', 'energy'")
+            raise ValueError(f"{where}: unknown table(s) {', '.join(map(repr, unknown_top))}; valid: 'array', 'energy', 'area'")
         arr = data.get("array")
         if not isinstance(arr, dict):
             raise ValueError(f"{where}: missing [array] table (with at least rows and cols)")
@@ -117,15 +158,17 @@ class ArrayConfig:
             if req not in arr:
                 raise ValueError(f"{where}: [array] needs {req!r}")
         kw = dict(arr)
-        energy_ref = kw.pop("energy", None)
-        if energy_ref is not None and "energy" in data:
-            raise ValueError(f"{where}: give the energy table either as [array] energy = \"file\" or as an [energy] table, not both")
-        if energy_ref is not None:
-            if not isinstance(energy_ref, str):
-                raise ValueError(f"{where}: [array] energy must be a path to an energy-table TOML file, got {energy_ref!r}")
-            kw["energy"] = EnergyTable.from_toml(_resolve(energy_ref, base_dir))
-        elif "energy" in data:
-            kw["energy"] = EnergyTable.from_dict(data["energy"], where=f"{where} [energy]")
+        for key, table in (("energy", EnergyTable), ("area", AreaTable)):
+            ref = kw.pop(key, None)
+            if ref is not None and key in data:
+                raise ValueError(f"{where}: give the {key} table either as [array] {key} = \"file\" or as an "
+                                 f"[{key}] table, not both")
+            if ref is not None:
+                if not isinstance(ref, str):
+                    raise ValueError(f"{where}: [array] {key} must be a path to an {key}-table TOML file, got {ref!r}")
+                kw[key] = table.from_toml(_resolve(ref, base_dir, f"{key} table"))
+            elif key in data:
+                kw[key] = table.from_dict(data[key], where=f"{where} [{key}]")
         if "dram_bytes_per_cycle" in kw and kw["dram_bytes_per_cycle"] == 0:
             kw["dram_bytes_per_cycle"] = None
         if "clock_hz" in kw and isinstance(kw["clock_hz"], int) and not isinstance(kw["clock_hz"], bool):
@@ -138,30 +181,26 @@ class ArrayConfig:
     @classmethod
     def from_toml(cls, path) -> "ArrayConfig":
         """Load a config from a TOML file (format in the module docstring)."""
+        from hwsim import tomlfile
+
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"array config {str(path)!r} not found")
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"array config {str(path)!r} is not valid TOML: {exc}") from None
-        return cls.from_dict(data, base_dir=path.parent, where=f"array config {str(path)!r}")
+        return cls.from_dict(tomlfile.load(path, "array config"), base_dir=path.parent, where=f"array config {str(path)!r}")
 
     @classmethod
     def default(cls) -> "ArrayConfig":
-        """The shipped default: ``hwsim/configs/array_32x32_os.toml`` (32x32, output stationary, 1 GHz)."""
+        """The shipped default: ``hwsim/configs/array_32x32_os.toml`` (32x32 fixed PEs, output stationary,
+        1 GHz, LPDDR4X-4266 DRAM bandwidth)."""
         return cls.from_toml(CONFIG_DIR / "array_32x32_os.toml")
 
 
-def _resolve(ref: str, base_dir: Path | None) -> Path:
+def _resolve(ref: str, base_dir: Path | None, what: str) -> Path:
     p = Path(ref)
     if p.is_absolute():
         return p
     for d in ([base_dir] if base_dir else []) + [CONFIG_DIR]:
         if (d / p).exists():
             return d / p
-    raise FileNotFoundError(f"energy table {ref!r} not found (looked in {', '.join(str(d) for d in ([base_dir] if base_dir else []) + [CONFIG_DIR])})")
+    raise FileNotFoundError(f"{what} {ref!r} not found (looked in {', '.join(str(d) for d in ([base_dir] if base_dir else []) + [CONFIG_DIR])})")
 
 
 def load_array(array) -> ArrayConfig:

@@ -15,6 +15,8 @@ float add                     ``0.0375 (m+1)``                             fp16 
 SRAM read or write            ``10 pJ * sqrt(size / 8 KiB)`` per 64 bits  8 KiB: 10 pJ / 64 bit
 DRAM read or write            ``20.3 pJ`` per bit (1.3 nJ / 64 bit)
 register (pipeline/RF) bit    ``0.0138 pJ`` per bit read or written       extrapolation, see below
+random bit (LFSR shift)       ``0.0138 pJ`` per bit, as a register bit     stochastic rounding only
+leakage                       ``33.38 mW/mm²`` of PE-array area           Bit Fusion synthesis
 ============================  ==========================================  =========================
 
 Notes on the choices (each is a field of the table, so a TOML file can replace it):
@@ -41,6 +43,14 @@ accumulator's format:
 * MX operands (OCP Microscaling): the element multiply (as above, on the element formats) plus the
   shared-scale handling amortised over the block: the two 8-bit E8M0 block exponents are added once
   per block of 32 products, i.e. ``add_int(8) / 32`` per MAC.
+* **Random bits.** Every stochastic rounding draws ``rand_bits`` (32 by default) fresh bits from an
+  LFSR, i.e. shifts ``rand_bits`` register bits: ``rand_bits * rng_pj_per_bit`` per rounding, for each
+  stage that rounds stochastically (:func:`hwsim.pe.stochastic_stages`). So a stochastic MAC costs
+  more than the same MAC rounded to nearest.
+* **Leakage** is charged by :func:`hwsim.cost` as ``leakage_mw_per_mm2 * PE-array area * time``, so a
+  slower or larger configuration pays for it. 33.38 mW/mm² is the leakage per area of Bit Fusion's
+  fixed 8-bit PE synthesised at 45 nm (22,952 nW over 687.61 µm²; hsharma35/bitfusion,
+  ``results/systolic_array_synth.csv``). SRAM leakage is not modelled.
 * a rounded product (``spec.product`` not ``None``) is not charged extra: rounding logic is small
   next to the multiplier and is not in Horowitz's table.
 
@@ -52,9 +62,7 @@ deep learning inference", arXiv:2303.17951 (2023) report for FP8 against INT8 MA
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 
 #: Default register-file size used for the register energy extrapolation (bytes).
 _RF_BYTES = 64
@@ -84,7 +92,9 @@ class EnergyTable:
     ``float_mul(s)``, ``float_add(s)``: float ops with ``s = m + 1`` significand bits;
     ``sram_pj_per_64b`` at ``sram_ref_kb`` KiB, scaled by ``sqrt(size / sram_ref_kb)``;
     ``dram_pj_per_bit``; ``rf_pj_per_bit`` (PE registers);
-    ``mx_scale_bits``: width of the MX shared scale (E8M0, 8 bits).
+    ``mx_scale_bits``: width of the MX shared scale (E8M0, 8 bits); ``rng_pj_per_bit``: one bit of a
+    stochastic-rounding LFSR shifted (default: the register energy per bit); ``leakage_mw_per_mm2``:
+    leakage power per mm² of PE-array silicon.
     """
 
     name: str = "horowitz45"
@@ -98,6 +108,8 @@ class EnergyTable:
     dram_pj_per_bit: float = 20.3
     rf_pj_per_bit: float = _default_rf_pj_per_bit()
     mx_scale_bits: int = 8
+    rng_pj_per_bit: float = _default_rf_pj_per_bit()
+    leakage_mw_per_mm2: float = 33.38
 
     # ------------------------------------------------------------------ construction and validation
     def __post_init__(self):
@@ -109,10 +121,11 @@ class EnergyTable:
                 v = getattr(p, c)
                 if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                     raise ValueError(f"energy table {self.name!r}: {f}.{c} must be a finite number >= 0 (pJ), got {v!r}")
-        for f in ("sram_pj_per_64b", "dram_pj_per_bit", "rf_pj_per_bit"):
+        for f in ("sram_pj_per_64b", "dram_pj_per_bit", "rf_pj_per_bit", "rng_pj_per_bit", "leakage_mw_per_mm2"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"energy table {self.name!r}: {f} must be a finite number >= 0 (pJ), got {v!r}")
+                unit = "mW/mm^2" if f == "leakage_mw_per_mm2" else "pJ"
+                raise ValueError(f"energy table {self.name!r}: {f} must be a finite number >= 0 ({unit}), got {v!r}")
         if not isinstance(self.sram_ref_kb, (int, float)) or isinstance(self.sram_ref_kb, bool) or not self.sram_ref_kb > 0:
             raise ValueError(f"energy table {self.name!r}: sram_ref_kb must be a number > 0 (KiB), got {self.sram_ref_kb!r}")
         if not isinstance(self.mx_scale_bits, int) or isinstance(self.mx_scale_bits, bool) or self.mx_scale_bits < 0:
@@ -128,7 +141,7 @@ class EnergyTable:
         """Build a table from a mapping as read from TOML. Missing keys keep the default's value.
 
         Keys: ``name``, ``source``, ``sram_pj_per_64b``, ``sram_ref_kb``, ``dram_pj_per_bit``,
-        ``rf_pj_per_bit``, ``mx_scale_bits`` (numbers), and ``int_mul``, ``int_add``, ``float_mul``,
+        ``rf_pj_per_bit``, ``mx_scale_bits``, ``rng_pj_per_bit``, ``leakage_mw_per_mm2`` (numbers), and ``int_mul``, ``int_add``, ``float_mul``,
         ``float_add`` (tables with keys ``c0``, ``c1``, ``c2``).
         """
         if not isinstance(data, dict):
@@ -161,15 +174,9 @@ class EnergyTable:
     @classmethod
     def from_toml(cls, path) -> "EnergyTable":
         """Load a table from a TOML file: the keys of :meth:`from_dict`, at top level or under ``[energy]``."""
-        path = Path(path)
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"energy table {str(path)!r} is not valid TOML: {exc}") from None
-        if set(data) == {"energy"}:
-            data = data["energy"]
-        return cls.from_dict(data, where=f"energy table {str(path)!r}")
+        from hwsim import tomlfile
+
+        return cls.from_dict(tomlfile.load(path, "energy table", "energy"), where=f"energy table {str(path)!r}")
 
     def to_dict(self) -> dict:
         out = {}
@@ -204,6 +211,14 @@ class EnergyTable:
         """
         spec = resolve_spec(spec)
         return self._mul(spec.a, spec.b) + self.add_pj(spec.accum)
+
+    def rng_pj(self, spec) -> float:
+        """Energy of the random bits one MAC of ``spec`` draws: ``stages * rand_bits * rng_pj_per_bit``."""
+        from hwsim.pe import stochastic_stages
+
+        spec = resolve_spec(spec)
+        bits = 32 if spec.rand_bits is None else int(spec.rand_bits)
+        return stochastic_stages(spec) * bits * self.rng_pj_per_bit
 
     def sram_pj_per_bit(self, size_kb: float) -> float:
         """Energy per bit read from or written to an SRAM of ``size_kb`` KiB: ``(E64/64) * sqrt(size/ref)``."""

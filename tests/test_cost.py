@@ -19,7 +19,7 @@ from _costnets import cifar_cnn, conv, mobilenet, mobilenet_v1_224, mobilenet_v2
 import hwsim
 import kernels
 from hwsim import ir
-from hwsim.array import ArrayConfig
+from hwsim.array import CONFIG_DIR, ArrayConfig
 from hwsim.cost import CostResult, cost
 from hwsim.cycles import layer_gemm, layer_schedule
 from hwsim.energy import EnergyTable
@@ -81,8 +81,10 @@ def test_result_records_and_totals(cifar, int8_cifar):
         s = layer_schedule(cifar, rec.name, 32, 32, "os")
         assert (rec.macs, rec.cycles, rec.compute_cycles) == (s.macs, s.cycles, s.cycles)
         assert rec.utilization == pytest.approx(rec.macs / (rec.cycles * 1024))
-        assert rec.energy_pj == pytest.approx(rec.mac_pj + rec.rf_pj + rec.sram_pj + rec.dram_pj)
-        assert min(rec.mac_pj, rec.rf_pj, rec.sram_pj, rec.dram_pj) > 0
+        assert rec.energy_pj == pytest.approx(rec.mac_pj + rec.rng_pj + rec.rf_pj + rec.sram_pj + rec.dram_pj
+                                              + rec.leak_pj)
+        assert min(rec.mac_pj, rec.rf_pj, rec.sram_pj, rec.dram_pj, rec.leak_pj) > 0
+        assert rec.rng_pj == 0  # round to nearest draws no random bits
     assert r.cycles == sum(l.cycles for l in r.layers)
     assert r.macs == 21003264
     assert r.params == 1513514
@@ -234,7 +236,9 @@ def test_array_config_validation(kw, needle):
 
 
 def test_array_toml(tmp_path):
-    assert ArrayConfig.default() == ArrayConfig(32, 32, "os")
+    # the shipped default is the stall-free dataclass default plus LPDDR4X-4266 on 32 bits at 1 GHz
+    assert ArrayConfig.default() == ArrayConfig(32, 32, "os", dram_bytes_per_cycle=4266e6 * 4 / 1e9)
+    assert ArrayConfig.from_toml(CONFIG_DIR / "array_32x32_os_stallfree.toml") == ArrayConfig(32, 32, "os")
     (tmp_path / "e.toml").write_text("[energy]\ndram_pj_per_bit = 10.0\n")
     p = tmp_path / "a.toml"
     p.write_text('[array]\nrows = 8\ncols = 16\ndataflow = "ws"\nclock_hz = 500000000\n'
@@ -290,7 +294,7 @@ def _run_cli(argv, monkeypatch, net):
 def test_cli_prints_table_and_writes_csv(tmp_path, monkeypatch, capsys):
     out = tmp_path / "layers.csv"
     rc = _run_cli(["cost", "--model", "cifar_cnn", "--mac", "fp16_fp32", "--rows", "16", "--cols", "16",
-                   "--dataflow", "ws", "--csv", str(out)], monkeypatch, cifar_cnn())
+                   "--dataflow", "ws", "--dram-bytes-per-cycle", "0", "--csv", str(out)], monkeypatch, cifar_cnn())
     text = capsys.readouterr().out
     assert rc == 0
     assert "16x16 WS" in text and "fp16_fp32" in text and "fc1" in text
