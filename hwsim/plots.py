@@ -5,6 +5,8 @@
   its widest accumulator in the sweep.
 * ``accuracy_vs_energy.png``: accuracy against estimated energy per inference for every
   configuration, with the Pareto front (no other configuration is both cheaper and more accurate).
+* ``accuracy_vs_throughput.png``: accuracy against inferences per second on the sweep's array (the
+  iso-area array of each configuration when the sweep is iso-area), with its Pareto front.
 * ``rounding_accumulators.png``: round-to-nearest against stochastic rounding for each operand format,
   accumulators on the x axis from narrow to wide (the Gupta et al. 2015 experiment).
 
@@ -21,6 +23,7 @@ from . import sweep as G
 
 BITS_PNG = "accuracy_vs_bits.png"
 ENERGY_PNG = "accuracy_vs_energy.png"
+THROUGHPUT_PNG = "accuracy_vs_throughput.png"
 ROUNDING_PNG = "rounding_accumulators.png"
 
 _FAMILY_STYLE = {"float": ("tab:blue", "o"), "int": ("tab:red", "s"), "fixed": ("tab:purple", "D"),
@@ -152,8 +155,16 @@ def accuracy_vs_bits(path: Path, settings, rows) -> Path | None:
     return out
 
 
-def accuracy_vs_energy(path: Path, settings, rows) -> Path | None:
-    """Accuracy vs energy per inference, every configuration, Pareto front marked."""
+def _front(rows, value, higher_better: bool) -> list:
+    """The Pareto front of ``rows`` in (``value``, mean accuracy), by ``value``."""
+    from .sweep_exec import pareto_front
+
+    front = [rows[i] for i in pareto_front(rows, value, higher_better)]
+    return sorted(front, key=value)
+
+
+def _accuracy_vs(path: Path, settings, rows, *, value, higher_better, what, xlabel, fname) -> Path | None:
+    """Accuracy vs one cost per configuration (log x axis), its Pareto front marked."""
     if not rows:
         return None
     fig = _figure(10.5, 5.6)
@@ -161,19 +172,16 @@ def accuracy_vs_energy(path: Path, settings, rows) -> Path | None:
     for r in rows:
         color = _ROUNDING_COLOR.get(r["rounding"], "k")
         marker = _FAMILY_STYLE[r["family"]][1]
-        ax.errorbar(r["energy_pj"] / 1e6, _pct(r["accuracy_mean"]), yerr=_std(r), fmt=marker, color=color,
+        ax.errorbar(value(r), _pct(r["accuracy_mean"]), yerr=_std(r), fmt=marker, color=color,
                     ms=5, capsize=2, alpha=0.85)
-    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["energy_pj"])
+    front = _front(rows, value, higher_better)
     if front:
-        xs, ys = [], []
-        for r in front:
-            xs.append(r["energy_pj"] / 1e6)
-            ys.append(_pct(r["accuracy_mean"]))
+        xs, ys = [value(r) for r in front], [_pct(r["accuracy_mean"]) for r in front]
         ax.step(xs, ys, where="post", color="k", lw=1.2, label="Pareto front")
         ax.scatter(xs, ys, s=120, facecolors="none", edgecolors="k", lw=1.2)
         for r in front:
             ax.annotate(f"{G.pair_label(r['weights'], r['activations'])}, acc {G.short_name(r['accum'])}, "
-                        f"{r['rounding']}", (r["energy_pj"] / 1e6, _pct(r["accuracy_mean"])),
+                        f"{r['rounding']}", (value(r), _pct(r["accuracy_mean"])),
                         textcoords="offset points", xytext=(5, -10), fontsize=6.5)
     # legend proxies
     for fam, (c, m) in _FAMILY_STYLE.items():
@@ -181,7 +189,6 @@ def accuracy_vs_energy(path: Path, settings, rows) -> Path | None:
             ax.plot([], [], m, color="0.3", label=f"{fam} operands")
     for rnd in dict.fromkeys(r["rounding"] for r in rows):
         ax.plot([], [], "o", color=_ROUNDING_COLOR.get(rnd, "k"), label=f"{rnd} rounding")
-    base = _baseline(rows)
     ax.set_xscale("log")
     from matplotlib.ticker import FuncFormatter
 
@@ -190,18 +197,42 @@ def accuracy_vs_energy(path: Path, settings, rows) -> Path | None:
     ax.xaxis.set_minor_formatter(fmt)
     ax.tick_params(axis="x", which="minor", labelsize=7)
     _ylim(ax, [_pct(r["accuracy_mean"]) for r in rows])
-    e32 = f"; float32 = {base['energy_pj'] / 1e6:.3g} uJ" if base else ""
-    arr = settings["array"]["name"]
-    ax.set_xlabel(f"energy per inference (uJ, 45 nm estimate, {arr} array{e32})")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(f"{_model(settings)}: accuracy vs energy ({_subtitle(settings)}; error bars: std over seeds)",
+    ax.set_title(f"{_model(settings)}: accuracy vs {what} ({_subtitle(settings)}; error bars: std over seeds)",
                  fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    out = path / ENERGY_PNG
+    out = path / fname
     _save(fig, out)
     return out
+
+
+def _hardware(settings) -> str:
+    a = settings["array"]
+    if "rows" not in a:
+        return f"{a.get('name', '?')} array"
+    size = f"{a['rows']}x{a['cols']}" + (" fp32-area (iso-area)" if settings.get("iso_area") else "")
+    return f"{size} {a['pe']} array"
+
+
+def accuracy_vs_energy(path: Path, settings, rows) -> Path | None:
+    """Accuracy vs energy per inference, every configuration, Pareto front (lower energy) marked."""
+    base = _baseline(rows)
+    e32 = f"; float32 = {base['energy_pj'] / 1e6:.3g} uJ" if base else ""
+    return _accuracy_vs(path, settings, rows, value=lambda r: r["energy_pj"] / 1e6, higher_better=False,
+                        what="energy", fname=ENERGY_PNG,
+                        xlabel=f"energy per inference (uJ, 45 nm estimate, {_hardware(settings)}{e32})")
+
+
+def accuracy_vs_throughput(path: Path, settings, rows) -> Path | None:
+    """Accuracy vs inferences per second, every configuration, Pareto front (higher throughput) marked."""
+    base = _baseline(rows)
+    t32 = f"; float32 = {base['inferences_per_s']:,.0f}/s" if base else ""
+    return _accuracy_vs(path, settings, rows, value=lambda r: r["inferences_per_s"], higher_better=True,
+                        what="throughput", fname=THROUGHPUT_PNG,
+                        xlabel=f"inferences per second (batch 1, {_hardware(settings)}{t32})")
 
 
 def _accum_order(name):
@@ -265,5 +296,5 @@ def rounding_accumulators(path: Path, settings, rows) -> Path | None:
 def render_all(path, settings, rows) -> list[Path]:
     path = Path(path)
     outs = [accuracy_vs_bits(path, settings, rows), accuracy_vs_energy(path, settings, rows),
-            rounding_accumulators(path, settings, rows)]
+            accuracy_vs_throughput(path, settings, rows), rounding_accumulators(path, settings, rows)]
     return [o for o in outs if o is not None]

@@ -22,17 +22,32 @@ def _delta(r) -> str:
 
 
 def table_rows(rows):
-    """Display cells per row: operands, accumulator, rounding, seeds, accuracy, delta, energy, ratios, front."""
+    """Display cells per row: operands, accumulator, rounding, seeds, accuracy, delta, array, area, throughput,
+    energy (each with its ratio to float32), front."""
     out = []
     for r in rows:
         out.append([G.pair_label(r["weights"], r["activations"]), G.short_name(r["accum"]), r["rounding"],
-                    str(r["seeds"]), _acc(r), _delta(r), f"{r['energy_pj'] / 1e6:.3f}", f"{r['energy_ratio']:.3f}",
-                    f"{r['cycles_ratio']:.3f}", "*" if r["pareto"] else ""])
+                    str(r["seeds"]), _acc(r), _delta(r), r["array"], f"{r['area_mm2']:.2f}", f"{r['area_ratio']:.3f}",
+                    f"{r['inferences_per_s']:,.0f}", f"{r['throughput_ratio']:.2f}",
+                    f"{r['energy_pj'] / 1e6:.3f}", f"{r['energy_ratio']:.3f}", "*" if r["pareto"] else ""])
     return out
 
 
-HEADERS = ["operands (W/A)", "accumulator", "rounding", "seeds", "top-1 acc. %", "Δ vs fp32 (pp)",
-           "energy µJ", "energy ×fp32", "cycles ×fp32", "Pareto"]
+HEADERS = ["operands (W/A)", "accumulator", "rounding", "seeds", "top-1 acc. %", "Δ vs fp32 (pp)", "array",
+           "area mm²", "area ×fp32", "inferences/s", "throughput ×fp32", "energy µJ", "energy ×fp32", "Pareto"]
+
+
+def hardware_line(settings) -> str:
+    """One line saying what the configurations are costed on."""
+    a = settings["array"]
+    if "rows" not in a:  # settings of an hwsim that recorded only the array's file
+        return f"{a.get('name', '?')} (`{a.get('path', '?')}`)"
+    bw = f"{a['dram_bytes_per_cycle']:g} B/cycle DRAM" if a.get("dram_bytes_per_cycle") else "no DRAM bandwidth bound"
+    pe = a["pe"] + (f" ({a['serial_operands']} serial)" if a["pe"] == "bit_serial" else "")
+    size = (f"each configuration on an array of the {a['rows']}x{a['cols']} float32 array's area (iso-area)"
+            if settings.get("iso_area") else f"{a['rows']}x{a['cols']}")
+    return (f"{size}, {a['dataflow'].upper()}, {pe} PEs at {a['clock_hz'] / 1e6:g} MHz, {bw} "
+            f"(`{a.get('source', 'default')}`)")
 
 
 def markdown_table(rows) -> str:
@@ -60,8 +75,8 @@ def markdown(settings, rows, grid=None, figures=None) -> str:
     lines.append(f"* test images: the first {settings['images']:,} of the CIFAR-10 test set "
                  f"(digest `{settings['data_sha256'][:12]}…`); calibration: the first "
                  f"{settings['calibration']['images']} training images")
-    lines.append(f"* array: {settings['array']['name']} (`{settings['array']['path']}`); energies are 45 nm "
-                 "estimates (Horowitz, ISSCC 2014), ratios are to float32 on the same array")
+    lines.append(f"* hardware: {hardware_line(settings)}; energies and areas are 45 nm estimates (hwsim/energy.py, "
+                 "hwsim/area.py); ratios are to float32 on the configured array of fixed PEs")
     fmts = ", ".join(G.pair_label(w, a) for w, a in settings["formats"])
     lines.append(f"* formats: {fmts}; accumulators: {', '.join(G.short_name(a) for a in settings['accum'])}; "
                  f"rounding: {', '.join(settings['rounding'])}; stochastic seeds: {settings['seeds']}")
@@ -79,6 +94,7 @@ def markdown(settings, rows, grid=None, figures=None) -> str:
                      + ".")
         lines.append("")
     for name, what in ((plots.BITS_PNG, "accuracy vs bits"), (plots.ENERGY_PNG, "accuracy vs energy"),
+                       (plots.THROUGHPUT_PNG, "accuracy vs throughput"),
                        (plots.ROUNDING_PNG, "nearest vs stochastic rounding by accumulator")):
         if figures is not None and name not in figures:
             continue

@@ -3,23 +3,26 @@
 Files in the sweep directory ``DIR``:
 
 * ``sweep.json``: the settings that decide the results (model and its SHA-256, test images and their
-  digest, calibration, array, the grid). Written once, when the sweep starts; a later run into the
-  same ``DIR`` must have identical settings, else it stops with an error naming every difference and
-  touches nothing.
+  digest, calibration, the grid) and the hardware they are costed on (``array``: the whole
+  :class:`hwsim.ArrayConfig` with its energy and area tables; ``iso_area``). Written when the sweep
+  starts; a later run into the same ``DIR`` must have identical measurement settings, else it stops
+  with an error naming every difference and touches nothing. The hardware may change: costs are
+  derived, not measured, so a rerun with another ``--array`` / ``--pe`` / ``--iso-area`` rewrites
+  those keys and re-derives every cost from the recorded points without running them again.
 * ``points.csv``: the record, **append-only**: one row per evaluated point (configuration + seed),
   written with flush + fsync as each point finishes. It is never rewritten or truncated; a rerun
   reads it and evaluates only the points missing from it, so a killed sweep loses at most the points
   that were in flight. A torn last line (a kill inside a write) is ignored and its point recomputed.
-* ``results.csv`` / ``results.json``: one row per configuration (accuracy mean and std over seeds,
-  energy, cycles, ratios to float32), the plots and ``summary.md``: derived from ``points.csv`` and
-  re-rendered (written to a temporary file, then renamed) at the end of every run and by
-  ``hwsim report DIR``.
+* ``results.csv`` / ``results.json``: one row per configuration (accuracy mean and std over seeds;
+  array, area, cycles, inferences/s and energy per inference, each with its ratio to float32), the
+  plots and ``summary.md``: derived from ``points.csv`` and the hardware in ``sweep.json`` (costed by
+  :func:`hwsim.cost`), re-rendered (written to a temporary file, then renamed) at the end of every
+  run and by ``hwsim report DIR``.
 
 A point's evaluation (:func:`evaluate`), in whichever process runs it: the network is quantized for
 the point's (weights, activations, MAC unit) by ``quant.quantize_model`` (calibrated on the first
 ``calibration`` CIFAR-10 training images), run on the test images batch by batch exactly as
-:func:`hwsim.runner.run` does (so stochastic results depend only on the seed), and costed by
-:func:`hwsim.cost` on the array. Processes load the model and data themselves from the names/paths
+:func:`hwsim.runner.run` does (so stochastic results depend only on the seed). Processes load the model and data themselves from the names/paths
 in the settings and check them against the digests, so a Dask worker on another machine computes the
 same numbers or refuses.
 """
@@ -55,12 +58,18 @@ SETTINGS_FORMAT = "hwsim-sweep/1"
 
 #: a points.csv record: the point's values, then ``checksum`` (:func:`row_checksum` of the fields before it)
 POINT_FIELDS = ("weights", "activations", "accum", "rounding", "seed", "images", "correct", "accuracy",
-                "energy_pj", "cycles", "fp32_energy_pj", "fp32_cycles", "outputs_sha256", "seconds")
+                "outputs_sha256", "seconds")
 POINT_COLUMNS = POINT_FIELDS + ("checksum",)
+#: the records of hwsim before costs were derived at report time: they also held the point's cost
+#: (read, checked and rewritten without those columns by :func:`repair_points`)
+POINT_FIELDS_V1 = ("weights", "activations", "accum", "rounding", "seed", "images", "correct", "accuracy",
+                   "energy_pj", "cycles", "fp32_energy_pj", "fp32_cycles", "outputs_sha256", "seconds")
 RESULT_COLUMNS = ("weights", "activations", "accum", "rounding", "label", "family", "weight_bits",
                   "activation_bits", "accum_bits", "seeds", "images", "accuracy_mean", "accuracy_std",
-                  "accuracy_min", "accuracy_max", "delta_vs_fp32", "energy_pj", "energy_ratio", "cycles",
-                  "cycles_ratio", "pareto")
+                  "accuracy_min", "accuracy_max", "delta_vs_fp32", "array", "area_mm2", "area_ratio", "cycles",
+                  "cycles_ratio", "inferences_per_s", "throughput_ratio", "energy_pj", "energy_ratio", "pareto")
+#: settings keys that say how points are costed, not how they are measured (a rerun may change them)
+COST_KEYS = ("array", "iso_area")
 DEFAULT_CALIBRATION = 200
 DEFAULT_BATCH = 250
 
@@ -130,19 +139,43 @@ def load_test_images(data, limit):
     return images[idx], labels[idx]
 
 
-def array_settings(array) -> dict:
+def array_settings(array, pe=None, serial_operands=None) -> dict:
+    """The array as recorded in ``sweep.json``: every field (:meth:`hwsim.ArrayConfig.to_dict`) and the
+    file it came from; ``pe`` / ``serial_operands`` override the file's."""
     from .array import load_array
 
     cfg = load_array(array)
-    return {"path": "default" if array is None else str(Path(array).resolve()), "name": cfg.name,
-            "digest": hashlib.sha256(repr(cfg).encode()).hexdigest()[:16]}
+    over = {k: v for k, v in (("pe", pe), ("serial_operands", serial_operands)) if v is not None}
+    if over:
+        cfg = cfg.with_(**over)
+    return {"source": "default" if array is None else str(Path(array).resolve()), **cfg.to_dict()}
+
+
+def settings_array(settings: dict):
+    """The :class:`hwsim.ArrayConfig` a sweep's settings record. Settings written before the whole
+    array was recorded name only its file (``path``): that file is read again."""
+    from .array import ArrayConfig, load_array
+
+    arr = dict(settings["array"])
+    if "rows" not in arr:
+        return load_array(None if arr.get("path") == "default" else arr.get("path"))
+    arr.pop("source", None)
+    return ArrayConfig.from_settings(arr)
 
 
 def make_settings(model=G.DEFAULT_MODEL, formats=G.DEFAULT_FORMATS, accum=G.DEFAULT_ACCUM,
                   rounding=G.DEFAULT_ROUNDING, seeds=G.DEFAULT_SEEDS, limit=G.DEFAULT_LIMIT, array=None,
-                  data=None, calibration=DEFAULT_CALIBRATION, scale="auto") -> dict:
-    """The settings of a sweep (validated; raises ``ValueError`` / ``FileNotFoundError`` naming bad input)."""
+                  data=None, calibration=DEFAULT_CALIBRATION, scale="auto", pe=None, serial_operands=None,
+                  iso_area=False) -> dict:
+    """The settings of a sweep (validated; raises ``ValueError`` / ``FileNotFoundError`` naming bad input).
+
+    ``array``: an array TOML path or None (the default); ``pe`` / ``serial_operands`` override its PE
+    kind; ``iso_area``: cost each configuration on an array of the float32 array's area."""
     grid = G.build_grid(formats, accum, rounding, seeds)
+    if not isinstance(iso_area, bool):
+        raise ValueError(f"iso_area must be True or False, got {iso_area!r}")
+    arr = array_settings(array, pe, serial_operands)
+    check_costable(grid, arr)
     if scale not in G.SCALE_MODES:
         raise ValueError(f"--scale: unknown mode {scale!r}; valid: {', '.join(G.SCALE_MODES)}")
     mfile = model_file(model)
@@ -158,12 +191,31 @@ def make_settings(model=G.DEFAULT_MODEL, formats=G.DEFAULT_FORMATS, accum=G.DEFA
         "data_sha256": data_digest(images, labels),
         "calibration": {"split": "train", "images": calibration},
         "scale": scale,
-        "array": array_settings(array),
+        "array": arr,
+        "iso_area": iso_area,
         "formats": [list(p) for p in grid.pairs],
         "accum": list(grid.accums),
         "rounding": list(grid.roundings),
         "seeds": grid.seeds,
     }
+
+
+def check_costable(grid, array: dict) -> None:
+    """Raise ``ValueError`` listing every configuration the array's PE kind cannot run (the float32
+    baseline always runs on fixed PEs)."""
+    from .pe import check_spec
+
+    bad = []
+    for c in grid.configs:
+        if c == G.BASELINE:
+            continue
+        try:
+            check_spec(G.mac_spec(*c), array["pe"], array["serial_operands"])
+        except ValueError as exc:
+            bad.append(f"{G.config_label(c)}: {exc}")
+    if bad:
+        raise ValueError(f"{len(bad)} configuration(s) cannot be costed on {array['pe']} PEs: " + "; ".join(bad[:4])
+                         + (f"; ... ({len(bad) - 4} more)" if len(bad) > 4 else ""))
 
 
 def _zoo_names():
@@ -178,7 +230,8 @@ def grid_of(settings) -> G.Grid:
 
 
 def settings_diff(old: dict, new: dict) -> list[str]:
-    keys = sorted(set(old) | set(new), key=lambda k: (list(new).index(k) if k in new else 99, k))
+    """The differences in what decides the measured points (the :data:`COST_KEYS` are left out)."""
+    keys = sorted((set(old) | set(new)) - set(COST_KEYS), key=lambda k: (list(new).index(k) if k in new else 99, k))
     out = []
     for k in keys:
         if old.get(k) == new.get(k):
@@ -194,6 +247,12 @@ def settings_diff(old: dict, new: dict) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------
 # the directory
+
+
+def _array_label(settings) -> str:
+    a = settings.get("array", {})
+    name = a.get("name", "?")
+    return name + (" iso-area" if settings.get("iso_area") else "")
 
 
 class SweepDir:
@@ -239,6 +298,10 @@ class SweepDir:
             self._lock_fh = None
             raise SweepError(f"another sweep is running in {p} (it holds {p / '.lock'})") from None
         if not sfile.exists():
+            _atomic_write(sfile, json.dumps(self.settings, indent=2) + "\n")
+        elif any(old.get(k) != self.settings.get(k) for k in COST_KEYS):
+            print(f"{p}: costing on another array now ({_array_label(old)} -> {_array_label(self.settings)}); every "
+                  "cost is derived again from the recorded points", file=sys.stderr)
             _atomic_write(sfile, json.dumps(self.settings, indent=2) + "\n")
         if jfile.exists():
             repair_points(p, stream=sys.stderr)
@@ -309,10 +372,6 @@ def _parse_point_row(rec: dict) -> dict | None:
         row["images"] = int(row["images"])
         row["correct"] = int(row["correct"])
         row["accuracy"] = float(row["accuracy"])
-        row["energy_pj"] = float(row["energy_pj"])
-        row["cycles"] = int(row["cycles"])
-        row["fp32_energy_pj"] = float(row["fp32_energy_pj"])
-        row["fp32_cycles"] = int(row["fp32_cycles"])
         if len(row["outputs_sha256"]) != 16:
             return None
         row["seconds"] = float(row["seconds"])
@@ -338,9 +397,9 @@ def scan_points(path):
         return {}, [(1, "the file is empty (0 bytes): no point is recorded, every point will be computed", "")], False
     lines = text.split("\n")
     header = next(csv.reader([lines[0]]))
-    if tuple(header) == POINT_COLUMNS:
-        legacy = False
-    elif tuple(header) == POINT_FIELDS:
+    if tuple(header) in (POINT_COLUMNS, POINT_FIELDS_V1 + ("checksum",)):
+        legacy = tuple(header) != POINT_COLUMNS  # v1: checksummed, with cost columns
+    elif tuple(header) in (POINT_FIELDS, POINT_FIELDS_V1):
         legacy = True
     else:
         raise SweepError(f"{jfile} has columns {header}, expected {list(POINT_COLUMNS)}: not a points file of this "
@@ -356,7 +415,7 @@ def scan_points(path):
             problems.append((n, f"{len(fields)} fields, expected {len(header)} (damaged or torn)", line))
             continue
         rec = dict(zip(header, fields))
-        if not legacy and rec["checksum"] != row_checksum(fields[:-1]):
+        if "checksum" in rec and rec["checksum"] != row_checksum(fields[:-1]):
             problems.append((n, "checksum mismatch: the record was edited or damaged", line))
             continue
         row = _parse_point_row(rec)
@@ -387,7 +446,8 @@ def repair_points(path, stream=None) -> list:
             print(f"{jfile}:{n}: {reason}; the point is computed again", file=stream)
     if problems or legacy:
         if legacy and stream is not None:
-            print(f"{jfile}: adding checksums to its {len(rows)} records (written before records had them)", file=stream)
+            print(f"{jfile}: rewriting its {len(rows)} records in this hwsim's form (checksummed, costs derived at "
+                  "report time)", file=stream)
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(POINT_COLUMNS)
@@ -469,26 +529,15 @@ class Context:
     Built once per process and settings (:func:`context`)."""
 
     def __init__(self, settings: dict):
-        from .array import load_array
-        from .importer import load_model
-
         self.settings = settings
-        mfile = model_file(settings["model"])
-        sha = _sha256_file(mfile)
-        if sha != settings["model_sha256"]:
-            raise SweepError(f"model {settings['model']} ({mfile}) has SHA-256 {sha[:12]}..., the sweep was "
-                             f"started with {settings['model_sha256'][:12]}...: a different model")
-        self.network = load_network_cached(mfile, sha)
+        self.network = sweep_network(settings)
         self.images, self.labels = load_test_images(settings["data"], settings["images"])
         dig = data_digest(self.images, self.labels)
         if dig != settings["data_sha256"]:
             raise SweepError(f"the CIFAR-10 test images found here (digest {dig[:12]}...) differ from the sweep's "
                              f"({settings['data_sha256'][:12]}...)")
-        arr = settings["array"]["path"]
-        self.array = load_array(None if arr == "default" else arr)
         self._calibration = None
         self._nets = {}
-        self._costs = {}
 
     @property
     def calibration(self):
@@ -508,16 +557,6 @@ class Context:
                 self._nets.pop(next(iter(self._nets)))
             self._nets[key] = prepare_network(self, weights, activations, spec)
         return self._nets[key]
-
-    def cost(self, spec):
-        key = (spec.a.name, spec.b.name, spec.accum.name)
-        if key not in self._costs:
-            from .cost import cost
-
-            res = cost(self.network, spec, self.array)
-            self._costs[key] = (float(res.energy_pj), int(res.cycles), float(res.baseline.energy_pj),
-                                int(res.baseline.cycles))
-        return self._costs[key]
 
 
 def prepare_network(ctx: Context, weights, activations, spec):
@@ -566,12 +605,11 @@ def evaluate(settings: dict, point: G.Point, on_images=None, batch_size: int = D
         correct += int((np.argmax(y.reshape(len(y), -1), axis=1) == labels[start:start + len(y)]).sum())
         if on_images is not None:
             on_images(len(y))
-    energy, cycles, e32, c32 = ctx.cost(spec)
     n = int(len(labels))
     return {"weights": point.weights, "activations": point.activations, "accum": point.accum,
             "rounding": point.rounding, "seed": point.seed, "images": n, "correct": correct,
-            "accuracy": correct / n, "energy_pj": energy, "cycles": cycles, "fp32_energy_pj": e32,
-            "fp32_cycles": c32, "outputs_sha256": digest.hexdigest()[:16], "seconds": round(time.perf_counter() - t0, 3)}
+            "accuracy": correct / n, "outputs_sha256": digest.hexdigest()[:16],
+            "seconds": round(time.perf_counter() - t0, 3)}
 
 
 PROGRESS_TOPIC = "hwsim-sweep-progress"
@@ -628,7 +666,6 @@ def warm_up(settings: dict, todo, batch_size: int = DEFAULT_BATCH, on_config=Non
         net = ctx.network_for(cfg[0], cfg[1], spec)
         if len(x):
             forward(net, x, resolve_specs(net, spec), seed=0, offset=0)
-        ctx.cost(spec)
     return len(configs)
 
 
@@ -917,9 +954,41 @@ def _run_dask(settings, todo, d, bar, batch_size, run, scheduler, workers, clust
 # aggregation
 
 
-def aggregate(settings: dict, done: dict) -> list[dict]:
+def sweep_network(settings: dict):
+    """The sweep's network (checked against the recorded SHA-256), through the IR cache."""
+    mfile = model_file(settings["model"])
+    sha = _sha256_file(mfile)
+    if sha != settings["model_sha256"]:
+        raise SweepError(f"model {settings['model']} ({mfile}) has SHA-256 {sha[:12]}..., the sweep was "
+                         f"started with {settings['model_sha256'][:12]}...: a different model")
+    return load_network_cached(mfile, sha)
+
+
+def config_costs(settings: dict, configs, network=None) -> dict:
+    """``{config: cost columns}`` (:data:`RESULT_COLUMNS` from ``array`` to ``energy_ratio``) of the
+    configurations on the sweep's hardware: :func:`hwsim.cost` of the configuration's MAC spec against
+    the float32 baseline, on the recorded array, iso-area when the settings say so."""
+    from .cost import array_size, cost
+
+    configs = list(configs)
+    if not configs:
+        return {}
+    net = sweep_network(settings) if network is None else network
+    arr = settings_array(settings)
+    out = {}
+    for c in configs:
+        r = cost(net, G.mac_spec(*c), arr, iso_area=bool(settings.get("iso_area", False)))
+        ratios = r.ratios
+        out[c] = {"array": array_size(r.array), "area_mm2": r.area_mm2, "area_ratio": ratios["area"],
+                  "cycles": r.cycles, "cycles_ratio": ratios["cycles"], "inferences_per_s": r.inferences_per_s,
+                  "throughput_ratio": ratios["throughput"], "energy_pj": r.energy_pj,
+                  "energy_ratio": ratios["energy"]}
+    return out
+
+
+def aggregate(settings: dict, done: dict, network=None) -> list[dict]:
     """One row per configuration of the grid that has all its seeds done (:data:`RESULT_COLUMNS`),
-    in grid order; ``pareto`` marks the accuracy/energy Pareto front."""
+    in grid order, costed by :func:`config_costs`; ``pareto`` marks the accuracy/energy Pareto front."""
     grid = grid_of(settings)
     rows = []
     for c in grid.configs:
@@ -935,11 +1004,11 @@ def aggregate(settings: dict, done: dict) -> list[dict]:
             "accum_bits": G.storage_bits(acc), "seeds": len(pts), "images": pts[0]["images"],
             "accuracy_mean": statistics.fmean(accs),
             "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else None,
-            "accuracy_min": min(accs), "accuracy_max": max(accs),
-            "delta_vs_fp32": None, "energy_pj": pts[0]["energy_pj"],
-            "energy_ratio": pts[0]["energy_pj"] / pts[0]["fp32_energy_pj"], "cycles": pts[0]["cycles"],
-            "cycles_ratio": pts[0]["cycles"] / pts[0]["fp32_cycles"], "pareto": False,
+            "accuracy_min": min(accs), "accuracy_max": max(accs), "delta_vs_fp32": None, "pareto": False,
         })
+    costs = config_costs(settings, [(r["weights"], r["activations"], r["accum"], r["rounding"]) for r in rows], network)
+    for r in rows:
+        r.update(costs[(r["weights"], r["activations"], r["accum"], r["rounding"])])
     base = [r for r in rows if (r["weights"], r["activations"], r["accum"], r["rounding"]) == G.BASELINE]
     if base:
         for r in rows:
@@ -949,9 +1018,11 @@ def aggregate(settings: dict, done: dict) -> list[dict]:
     return rows
 
 
-def pareto_front(rows) -> list[int]:
-    """Indices of rows not dominated in (lower energy, higher mean accuracy)."""
-    order = sorted(range(len(rows)), key=lambda i: (rows[i]["energy_pj"], -rows[i]["accuracy_mean"]))
+def pareto_front(rows, value=lambda r: r["energy_pj"], higher_better: bool = False) -> list[int]:
+    """Indices of rows not dominated in (``value``: lower is better unless ``higher_better``; higher mean
+    accuracy). Default: energy per inference."""
+    sign = -1 if higher_better else 1
+    order = sorted(range(len(rows)), key=lambda i: (sign * value(rows[i]), -rows[i]["accuracy_mean"]))
     front, best = [], -math.inf
     for i in order:
         if rows[i]["accuracy_mean"] > best:

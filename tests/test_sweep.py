@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -336,3 +337,63 @@ def test_golden_sweep(tmp_path):
     X.run_sweep(X.make_settings(**GOLDEN_ARGS), out, serial=True, progress=False, figures=False)
     assert (out / X.RESULTS_CSV).read_text() == (GOLDEN / "sweep_small.csv").read_text()
     assert _points_sans_time(out) == (GOLDEN / "sweep_small_points.csv").read_text()
+
+
+# ------------------------------------------------------------------------------------------------ hardware
+
+
+def test_hardware_change_recosts_without_rerunning(tmp_path, monkeypatch, capsys):
+    """Costs are derived from the recorded points: a rerun on another array evaluates nothing, rewrites the
+    hardware in sweep.json and re-derives every cost (here: iso-area, then a stall-free array)."""
+    from hwsim.array import CONFIG_DIR
+
+    out = tmp_path / "s"
+    st = _settings(formats="fp32,int8", accum="fp32,int32", rounding="nearest", limit=10)
+    X.run_sweep(st, out, serial=True, progress=False, figures=False)
+    first = {r["label"]: r for r in json.loads((out / X.RESULTS_JSON).read_text())["results"]}
+    monkeypatch.setattr(X, "evaluate", lambda *a, **k: pytest.fail("a recorded point was evaluated again"))
+    iso = _settings(formats="fp32,int8", accum="fp32,int32", rounding="nearest", limit=10, iso_area=True)
+    X.run_sweep(iso, out, serial=True, progress=False, figures=False)
+    assert "costing on another array" in capsys.readouterr().err
+    assert json.loads((out / X.SETTINGS_FILE).read_text())["iso_area"] is True
+    rows = {r["label"]: r for r in json.loads((out / X.RESULTS_JSON).read_text())["results"]}
+    i8 = "int8, acc int32, nearest"
+    assert rows[i8]["accuracy_mean"] == first[i8]["accuracy_mean"]
+    assert first[i8]["array"] == "32x32" and rows[i8]["array"] == "25 x 32x32"
+    assert rows[i8]["throughput_ratio"] > first[i8]["throughput_ratio"]
+    assert rows[i8]["area_ratio"] == pytest.approx(25 * first[i8]["area_ratio"])
+    free = _settings(formats="fp32,int8", accum="fp32,int32", rounding="nearest", limit=10,
+                     array=str(CONFIG_DIR / "array_32x32_os_stallfree.toml"))
+    X.run_sweep(free, out, serial=True, progress=False, figures=False)
+    rows = {r["label"]: r for r in json.loads((out / X.RESULTS_JSON).read_text())["results"]}
+    assert rows[i8]["cycles_ratio"] == 1.0  # stall-free fixed PEs: every format takes SCALE-Sim's cycles
+
+
+def test_bit_fusion_sweep_refuses_float_formats():
+    with pytest.raises(ValueError) as exc:
+        _settings(formats="fp32,bf16,int4", accum="fp32,int32", pe="bit_fusion")
+    msg = str(exc.value)
+    assert "bf16, acc fp32, nearest" in msg and "bit_fusion" in msg and "int4" not in msg.split(":")[0]
+    st = _settings(formats="fp32,int4", accum="fp32,int32", rounding="nearest", pe="bit_fusion")
+    assert st["array"]["pe"] == "bit_fusion"
+
+
+def test_points_with_cost_columns_are_migrated(tmp_path):
+    """A points.csv of the hwsim that recorded costs per point: checked against its checksums, rewritten
+    without the cost columns; a damaged record is still caught."""
+    out = tmp_path / "s"
+    st = _settings(formats="fp32", accum="fp32", rounding="nearest", limit=10)
+    X.run_sweep(st, out, serial=True, progress=False, figures=False)
+    (row,) = X.read_points(out).values()
+    old = {**row, "energy_pj": 1.5, "cycles": 7, "fp32_energy_pj": 1.5, "fp32_cycles": 7}
+    fields = [X._fmt(old[c]) for c in X.POINT_FIELDS_V1]
+    bad = list(fields)
+    bad[7] = "0.5"  # accuracy edited by hand: the checksum no longer matches
+    text = ",".join(X.POINT_FIELDS_V1 + ("checksum",)) + "\n"
+    text += ",".join(fields + [X.row_checksum(fields)]) + "\n" + ",".join(bad + [X.row_checksum(fields)]) + "\n"
+    (out / X.POINTS_FILE).write_text(text)
+    rows, problems, legacy = X.scan_points(out)
+    assert legacy and len(rows) == 1 and [p[1] for p in problems] == ["checksum mismatch: the record was edited or damaged"]
+    X.repair_points(out)
+    assert (out / X.POINTS_FILE).read_text().splitlines()[0] == ",".join(X.POINT_COLUMNS)
+    assert X.scan_points(out) == (rows, [], False)

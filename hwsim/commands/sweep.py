@@ -1,4 +1,4 @@
-"""``hwsim sweep``: accuracy, energy and cycles over a grid of number formats, accumulators and
+"""``hwsim sweep``: accuracy, throughput, area and energy over a grid of number formats, accumulators and
 rounding modes ("how low can I go?"), resumable, in parallel on Dask."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ def register(sub):
     from hwsim import sweep_exec as X
 
     p = sub.add_parser(
-        "sweep", help="accuracy/energy over formats, accumulators and rounding modes (resumable, Dask)",
+        "sweep", help="accuracy/throughput/energy over formats, accumulators and rounding modes (resumable, Dask)",
         description="Evaluate every point (weight format, activation format, accumulator format, rounding, "
         "seed) of a grid on CIFAR-10 test images and write DIR/results.csv + results.json (one row per "
-        "configuration: accuracy mean/std over seeds, energy, cycles, ratios to float32), plots and "
+        "configuration: accuracy mean/std over seeds, area, cycles, inferences/s, energy, ratios to float32), plots and "
         "summary.md. Points already in DIR are not recomputed. With no options: the default sweep of "
         f"cifar_cnn on {G.DEFAULT_LIMIT} images.",
         epilog="Lists are comma-separated: format names (`hwsim formats`), families (fp8, fp6, fp4, mx), "
@@ -33,7 +33,16 @@ def register(sub):
     p.add_argument("--limit", type=limit_arg, default=G.DEFAULT_LIMIT, metavar="N",
                    help="N test images spread evenly over the test set (image i*10000/N, the same number "
                    f"from every class), or 'all' (default {G.DEFAULT_LIMIT})")
-    p.add_argument("--array", default=None, metavar="TOML", help="array config (default: 32x32 output stationary)")
+    p.add_argument("--array", default=None, metavar="TOML",
+                   help="array config (default: hwsim/configs/array_32x32_os.toml, 32x32 output stationary, LPDDR4X "
+                   "bandwidth); costs are derived from the recorded points, so a rerun with another array re-costs")
+    p.add_argument("--pe", default=None, choices=("fixed", "bit_fusion", "bit_serial"),
+                   help="override the array's PE kind (hwsim/pe.py); bit_fusion and bit_serial run integer formats only")
+    p.add_argument("--serial-operands", default=None, choices=("a", "ab"),
+                   help="bit_serial PEs: a = activations serial (Stripes), ab = both (Loom)")
+    p.add_argument("--iso-area", action="store_true",
+                   help="cost each configuration on an array of the float32 array's silicon area (more PEs for "
+                   "narrow formats): throughput at equal area")
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default sweeps/MODEL)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask scheduler (tcp://host:8786)")
     p.add_argument("--workers", type=int, default=2, metavar="N",
@@ -66,7 +75,8 @@ def main(args) -> int:
         raise ValueError(f"--max-points must be >= 0, got {args.max_points}")
     settings = X.make_settings(model=args.model, formats=args.formats, accum=args.accum, rounding=args.rounding,
                                seeds=args.seeds, limit=args.limit, array=args.array, data=args.data,
-                               calibration=args.calibration, scale=args.scale)
+                               calibration=args.calibration, scale=args.scale, pe=args.pe,
+                               serial_operands=args.serial_operands, iso_area=args.iso_area)
     out = Path(args.out) if args.out else Path("sweeps") / Path(args.model).stem
     grid = X.grid_of(settings)
     where = "this process" if args.serial else (args.scheduler or f"a local Dask cluster of {args.workers} workers")
