@@ -490,7 +490,7 @@ def quantize(x, fmt, rounding="nearest", overflow=None, seed=None, rand_bits=Non
     if resid is not None:  # huge integers: the float64 value plus its exact integer residual, rounded once
         vals, _ = _round_array(xa, resid, fmt, rounding, overflow, key, rbits,
                                np.arange(xa.size, dtype=np.uint64).reshape(xa.shape))
-        return vals.astype(out_dtype, copy=False)
+        return vals.astype(out_dtype, copy=False).reshape(xa.shape)  # a 0-d input stays 0-d
     flat = np.ascontiguousarray(xa).reshape(-1)
     out = np.empty(flat.size, dtype=out_dtype)
     if flat.size:

@@ -242,6 +242,10 @@ def test_int64_beyond_2_53_rounds_once():
     assert float(got[0]) == 2.0**60 + 2.0**37
     got_u = kernels.quantize(np.array([2**64 - 1, 2**60 + 2**36 + 1], np.uint64), "fp32")
     assert list(got_u.astype(np.float64)) == [2.0**64, 2.0**60 + 2.0**37]
+    # shapes survive the exact path: a 0-d input stays 0-d (it came back as shape (1,): the fuzz test found it)
+    zero_d = kernels.quantize(np.array(2**60 + 2**36 + 1), "bf16")
+    assert zero_d.shape == () and float(zero_d) == 2.0**60
+    assert kernels.quantize(np.full((2, 1, 3), 2**53 + 2, np.int64), "fp32").shape == (2, 1, 3)
 
 
 @pytest.mark.parametrize("seed", [2**64, -1, 2**70])
