@@ -1,8 +1,8 @@
 """TF-Lite bit-exactness of the emulator on the zoo models.
 
 For each zoo model: convert the trained Keras model to a full-integer TF-Lite model
-(:func:`quant.tflite.convert_keras`, calibrated on CIFAR-10 *train* images), import it with
-:func:`quant.load_tflite`, run N CIFAR-10 *test* images through ``hwsim.run`` and through
+(:func:`hwsim.frontends.tflite.convert_keras`, calibrated on CIFAR-10 *train* images), import it with
+:func:`hwsim.frontends.tflite.load_tflite`, run N CIFAR-10 *test* images through ``hwsim.run`` and through
 ``tf.lite.Interpreter`` (one image per ``invoke``, as on a device), and print the share of output
 values that are bit-identical and the share of images whose top-1 class agrees -- for the
 interpreter's default arithmetic (XNNPACK delegate, ``--kernels xnnpack``) and its reference
@@ -58,7 +58,7 @@ def interpreter_outputs(it, images):
 def compare(path, images, kernels_):
     """(values equal, top-1 agree, emulator seconds, interpreter seconds, emulator outputs)."""
     import hwsim
-    from quant import tflite
+    from hwsim.frontends import tflite
 
     t0 = time.perf_counter()
     net = tflite.load_tflite(path, kernels=kernels_)
@@ -85,7 +85,7 @@ def main(argv=None):
 
     from hwsim import zoo
     from hwsim.data import load_cifar10
-    from quant import tflite
+    from hwsim.frontends import tflite
 
     test_x, test_y = load_cifar10("test")
     train_x, _ = load_cifar10("train")

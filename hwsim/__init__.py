@@ -1,7 +1,8 @@
 """hwsim: run networks on an emulated low-precision MAC array and report accuracy, cycles and energy.
 
-Layering: ``kernels`` (arithmetic) <- ``quant`` (mapping models onto formats) <- ``hwsim`` (networks,
-hardware cost, CLI). The public names below are imported lazily so ``import hwsim`` stays cheap
+Layering: ``kernels`` (arithmetic) <- ``hwsim.graph`` (IR, ops, execution) <- ``quant`` (mapping networks
+onto formats) <- ``hwsim.frontends``, the cost model, the sweep, the CLI (checked by import-linter: the
+contract is in pyproject.toml). The public names below are imported lazily so ``import hwsim`` stays cheap
 (TensorFlow is only loaded by the parts that need it).
 """
 
@@ -15,10 +16,10 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "Network": "hwsim.ir",
-    "load_model": "hwsim.importer",
-    "run": "hwsim.runner",
-    "accuracy": "hwsim.runner",
+    "Network": "hwsim.graph.ir",
+    "load_model": "hwsim.frontends",
+    "run": "hwsim.graph.runner",
+    "accuracy": "hwsim.graph.runner",
     "load_cifar10": "hwsim.data",
     "ArrayConfig": "hwsim.array",
     "EnergyTable": "hwsim.energy",

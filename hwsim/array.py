@@ -40,7 +40,7 @@ from pathlib import Path
 
 from hwsim.area import AreaTable
 from hwsim.energy import EnergyTable
-from hwsim.pe import PE_KINDS, SERIAL_OPERANDS, check_kind
+from hwsim.pe import check_kind
 
 DATAFLOWS = ("os", "ws", "is")
 CONFIG_DIR = Path(__file__).with_name("configs")

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hwsim import pe as pe_kinds
@@ -392,7 +392,7 @@ def _layer_cost(network, layer, spec, arr: ArrayConfig, area_mm2: float) -> Laye
 def _network(network):
     if hasattr(network, "mac_layers") and hasattr(network, "input_shape_of"):
         return network
-    raise ValueError(f"cost() needs an hwsim IR network (hwsim.ir.Network; convert Keras models with "
+    raise ValueError(f"cost() needs an hwsim IR network (hwsim.graph.ir.Network; convert Keras models with "
                      f"hwsim.load_model), got {type(network).__name__}")
 
 
@@ -416,7 +416,7 @@ def iso_area_array(array, mac, reference="fp32") -> ArrayConfig:
 
 
 def cost(network, mac="int8_int32", array=None, *, baseline="fp32", iso_area=False) -> CostResult:
-    """Cost of running ``network`` (an :class:`hwsim.ir.Network`) on ``array``.
+    """Cost of running ``network`` (an :class:`hwsim.graph.ir.Network`) on ``array``.
 
     ``mac``: a ``kernels.MacSpec`` or a preset name (``"int8_int32"``, ``"fp16_fp32"``, ...);
     ``array``: an :class:`hwsim.ArrayConfig`, a path to its TOML file, or ``None`` for the default

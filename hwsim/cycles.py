@@ -46,8 +46,9 @@ SRAM traffic, counted as SCALE-Sim's demand matrices count it (in elements, per 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from hwsim.graph.ir import OPS
 
 DATAFLOWS = ("os", "ws", "is")
 
@@ -92,36 +93,12 @@ class GemmShape:
 
 
 def layer_gemm(network, layer) -> GemmShape:
-    """The GEMM view of a MAC layer of ``network`` (a :class:`hwsim.ir.Network`), see the module docstring."""
+    """The GEMM view of a MAC layer of ``network`` (a :class:`hwsim.graph.ir.Network`), see the module docstring."""
     layer = network[layer] if isinstance(layer, str) else layer
-    in_shape = network.input_shape_of(layer)
-    out_shape = network.shapes[layer.name]
-    kind = layer.kind
-    if kind not in ("conv2d", "depthwise", "dense"):
-        raise ValueError(f"layer {layer.name!r} of kind {kind!r} does not run on the MAC array; "
-                         "MAC layers: conv2d, depthwise, dense")
-    kernel = layer.kernel.shape
-    bias = 0 if getattr(layer, "bias", None) is None else int(layer.bias.size)
-    if kind == "conv2d":
-        kh, kw, ci, co = kernel
-        (h, w, _), (ho, wo, _) = in_shape, out_shape
-        return GemmShape(pixels=ho * wo, window=kh * kw * ci, filters=co, repeats=1,
-                         in_elems=h * w * ci, out_elems=ho * wo * co, weight_elems=kh * kw * ci * co,
-                         bias_elems=bias, fh=kh, fw=kw, cin=ci, in_hw=(h, w), out_hw=(ho, wo),
-                         strides=tuple(layer.strides))
-    if kind == "depthwise":
-        kh, kw, c, m = kernel
-        (h, w, _), (ho, wo, _) = in_shape, out_shape
-        return GemmShape(pixels=ho * wo, window=kh * kw, filters=m, repeats=c,
-                         in_elems=h * w, out_elems=ho * wo * m, weight_elems=kh * kw * m,
-                         bias_elems=bias // c if bias else 0, fh=kh, fw=kw, cin=1, in_hw=(h, w),
-                         out_hw=(ho, wo), strides=tuple(layer.strides))
-    if kind == "dense":
-        n_in, n_out = kernel
-        positions = math.prod(in_shape[:-1]) if len(in_shape) > 1 else 1
-        return GemmShape(pixels=positions, window=n_in, filters=n_out, repeats=1,
-                         in_elems=positions * n_in, out_elems=positions * n_out, weight_elems=n_in * n_out,
-                         bias_elems=bias, fh=1, fw=1, cin=n_in, in_hw=(positions, 1), out_hw=(positions, 1))
+    if not layer.is_mac:
+        raise ValueError(f"layer {layer.name!r} of kind {layer.kind!r} does not run on the MAC array; MAC layers: "
+                         + ", ".join(k for k, c in OPS.items() if c.is_mac))
+    return GemmShape(**layer.gemm_dims(network.input_shape_of(layer), network.shapes[layer.name]))
 
 
 def mapping(gemm: GemmShape, dataflow: str) -> tuple[int, int, int]:
@@ -263,11 +240,8 @@ def scalesim_topology_row(network, layer) -> str:
     hp = (ho - 1) * sh + g.fh
     wp = (wo - 1) * sw + g.fw
     name = layer.name.replace(",", "_")
-    if layer.kind == "depthwise":
+    channels, filters = g.cin, g.filters  # Dense: cin is its input width
+    if layer.per_channel:  # depthwise: SCALE-Sim maps it per channel for names starting with DP
         name = "DP" + name
-        channels, filters = g.repeats, g.filters
-    elif layer.kind == "dense":
-        channels, filters = g.window, g.filters
-    else:
-        channels, filters = g.cin, g.filters
+        channels = g.repeats
     return f"{name}, {hp}, {wp}, {g.fh}, {g.fw}, {channels}, {filters}, {sh},"

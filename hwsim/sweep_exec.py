@@ -22,7 +22,7 @@ Files in the sweep directory ``DIR``:
 A point's evaluation (:func:`evaluate`), in whichever process runs it: the network is quantized for
 the point's (weights, activations, MAC unit) by ``quant.quantize_model`` (calibrated on the first
 ``calibration`` CIFAR-10 training images), run on the test images batch by batch exactly as
-:func:`hwsim.runner.run` does (so stochastic results depend only on the seed). Processes load the model and data themselves from the names/paths
+:func:`hwsim.graph.runner.run` does (so stochastic results depend only on the seed). Processes load the model and data themselves from the names/paths
 in the settings and check them against the digests, so a Dask worker on another machine computes the
 same numbers or refuses.
 """
@@ -46,7 +46,6 @@ from pathlib import Path
 
 import numpy as np
 
-from quant import tfimport
 
 from . import sweep as G
 
@@ -468,12 +467,13 @@ def load_network_cached(mfile: Path, sha: str):
     network without importing TensorFlow. A damaged cache entry is rebuilt."""
     import pickle
 
-    from . import importer, ir
+    from .frontends import keras as importer
+    from .graph import ir, passes
     from .data import cache_dir
-    from .importer import load_model
+    from .frontends import load_model
 
     src = hashlib.sha256()
-    for mod in (importer, ir):
+    for mod in (importer, ir, passes):
         src.update(Path(mod.__file__).read_bytes())
     path = cache_dir() / f"ir-{sha[:20]}-{src.hexdigest()[:12]}.pkl"
     if path.is_file():
@@ -484,12 +484,7 @@ def load_network_cached(mfile: Path, sha: str):
                 return net
         except Exception:  # damaged entry: rebuild below
             pass
-    try:
-        net = load_model(str(mfile))
-    except ValueError as exc:
-        if "is shared" not in str(exc):
-            raise
-        net = _load_sequential_fresh(mfile)
+    net = load_model(str(mfile))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -498,29 +493,6 @@ def load_network_cached(mfile: Path, sha: str):
         os.replace(tmp, path)
     except OSError:  # a read-only cache only costs speed
         pass
-    return net
-
-
-def _load_sequential_fresh(mfile: Path):
-    """Workaround for a saved ``keras.Sequential`` (the zoo's cifar_cnn) that ``hwsim.load_model``
-    rejects because Keras re-calls its layers while loading ("layer ... is shared"): rebuild it as a
-    functional model from fresh copies of its layers (same configs and weights, each called once) and
-    import that. Other models are passed to the error unchanged."""
-    keras = tfimport.keras()
-
-    from .importer import from_keras
-
-    model = keras.models.load_model(mfile, compile=False)
-    if not isinstance(model, keras.Sequential):
-        raise ValueError(f"cannot import {mfile}: its layers are shared") from None
-    inp = keras.Input(tuple(model.inputs[0].shape[1:]), name="pixels")
-    x = inp
-    for layer in model.layers:
-        fresh = layer.__class__.from_config(layer.get_config())
-        x = fresh(x)
-        fresh.set_weights(layer.get_weights())
-    net = from_keras(keras.Model(inp, x, name=model.name))
-    net.meta["source"] = f"{mfile} (Sequential rebuilt as functional)"
     return net
 
 
@@ -588,7 +560,7 @@ def context(settings: dict) -> Context:
 
 def evaluate(settings: dict, point: G.Point, on_images=None, batch_size: int = DEFAULT_BATCH) -> dict:
     """Evaluate one point; returns its ``points.csv`` row. ``on_images(n)`` is called after each batch."""
-    from .runner import forward, resolve_specs
+    from .graph.runner import forward, resolve_specs
 
     t0 = time.perf_counter()
     ctx = context(settings)
@@ -652,7 +624,7 @@ def warm_up(settings: dict, todo, batch_size: int = DEFAULT_BATCH, on_config=Non
     reused by the points. A kernel path chosen on data a later batch differs in (``kernels.ops.kernel_path``
     checks operand ranges) is compiled by the worker that meets it. ``on_config(i, n, label)`` is called
     before each configuration. Returns the number of configurations."""
-    from .runner import forward, resolve_specs
+    from .graph.runner import forward, resolve_specs
 
     configs = list(dict.fromkeys(p.config for p in todo))
     if not configs:

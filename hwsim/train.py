@@ -231,7 +231,7 @@ def _train(name: str, *, epochs: int | None = None, batch_size: int = DEFAULT_BA
                              f"truncated or another format){detail}") from None
         init = {"path": str(Path(init_from).resolve()), "sha256": _sha256(init_from)}
     if out is not None:
-        from hwsim.commands import output_file
+        from hwsim.files import output_file
 
         output_file(out, "out", create_parents=True)  # a path that cannot be written fails now, not after training
     config = _config(name, epochs, batch_size, seed, limit, threads, lr, init)

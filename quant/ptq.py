@@ -1,6 +1,6 @@
 """Post-training quantization: :func:`quantize_model` maps a float network onto number formats.
 
-It returns a new :class:`hwsim.ir.Network` whose MAC layers (Conv2D, DepthwiseConv2D, Dense) carry a
+It returns a new :class:`hwsim.graph.ir.Network` whose MAC layers (Conv2D, DepthwiseConv2D, Dense) carry a
 :class:`QuantLayer` in their ``quant`` field; :func:`hwsim.run` executes those instead of the float
 rule. Non-MAC layers (pooling, reshapes, residual adds, rescaling) still run in float32 on the
 dequantized values. The input network is never modified.
@@ -61,7 +61,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import kernels
 from kernels.elementwise import activate
 from kernels.formats import FixedFormat, MXFormat, parse_format
 from kernels.mac import MacSpec, as_spec
@@ -172,16 +171,9 @@ def _mac_spec(cfg: LayerConfig, a, b) -> MacSpec:
 def _mac(layer, x, w, spec, seed, first_image):
     """The layer's MAC kernel on operands ``x`` (NHWC / (..., K)) and ``w`` (the layer's kernel shape),
     for a batch whose first image is number ``first_image`` of the run (the kernels' stochastic counters
-    are offset by that many images' outputs, as :mod:`hwsim.runner` does)."""
+    are offset by that many images' outputs, as :mod:`hwsim.graph.runner` does)."""
     offset = first_image * int(np.prod(layer.output_shape([x.shape[1:]])))
-    if layer.kind == "conv2d":
-        return kernels.conv2d(x, w, spec, stride=layer.strides, padding=layer.padding, seed=seed, offset=offset)
-    if layer.kind == "depthwise":
-        return kernels.depthwise_conv2d(x, w, spec, stride=layer.strides, padding=layer.padding, seed=seed,
-                                        offset=offset)
-    lead = x.shape[:-1]
-    y = kernels.matmul(x.reshape(-1, x.shape[-1]), w, spec, seed=seed, offset=offset)
-    return y.reshape(*lead, w.shape[1])
+    return layer.mac(x, w, spec, seed=seed, offset=offset)
 
 
 @dataclass(frozen=True, eq=False)
@@ -360,9 +352,6 @@ def _check_calibration(network, images):
     return x
 
 
-_PASS_THROUGH = ("reshape", "zero_pad")
-
-
 def _link(network, name, cfgs):
     """The MAC layer that reads ``name``'s output through max-pooling / reshapes / zero padding only
     (each step the single consumer), if its input is integer-quantized with a scale; else None."""
@@ -379,7 +368,7 @@ def _link(network, name, cfgs):
         if c.is_mac:
             cc = cfgs[c.name]
             return c.name if (_is_int(cc.activations) and cc.act_scale in ("real", "pow2")) else None
-        if c.kind in _PASS_THROUGH or (c.kind == "pool" and c.op == "max"):
+        if c.quant_rule == "same":
             t = c.name
             continue
         return None
@@ -393,18 +382,16 @@ class _Tap:
         self.spec, self.obs_in, self.obs_out = spec, obs_in, obs_out
 
     def run(self, layer, inputs, seed=None, offset=0):
-        from hwsim.runner import _mac_layer
-
         if self.obs_in is not None:
             self.obs_in.update(inputs[0])
-        y = _mac_layer(layer, inputs[0], self.spec, None, offset)
+        y = layer.run(inputs, self.spec, None, offset)
         if self.obs_out is not None:
             self.obs_out.update(y)
         return y
 
 
 def _calibrate(network, cfgs, images, ccfg: dict, need_out, batch_size):
-    from hwsim import runner
+    from hwsim.graph import runner
 
     n = len(images)
     shapes = network.shapes
@@ -442,7 +429,7 @@ def _act_qparams(cfg: LayerConfig, rng, what):
 
 def _quantize_weights(layer, cfg: LayerConfig, ccfg: dict):
     w = np.asarray(layer.kernel, dtype=np.float64)
-    w2 = w.reshape(*w.shape[:2], -1) if layer.kind == "depthwise" else w  # output channel = last axis
+    w2 = layer.kernel_by_output_channel(w)  # output channel = last axis
     what = f"layer {layer.name!r} weights"
     cout = w2.shape[-1]
     shape = (cout,) if cfg.per_channel else ()
@@ -465,7 +452,7 @@ def _quantize_weights(layer, cfg: LayerConfig, ccfg: dict):
 def _tflite_stage(layer, act: QParams, wq: QParams, out: QParams):
     from .requant import quantize_multiplier
 
-    cout = layer.kernel.shape[-1] * (layer.kernel.shape[2] if layer.kind == "depthwise" else 1)
+    cout = layer.out_channels
     real = (act.scale * np.broadcast_to(wq.scale, (cout,))) / out.scale
     m0, shift = quantize_multiplier(np.asarray(real, dtype=np.float64))
     zp = float(out.zero_point)
@@ -481,7 +468,7 @@ def quantize_model(network, weights="int8", activations="int8", mac=None, per_ch
                    method="minmax", weight_method="minmax", scale=None, weight_scheme="symmetric", act_scheme=None,
                    requant="float", overrides=None, percentile=99.99, mse_grid=100, mse_samples=1 << 18,
                    mse_seed=0, batch_size=100):
-    """Quantize ``network`` (a :class:`hwsim.ir.Network`) for :func:`hwsim.run`; returns a new Network.
+    """Quantize ``network`` (a :class:`hwsim.graph.ir.Network`) for :func:`hwsim.run`; returns a new Network.
 
     ``weights`` / ``activations``: formats; ``mac``: MacSpec / preset for the accumulator side (None:
     int32 wrap for integer operands, fp32 with exact products otherwise); ``per_channel``: weight
@@ -498,10 +485,10 @@ def quantize_model(network, weights="int8", activations="int8", mac=None, per_ch
 
     Every argument is validated before anything is computed; the input network is not modified.
     """
-    from hwsim import ir
+    from hwsim.graph import ir
 
     if not isinstance(network, ir.Network):
-        raise ValueError(f"quantize_model needs a hwsim.ir.Network (e.g. hwsim.load_model(...)), got {network!r}")
+        raise ValueError(f"quantize_model needs a hwsim.graph.ir.Network (e.g. hwsim.load_model(...)), got {network!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     ccfg = dict(percentile=percentile, mse_grid=mse_grid, mse_samples=mse_samples, seed=mse_seed)
@@ -547,7 +534,7 @@ def quantize_model(network, weights="int8", activations="int8", mac=None, per_ch
             spec = _mac_spec(cfg, _widen(act), _widen(wq))
         except ValueError as exc:
             raise ValueError(f"layer {layer.name!r}: {exc}") from None
-        cout = wv.shape[-1] * (wv.shape[2] if layer.kind == "depthwise" else 1)
+        cout = layer.out_channels
         mult = np.asarray(act.scale * np.broadcast_to(wq.scale, (cout,)), dtype=np.float64)
         bias = None
         if layer.bias is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwsim import ir
+from hwsim.graph import ir
 from hwsim.zoo import MOBILENET_BLOCKS as BLOCKS
 from hwsim.zoo import MOBILENET_HEAD as HEAD
 from hwsim.zoo import MOBILENET_STEM as STEM

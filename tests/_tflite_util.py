@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def convert(model, samples, int_io=False, per_channel_dense=True) -> bytes:
     """Full-integer conversion; ``samples`` is a list of input arrays (one per model input), each
     with the samples along axis 0."""
-    from quant.tflite import _quiet_tf
+    from hwsim.frontends.tflite import _quiet_tf
 
     tf = _quiet_tf()
     c = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -88,7 +88,7 @@ def crafted_bias_model(op: str, accs, reals) -> bytes:
 
 def interpreter_outputs(content, kernels, images):
     """Interpreter outputs for ``images`` (one invoke per image) with arithmetic ``kernels``."""
-    from quant.tflite import interpreter
+    from hwsim.frontends.tflite import interpreter
 
     it = interpreter(content, kernels)
     i = it.get_input_details()[0]
@@ -102,7 +102,7 @@ def interpreter_outputs(content, kernels, images):
 
 
 def run_crafted(content, kernels) -> np.ndarray:
-    from quant.tflite import interpreter
+    from hwsim.frontends.tflite import interpreter
 
     it = interpreter(content, kernels)
     i = it.get_input_details()[0]

@@ -18,7 +18,7 @@ from _costnets import cifar_cnn, conv, mobilenet, mobilenet_v1_224, mobilenet_v2
 
 import hwsim
 import kernels
-from hwsim import ir
+from hwsim.graph import ir
 from hwsim.array import CONFIG_DIR, ArrayConfig
 from hwsim.cost import CostResult, cost
 from hwsim.cycles import layer_gemm, layer_schedule
@@ -49,7 +49,7 @@ def _counts(nets):
 def test_keras_applications_mac_and_param_counts(app, ir_builder, macs, params):
     import keras
 
-    from hwsim.importer import from_keras
+    from hwsim.frontends.keras import from_keras
 
     model = getattr(keras.applications, app)(weights=None, input_shape=(224, 224, 3))
     got_macs, got_params = _counts([from_keras(model)])  # BN folded: biases added where BN was
@@ -65,7 +65,7 @@ def test_test_networks_are_the_zoo_models(name, builder):
     """The hand-built IR networks (used without TensorFlow by the oracle test) have the same MAC layers
     as the importer's IR of the zoo's Keras models."""
     from hwsim import zoo
-    from hwsim.importer import from_keras
+    from hwsim.frontends.keras import from_keras
 
     net, mine = from_keras(zoo.build(name)), builder()
     assert [l.name for l in net.mac_layers] == [l.name for l in mine.mac_layers]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from _costnets import cifar_cnn, conv, dense, dwconv, mobilenet
 
-from hwsim import ir
+from hwsim.graph import ir
 from hwsim.cycles import GemmShape, layer_gemm, layer_schedule, schedule, scalesim_topology_row
 
 

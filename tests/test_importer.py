@@ -7,7 +7,7 @@ import keras
 
 import hwsim
 from kernels import MacSpec
-from hwsim.runner import resolve_specs
+from hwsim.graph.runner import resolve_specs
 
 
 def _random_bn(model, rng):

@@ -18,7 +18,7 @@ import pytest
 from _costnets import cifar_cnn, dense, mobilenet
 
 import kernels
-from hwsim import ir
+from hwsim.graph import ir
 from hwsim.area import AreaTable
 from hwsim.array import ArrayConfig
 from hwsim.cost import cost, iso_area_array

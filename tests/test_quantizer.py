@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import hwsim
-from hwsim import ir, zoo
+from hwsim import zoo
+from hwsim.graph import ir
 from kernels import MacSpec, parse_format
 from quant import quantize_model
 

@@ -107,7 +107,7 @@ def test_warm_up_runs_each_configuration_once(monkeypatch):
             return None
 
     monkeypatch.setattr(X, "context", lambda settings: Ctx())
-    import hwsim.runner as R
+    import hwsim.graph.runner as R
     runs = []
     monkeypatch.setattr(R, "forward", lambda net, x, specs, seed=None, offset=0: runs.append(len(x)))
     monkeypatch.setattr(R, "resolve_specs", lambda net, spec: {})

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from _costnets import cifar_cnn, dwconv, mobilenet
 
-from hwsim import ir
+from hwsim.graph import ir
 from hwsim.cycles import layer_gemm, layer_schedule, scalesim_topology_row
 
 ROOT = Path(__file__).resolve().parents[1]

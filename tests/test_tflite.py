@@ -1,4 +1,4 @@
-"""quant.tflite: TF-Lite int8 models run by hwsim equal the real tf.lite.Interpreter bit for bit.
+"""hwsim.frontends.tflite: TF-Lite int8 models run by hwsim equal the real tf.lite.Interpreter bit for bit.
 
 The oracle is the interpreter itself, run in the test: its default arithmetic (XNNPACK delegate)
 against ``kernels="xnnpack"`` and its reference kernels (``BUILTIN_REF``) against
@@ -18,8 +18,8 @@ keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
 import hwsim  # noqa: E402
-from quant import load_tflite  # noqa: E402
-from quant import tflite  # noqa: E402
+from hwsim.frontends.tflite import load_tflite  # noqa: E402
+from hwsim.frontends import tflite  # noqa: E402
 from tests._tflite_util import convert, edit, interpreter_outputs, set_quant  # noqa: E402
 
 KERNELS = ("xnnpack", "reference")

@@ -12,7 +12,8 @@ pytest.importorskip("tensorflow")
 
 import hwsim  # noqa: E402
 from hwsim import zoo  # noqa: E402
-from quant import load_tflite, tflite  # noqa: E402
+from hwsim.frontends import tflite  # noqa: E402
+from hwsim.frontends.tflite import load_tflite  # noqa: E402
 from tests._tflite_util import interpreter_outputs  # noqa: E402
 
 

@@ -53,7 +53,8 @@ def load_network(model: str):
     (``hwsim.zoo.build``): the cost depends on layer shapes only, so no trained weights are needed.
     Anything else goes to the Keras importer, ``hwsim.load_model`` (a ``.keras`` / ``.h5`` path)."""
     from hwsim import zoo
-    from hwsim.importer import from_keras, load_model
+    from hwsim.frontends import load_model
+    from hwsim.frontends.keras import from_keras
 
     if model in zoo.NAMES:
         net = from_keras(zoo.build(model))
@@ -101,7 +102,7 @@ def mac_from_args(args):
 
 
 def run(args) -> int:
-    from hwsim.commands import output_file
+    from hwsim.files import output_file
     from hwsim.cost import cost
 
     if args.csv:

@@ -37,7 +37,7 @@ def quantize_for(net, spec, data, calibration, label, stream=sys.stderr):
     ``calibration`` training images, saying so on ``stream``."""
     from hwsim import sweep as G
     from hwsim import sweep_exec as X
-    from hwsim.runner import needs_scales
+    from hwsim.graph.runner import needs_scales
 
     if not any(l.quant is None for l in net.mac_layers) or not (needs_scales(spec.a) or needs_scales(spec.b)):
         return net
@@ -63,8 +63,8 @@ def quantize_for(net, spec, data, calibration, label, stream=sys.stderr):
 def main(args) -> int:
     from kernels.mac import as_spec
 
-    from ..importer import load_model
-    from ..runner import accuracy
+    from ..frontends import load_model
+    from ..graph.runner import accuracy
     from ..sweep_exec import load_test_images
 
     spec = as_spec(args.mac)

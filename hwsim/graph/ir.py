@@ -1,4 +1,5 @@
-"""The network IR: what the Keras importer produces and what the runner and the cost model consume.
+"""The network IR and its op registry: what the frontends produce and what the runner, the quantizer and the
+cost model consume.
 
 A :class:`Network` is an immutable list of layers in topological order. Every layer names its
 producers in ``inputs`` (the network's input is called ``"input"``). Tensors are NHWC (or NC after
@@ -9,6 +10,20 @@ Only the operations the emulated MAC array executes carry weights (:class:`Conv2
 and activations are fused into the producing layer where Keras had them there. The remaining layers
 (pooling, reshapes, padding, rescaling, residual adds) are computed by the runner in float32 on the
 dequantized values, exactly as written in each class's docstring.
+
+**The op registry.** Each op is one class here (:data:`OPS` maps ``kind`` to it) that states
+everything the rest of hwsim asks of it:
+
+* its attributes (dataclass fields, validated) and ``output_shape(in_shapes)``;
+* ``run(ins, spec, seed, offset)``: its execution on a batch: float32 numpy for the non-MAC ops, the
+  emulated MAC array (:mod:`kernels`, with the layer's MAC spec) for the MAC ops;
+* ``quant_rule``: what :func:`quant.quantize_model` does with it: ``"mac"`` (quantized operands, a
+  MAC spec), ``"same"`` (the output only moves or selects input values, so it keeps the input's
+  quantization) or ``"float"`` (computed on dequantized values);
+* for MAC ops, ``gemm_dims(in_shape, out_shape)``: the layer as a matrix product, which the cost
+  model (:func:`hwsim.cycles.layer_gemm`) maps onto the array.
+
+Adding an op means adding one class here and listing it in :data:`OPS`; a frontend then produces it.
 """
 
 from __future__ import annotations
@@ -18,7 +33,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernels.elementwise import ACTIVATIONS  # noqa: E402  (one list of activations)
+import kernels
+from kernels.elementwise import ACTIVATIONS, activate
+
 INPUT = "input"
 
 
@@ -59,26 +76,90 @@ class Layer:
     kind = "layer"
     #: True for the layers the MAC array computes (they carry a kernel and take a MAC spec).
     is_mac = False
+    #: what the quantizer does with the layer (module docstring): "mac", "same" or "float"
+    quant_rule = "float"
 
     def output_shape(self, in_shapes: list[tuple[int, ...]]) -> tuple[int, ...]:  # pragma: no cover
         raise NotImplementedError
 
+    def run(self, ins: list[np.ndarray], spec=None, seed=None, offset: int = 0) -> np.ndarray:  # pragma: no cover
+        """The layer on a batch: ``ins`` are its inputs (batch first); ``spec``/``seed``/``offset`` are used
+        by MAC layers only (``offset``: index of the batch's first image in the whole run)."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True, eq=False)
-class Conv2D(Layer):
+class MacLayer(Layer):
+    """Base of the layers the MAC array computes: ``activation(mac(x, kernel) + bias)``."""
+
+    kernel: np.ndarray = None
+    bias: np.ndarray | None = None
+    activation: str = "linear"
+
+    is_mac = True
+    quant_rule = "mac"
+    #: True for the convolutions (an NHWC input, ``strides`` and ``padding``); False for Dense
+    spatial = False
+    #: True when the cost model maps the layer one input channel at a time (depthwise)
+    per_channel = False
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels (the length of ``bias``)."""
+        return int(self.kernel.shape[-1])
+
+    def per_output_channel(self, v):
+        """A per-output-channel vector shaped to broadcast against ``kernel``."""
+        return np.asarray(v)
+
+    def kernel_by_output_channel(self, w):
+        """``w`` (shaped like ``kernel``) with the output channels on the last axis."""
+        return w
+
+    def mac(self, x, kernel, spec, seed=None, offset: int = 0, padding=None):  # pragma: no cover
+        """The products and sums of the layer on the emulated array (no bias, no activation); ``offset``
+        is the stochastic-rounding counter of the batch's first output; ``padding`` overrides the layer's
+        (spatial layers only)."""
+        raise NotImplementedError
+
+    def gemm_dims(self, in_shape, out_shape) -> dict:  # pragma: no cover
+        """The layer as a matrix product, :class:`hwsim.cycles.GemmShape`'s fields."""
+        raise NotImplementedError
+
+    def run(self, ins, spec=None, seed=None, offset: int = 0):
+        """``activation(mac + bias)``: the kernels' stochastic counters are offset by ``offset`` images'
+        outputs; bias and activation in the MAC output's precision."""
+        x = ins[0]
+        per_image = int(np.prod(self.output_shape([x.shape[1:]])))
+        y = self.mac(x, self.kernel, spec, seed=seed, offset=offset * per_image)
+        if self.bias is not None:
+            y = y + self.bias.astype(y.dtype)
+        return activate(y, self.activation)
+
+
+@dataclass(frozen=True, eq=False)
+class Conv2D(MacLayer):
     """2-D convolution (cross-correlation, as Keras): ``kernel`` is HWIO, ``bias`` has length O or is None.
 
     Output = activation(conv(x, kernel) + bias).
     """
 
-    kernel: np.ndarray = None
-    bias: np.ndarray | None = None
     strides: tuple[int, int] = (1, 1)
     padding: str = "valid"
-    activation: str = "linear"
 
     kind = "conv2d"
-    is_mac = True
+    spatial = True
+
+    def mac(self, x, kernel, spec, seed=None, offset: int = 0, padding=None):
+        return kernels.conv2d(x, kernel, spec, stride=self.strides, padding=padding or self.padding, seed=seed,
+                              offset=offset)
+
+    def gemm_dims(self, in_shape, out_shape):
+        kh, kw, ci, co = self.kernel.shape
+        (h, w, _), (ho, wo, _) = in_shape, out_shape
+        return dict(pixels=ho * wo, window=kh * kw * ci, filters=co, repeats=1, in_elems=h * w * ci,
+                    out_elems=ho * wo * co, weight_elems=kh * kw * ci * co, bias_elems=_size(self.bias), fh=kh, fw=kw,
+                    cin=ci, in_hw=(h, w), out_hw=(ho, wo), strides=tuple(self.strides))
 
     def __post_init__(self):
         object.__setattr__(self, "strides", _pair(self.strides))
@@ -95,20 +176,41 @@ class Conv2D(Layer):
 
 
 @dataclass(frozen=True, eq=False)
-class DepthwiseConv2D(Layer):
+class DepthwiseConv2D(MacLayer):
     """Depthwise convolution: ``kernel`` has Keras' shape (kh, kw, C, depth_multiplier).
 
     Output channel ``c * depth_multiplier + m`` is input channel ``c`` convolved with ``kernel[:, :, c, m]``.
+    The cost model maps it per channel (``repeats = C`` sub-layers of one input channel), as SCALE-Sim does.
     """
 
-    kernel: np.ndarray = None
-    bias: np.ndarray | None = None
     strides: tuple[int, int] = (1, 1)
     padding: str = "valid"
-    activation: str = "linear"
 
     kind = "depthwise"
-    is_mac = True
+    spatial = True
+    per_channel = True
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.kernel.shape[2] * self.kernel.shape[3])
+
+    def per_output_channel(self, v):
+        return np.asarray(v).reshape(self.kernel.shape[2], self.kernel.shape[3])
+
+    def kernel_by_output_channel(self, w):
+        return w.reshape(*w.shape[:2], -1)
+
+    def mac(self, x, kernel, spec, seed=None, offset: int = 0, padding=None):
+        return kernels.depthwise_conv2d(x, kernel, spec, stride=self.strides, padding=padding or self.padding,
+                                        seed=seed, offset=offset)
+
+    def gemm_dims(self, in_shape, out_shape):
+        kh, kw, c, m = self.kernel.shape
+        (h, w, _), (ho, wo, _) = in_shape, out_shape
+        bias = _size(self.bias)
+        return dict(pixels=ho * wo, window=kh * kw, filters=m, repeats=c, in_elems=h * w, out_elems=ho * wo * m,
+                    weight_elems=kh * kw * m, bias_elems=bias // c if bias else 0, fh=kh, fw=kw, cin=1,
+                    in_hw=(h, w), out_hw=(ho, wo), strides=tuple(self.strides))
 
     def __post_init__(self):
         object.__setattr__(self, "strides", _pair(self.strides))
@@ -125,15 +227,23 @@ class DepthwiseConv2D(Layer):
 
 
 @dataclass(frozen=True, eq=False)
-class Dense(Layer):
-    """Fully connected: ``kernel`` is (in, out). Output = activation(x @ kernel + bias)."""
-
-    kernel: np.ndarray = None
-    bias: np.ndarray | None = None
-    activation: str = "linear"
+class Dense(MacLayer):
+    """Fully connected: ``kernel`` is (in, out). Output = activation(x @ kernel + bias), over the last axis
+    (an input of more dimensions is a batch of positions)."""
 
     kind = "dense"
-    is_mac = True
+
+    def mac(self, x, kernel, spec, seed=None, offset: int = 0, padding=None):
+        lead = x.shape[:-1]
+        y = kernels.matmul(x.reshape(-1, x.shape[-1]), kernel, spec, seed=seed, offset=offset)
+        return y.reshape(*lead, kernel.shape[1])
+
+    def gemm_dims(self, in_shape, out_shape):
+        n_in, n_out = self.kernel.shape
+        positions = math.prod(in_shape[:-1]) if len(in_shape) > 1 else 1
+        return dict(pixels=positions, window=n_in, filters=n_out, repeats=1, in_elems=positions * n_in,
+                    out_elems=positions * n_out, weight_elems=n_in * n_out, bias_elems=_size(self.bias), fh=1, fw=1,
+                    cin=n_in, in_hw=(positions, 1), out_hw=(positions, 1))
 
     def __post_init__(self):
         _check_activation(self.name, self.activation)
@@ -158,6 +268,39 @@ class Pool2D(Layer):
 
     kind = "pool"
 
+    @property
+    def quant_rule(self):
+        return "same" if self.op == "max" else "float"
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        x = ins[0]
+        n, H, W, C = x.shape
+        kh, kw = self.pool_size
+        sh, sw = self.strides
+        OH, OW = conv_output_hw(H, W, kh, kw, self.strides, self.padding)
+        if self.padding == "same":
+            pt = max((OH - 1) * sh + kh - H, 0) // 2
+            pl = max((OW - 1) * sw + kw - W, 0) // 2
+            pb = max((OH - 1) * sh + kh - H, 0) - pt
+            pr = max((OW - 1) * sw + kw - W, 0) - pl
+        else:
+            pt = pl = pb = pr = 0
+        fill = -np.inf if self.op == "max" else 0.0
+        xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=fill)
+        if self.op == "avg":
+            ones = np.pad(np.ones((1, H, W, 1), x.dtype), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+        out = cnt = None
+        for dh in range(kh):
+            for dw in range(kw):
+                sl = xp[:, dh:dh + (OH - 1) * sh + 1:sh, dw:dw + (OW - 1) * sw + 1:sw, :]
+                if self.op == "max":
+                    out = sl.copy() if out is None else np.maximum(out, sl)
+                else:
+                    c = ones[:, dh:dh + (OH - 1) * sh + 1:sh, dw:dw + (OW - 1) * sw + 1:sw, :]
+                    out = sl.astype(x.dtype) if out is None else out + sl
+                    cnt = c.copy() if cnt is None else cnt + c
+        return out / cnt if self.op == "avg" else out
+
     def __post_init__(self):
         object.__setattr__(self, "pool_size", _pair(self.pool_size))
         object.__setattr__(self, "strides", _pair(self.strides))
@@ -176,6 +319,10 @@ class GlobalAvgPool2D(Layer):
     keepdims: bool = False
     kind = "global_avg_pool"
 
+    def run(self, ins, spec=None, seed=None, offset=0):
+        """The mean accumulated in float64, returned in the input's dtype."""
+        return ins[0].mean(axis=(1, 2), keepdims=self.keepdims, dtype=np.float64).astype(ins[0].dtype)
+
     def output_shape(self, in_shapes):
         (h, w, c), = in_shapes
         return (1, 1, c) if self.keepdims else (c,)
@@ -187,6 +334,10 @@ class Reshape(Layer):
 
     target: tuple[int, ...] = (-1,)
     kind = "reshape"
+    quant_rule = "same"
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        return ins[0].reshape(ins[0].shape[0], *self.target)
 
     def output_shape(self, in_shapes):
         (shape,) = in_shapes
@@ -199,6 +350,11 @@ class ZeroPad2D(Layer):
 
     padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
     kind = "zero_pad"
+    quant_rule = "same"
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        (t, b), (le, r) = self.padding
+        return np.pad(ins[0], ((0, 0), (t, b), (le, r), (0, 0)))
 
     def output_shape(self, in_shapes):
         (h, w, c), = in_shapes
@@ -210,15 +366,37 @@ class ZeroPad2D(Layer):
 class Affine(Layer):
     """Elementwise ``x * scale + offset`` (Keras Rescaling, Normalization, or a batch norm with no conv to fold into).
 
-    ``scale`` and ``offset`` broadcast against the channel (last) axis.
+    ``scale`` and ``offset`` are scalars or vectors along ``axis`` of the tensor without its batch
+    dimension (default -1: the channel axis).
     """
 
     scale: np.ndarray | float = 1.0
     offset: np.ndarray | float = 0.0
+    axis: int = -1
     kind = "affine"
+
+    def _along(self, v, ndim, dt):
+        v = np.asarray(v, dt)
+        if v.ndim == 0 or self.axis in (-1, ndim - 2):
+            return v
+        shape = [1] * (ndim - 1)
+        shape[self.axis] = v.size
+        return v.reshape(shape)
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        x = ins[0]
+        dt = x.dtype
+        return (x * self._along(self.scale, x.ndim, dt) + self._along(self.offset, x.ndim, dt)).astype(dt, copy=False)
 
     def output_shape(self, in_shapes):
         (shape,) = in_shapes
+        if not -len(shape) <= self.axis < len(shape):
+            raise ValueError(f"layer {self.name!r}: axis {self.axis} out of range for a tensor of shape {shape}")
+        n = shape[self.axis]
+        for what in ("scale", "offset"):
+            size = np.size(getattr(self, what))
+            if np.ndim(getattr(self, what)) and size not in (1, n):
+                raise ValueError(f"layer {self.name!r}: {what} has {size} values, axis {self.axis} has {n}")
         return shape
 
 
@@ -228,6 +406,9 @@ class Activation(Layer):
 
     activation: str = "linear"
     kind = "activation"
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        return activate(ins[0].copy(), self.activation)
 
     def __post_init__(self):
         _check_activation(self.name, self.activation)
@@ -244,6 +425,12 @@ class Add(Layer):
     activation: str = "linear"
     kind = "add"
 
+    def run(self, ins, spec=None, seed=None, offset=0):
+        y = ins[0].copy()
+        for other in ins[1:]:
+            y += other
+        return activate(y, self.activation)
+
     def __post_init__(self):
         _check_activation(self.name, self.activation)
 
@@ -253,6 +440,15 @@ class Add(Layer):
             if s != first:
                 raise ValueError(f"layer {self.name!r}: Add inputs differ in shape: {in_shapes}")
         return first
+
+
+#: The op registry: kind -> class.
+OPS = {cls.kind: cls for cls in (Conv2D, DepthwiseConv2D, Dense, Pool2D, GlobalAvgPool2D, Reshape, ZeroPad2D, Affine,
+                                 Activation, Add)}
+
+
+def _size(a) -> int:
+    return 0 if a is None else int(np.size(a))
 
 
 @dataclass(frozen=True, eq=False)

@@ -4,11 +4,11 @@
 
 * A layer whose IR carries a ``quant`` record (set by :mod:`quant`: scales, zero points,
   requantization) is executed by ``layer.quant.run(layer, inputs, seed=..., offset=...)``.
-* Otherwise MAC layers (Conv2D, DepthwiseConv2D, Dense) go through :mod:`kernels` with the layer's
-  MAC spec (inputs and weights are rounded into the spec's operand formats by the kernels); then the
-  bias is added and the activation applied in float32 (float64 when the spec's output is wider).
-* All other layers (pooling, padding, reshapes, affine, residual adds) are float32 numpy, as
-  written in :mod:`hwsim.ir`.
+* Otherwise the layer's own ``run`` (the op registry, :mod:`hwsim.graph.ir`): MAC layers (Conv2D,
+  DepthwiseConv2D, Dense) go through :mod:`kernels` with the layer's MAC spec (inputs and weights are
+  rounded into the spec's operand formats by the kernels), then the bias is added and the activation
+  applied in float32 (float64 when the spec's output is wider); all other layers (pooling, padding,
+  reshapes, affine, residual adds) are float32 numpy.
 
 Stochastic rounding: every MAC layer gets its own stream, ``seed_l = mix(seed, layer index)``, and
 the kernels' counters are offset by the index of the batch's first image, so results do not depend
@@ -23,8 +23,6 @@ from collections.abc import Mapping
 
 import numpy as np
 
-import kernels
-from kernels.elementwise import activate
 from kernels.formats import FixedFormat, MXFormat
 from kernels.mac import MacSpec, as_spec
 from kernels.quantize import check_real_array
@@ -58,57 +56,6 @@ def _layer_seed(seed, index):
     return int(_mix64_py((int(seed) & 0xFFFFFFFFFFFFFFFF) ^ ((index + 1) * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF)))
 
 
-def _pool(x, layer: ir.Pool2D):
-    n, H, W, C = x.shape
-    kh, kw = layer.pool_size
-    sh, sw = layer.strides
-    OH, OW = ir.conv_output_hw(H, W, kh, kw, layer.strides, layer.padding)
-    if layer.padding == "same":
-        pt = max((OH - 1) * sh + kh - H, 0) // 2
-        pl = max((OW - 1) * sw + kw - W, 0) // 2
-        pb = max((OH - 1) * sh + kh - H, 0) - pt
-        pr = max((OW - 1) * sw + kw - W, 0) - pl
-    else:
-        pt = pl = pb = pr = 0
-    fill = -np.inf if layer.op == "max" else 0.0
-    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=fill)
-    if layer.op == "avg":
-        ones = np.pad(np.ones((1, H, W, 1), x.dtype), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    out = None
-    cnt = None
-    for dh in range(kh):
-        for dw in range(kw):
-            sl = xp[:, dh:dh + (OH - 1) * sh + 1:sh, dw:dw + (OW - 1) * sw + 1:sw, :]
-            if layer.op == "max":
-                out = sl.copy() if out is None else np.maximum(out, sl)
-            else:
-                c = ones[:, dh:dh + (OH - 1) * sh + 1:sh, dw:dw + (OW - 1) * sw + 1:sw, :]
-                out = sl.astype(x.dtype) if out is None else out + sl
-                cnt = c.copy() if cnt is None else cnt + c
-    if layer.op == "avg":
-        out = out / cnt
-    return out
-
-
-def _mac_layer(layer, x, spec, seed, first_image):
-    """One MAC layer on a batch whose first image has index ``first_image`` in the whole run: the
-    kernels' stochastic counters are offset by that many images' outputs."""
-    per_image = int(np.prod(layer.output_shape([x.shape[1:]])))
-    offset = first_image * per_image
-    if layer.kind == "conv2d":
-        y = kernels.conv2d(x, layer.kernel, spec, stride=layer.strides, padding=layer.padding, seed=seed, offset=offset)
-    elif layer.kind == "depthwise":
-        y = kernels.depthwise_conv2d(x, layer.kernel, spec, stride=layer.strides, padding=layer.padding, seed=seed,
-                                     offset=offset)
-    else:
-        lead = x.shape[:-1]
-        y = kernels.matmul(x.reshape(-1, x.shape[-1]), layer.kernel, spec, seed=seed, offset=offset)
-        y = y.reshape(*lead, layer.kernel.shape[1])
-    if layer.bias is not None:
-        y = y + layer.bias.astype(y.dtype)
-    return activate(y, layer.activation)
-
-
 def forward(network: ir.Network, x, specs: Mapping[str, MacSpec], seed=None, offset: int = 0):
     """One batch through the network: ``x`` float array (n, *input_shape); returns the output layer's values."""
     vals = {ir.INPUT: x}
@@ -119,36 +66,15 @@ def forward(network: ir.Network, x, specs: Mapping[str, MacSpec], seed=None, off
     mac_index = 0
     for layer in network.layers:
         ins = [vals[s] for s in layer.inputs]
-        k = layer.kind
-        lseed = None
+        lseed = spec = None
         if layer.is_mac:
             lseed = None if seed is None else _layer_seed(seed, mac_index)
+            spec = specs[layer.name]
             mac_index += 1
         if layer.quant is not None:
             y = layer.quant.run(layer, ins, seed=lseed, offset=offset)
-        elif layer.is_mac:
-            y = _mac_layer(layer, ins[0], specs[layer.name], lseed, offset)
-        elif k == "pool":
-            y = _pool(ins[0], layer)
-        elif k == "global_avg_pool":
-            y = ins[0].mean(axis=(1, 2), keepdims=layer.keepdims, dtype=np.float64).astype(ins[0].dtype)
-        elif k == "reshape":
-            y = ins[0].reshape(ins[0].shape[0], *layer.target)
-        elif k == "zero_pad":
-            (t, b), (le, r) = layer.padding
-            y = np.pad(ins[0], ((0, 0), (t, b), (le, r), (0, 0)))
-        elif k == "affine":
-            dt = ins[0].dtype
-            y = (ins[0] * np.asarray(layer.scale, dt) + np.asarray(layer.offset, dt)).astype(dt, copy=False)
-        elif k == "activation":
-            y = activate(ins[0].copy(), layer.activation)
-        elif k == "add":
-            y = ins[0].copy()
-            for other in ins[1:]:
-                y += other
-            y = activate(y, layer.activation)
-        else:  # pragma: no cover - the IR has no other kinds
-            raise ValueError(f"layer {layer.name!r}: no runner for kind {k!r}")
+        else:
+            y = layer.run(ins, spec, seed=lseed, offset=offset)
         vals[layer.name] = y
         for s in layer.inputs:
             remaining[s] -= 1
@@ -208,7 +134,7 @@ def _pixel_rescale(network):
     """The name of an affine first layer that scales every input channel by at most 1/128 (a Keras
     Rescaling(1/255) and the like: the network takes raw pixels), else None."""
     for layer in network.layers:
-        if layer.kind == "affine" and list(layer.inputs) == [ir.INPUT]:
+        if isinstance(layer, ir.Affine) and list(layer.inputs) == [ir.INPUT]:
             sc = np.abs(np.asarray(layer.scale, dtype=np.float64))
             if sc.size and sc.max() <= 1.0 / 128:
                 return layer.name

@@ -1,16 +1,14 @@
-"""Keras importer: a ``.keras`` / ``.h5`` file (or zoo name, or a live ``keras.Model``) -> :class:`hwsim.ir.Network`.
+"""Keras importer: a ``.keras`` / ``.h5`` file (or zoo name, or a live ``keras.Model``) -> :class:`hwsim.graph.ir.Network`.
 
 What it does to the graph, in order:
 
 1. every supported Keras layer becomes one IR layer (Dropout and InputLayer disappear: their
    consumers read their input);
-2. **batch-norm folding** (the operator fusion inference compilers do): a BatchNormalization whose
-   only input is a Conv2D / DepthwiseConv2D / Dense with a linear activation, and which is that
-   layer's only consumer, is folded into it: with ``s = gamma / sqrt(var + eps)``, the kernel's
-   output channel ``c`` is scaled by ``s[c]`` and ``bias = (bias - mean) * s + beta`` (computed in
-   float64, stored as float32). Any other BatchNormalization becomes an :class:`~hwsim.ir.Affine`;
-3. **activation fusion**: a ReLU / ReLU6 / Activation layer whose input is a MAC layer with a linear
-   activation, and which is that layer's only consumer, becomes the MAC layer's activation.
+2. a BatchNormalization becomes an :class:`~hwsim.graph.ir.Affine` with ``scale = gamma /
+   sqrt(var + eps)`` and ``offset = beta - mean * scale`` (computed in float64);
+3. the graph passes :func:`hwsim.graph.passes.fold_batch_norms` (an Affine after a linear MAC layer
+   is folded into its kernel and bias) and :func:`hwsim.graph.passes.fuse_activations` (an activation
+   after a linear MAC layer becomes its activation).
 
 Supported Keras layers: see :data:`SUPPORTED`. Anything else raises ``ValueError`` naming the layer,
 its type and the supported list.
@@ -25,24 +23,44 @@ import numpy as np
 
 from quant import tfimport
 
-from . import ir
+from ..graph import ir, passes
 
 SUPPORTED = ("InputLayer", "Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalization", "ReLU", "Activation",
              "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten", "Reshape", "Dropout",
              "Add", "ZeroPadding2D", "Rescaling", "Normalization")
 
 
-def load_model(name_or_path, *, compile=False) -> ir.Network:
-    """The IR of a zoo model name (``cifar_cnn``, ``mobilenet``), a ``.keras`` / ``.h5`` path, a
-    full-integer ``.tflite`` file (via :func:`quant.load_tflite`), or a ``keras.Model``. A missing or corrupt file raises ``ValueError`` / ``FileNotFoundError`` with the path."""
-    if isinstance(name_or_path, (str, os.PathLike)) and os.fspath(name_or_path).endswith(".tflite"):
-        from quant import load_tflite  # full-integer TF-Lite models: executed with TF-Lite's arithmetic
-
-        return load_tflite(name_or_path)
-    model, source = _load_keras(name_or_path)
-    net = from_keras(model)
+def load(source) -> ir.Network:
+    """The IR of a zoo model name (``cifar_cnn``, ``mobilenet``), a ``.keras`` / ``.h5`` path or a
+    ``keras.Model``. A corrupt file raises ``ValueError`` naming it. A saved ``keras.Sequential`` whose
+    layers Keras re-calls while loading (they look shared) is rebuilt from fresh copies of its layers
+    first (:func:`_sequential_fresh`)."""
+    model, source = _load_keras(source)
+    try:
+        net = from_keras(model)
+    except ValueError as exc:
+        if "is shared" not in str(exc):
+            raise
+        net = from_keras(_sequential_fresh(model, exc))
+        source += " (Sequential rebuilt as functional)"
     net.meta["source"] = source
     return net
+
+
+def _sequential_fresh(model, exc):
+    """A functional copy of a ``keras.Sequential`` built from fresh copies of its layers (same configs and
+    weights, each called once). Keras re-calls the layers of a loaded Sequential (the zoo's cifar_cnn),
+    which :func:`from_keras` takes for shared layers; other models keep the error."""
+    keras = tfimport.keras()
+    if not isinstance(model, keras.Sequential):
+        raise exc
+    inp = keras.Input(tuple(model.inputs[0].shape[1:]), name="pixels")
+    x = inp
+    for layer in model.layers:
+        fresh = layer.__class__.from_config(layer.get_config())
+        x = fresh(x)
+        fresh.set_weights(layer.get_weights())
+    return keras.Model(inp, x, name=model.name)
 
 
 def _load_keras(name_or_path):
@@ -51,13 +69,13 @@ def _load_keras(name_or_path):
     if isinstance(name_or_path, keras.Model):
         return name_or_path, f"keras.Model {name_or_path.name}"
     s = os.fspath(name_or_path)
-    from . import zoo
+    from .. import zoo
 
     if s in zoo.NAMES:
         return zoo.load_keras(s), f"zoo:{s}"
     p = Path(s)
     if p.suffix not in (".keras", ".h5"):
-        raise ValueError(f"model {s!r} is neither a zoo name ({', '.join(zoo.NAMES)}) nor a .keras / .h5 / .tflite file")
+        raise ValueError(f"model {s!r} is neither a zoo name ({', '.join(zoo.NAMES)}) nor a .keras / .h5 file")
     if not p.is_file():
         raise FileNotFoundError(f"model file {p} does not exist")
     try:
@@ -91,43 +109,50 @@ def _check_conv(layer):
     return cfg
 
 
+def _norm_axis(layer, axis) -> int:
+    """A Keras layer's single ``axis`` (counting the batch) as an axis of the IR tensor without the batch:
+    -1 for the last one, else its index."""
+    if isinstance(axis, (list, tuple)):
+        if len(axis) != 1:
+            raise ValueError(f"layer {layer.name!r}: normalization over axes {list(axis)} unsupported; one axis only")
+        axis = axis[0]
+    rank = len(layer.input.shape)  # with the batch
+    a = int(axis) % rank
+    if a == 0:
+        raise ValueError(f"layer {layer.name!r}: normalization over the batch axis is unsupported")
+    return -1 if a == rank - 1 else a - 1
+
+
 def _np(w):
     return np.asarray(w, dtype=np.float32)
 
 
-def _convert(layer, inputs):
-    """One Keras layer -> an IR layer, or None for identity layers."""
+def _convert(layer, inputs, name=None):
+    """One Keras layer -> an IR layer named ``name`` (default: the layer's), or None for identity layers."""
     t = type(layer).__name__
-    name = layer.name
+    name = layer.name if name is None else name
     if t in ("InputLayer", "Dropout"):
         return None
-    if t == "Conv2D":
+    if t in ("Conv2D", "DepthwiseConv2D"):
         cfg = _check_conv(layer)
         w = layer.get_weights()
-        return ir.Conv2D(name, inputs, kernel=_np(w[0]), bias=_np(w[1]) if cfg["use_bias"] else None,
-                         strides=_pair(cfg["strides"]), padding=cfg["padding"],
-                         activation=_activation_name(layer.activation, layer))
-    if t == "DepthwiseConv2D":
-        cfg = _check_conv(layer)
-        w = layer.get_weights()
-        return ir.DepthwiseConv2D(name, inputs, kernel=_np(w[0]), bias=_np(w[1]) if cfg["use_bias"] else None,
-                                  strides=_pair(cfg["strides"]), padding=cfg["padding"],
-                                  activation=_activation_name(layer.activation, layer))
+        op = ir.Conv2D if t == "Conv2D" else ir.DepthwiseConv2D
+        return op(name, inputs, kernel=_np(w[0]), bias=_np(w[1]) if cfg["use_bias"] else None,
+                  strides=_pair(cfg["strides"]), padding=cfg["padding"], activation=_activation_name(layer.activation, layer))
     if t == "Dense":
         w = layer.get_weights()
         return ir.Dense(name, inputs, kernel=_np(w[0]), bias=_np(w[1]) if layer.use_bias else None,
                         activation=_activation_name(layer.activation, layer))
     if t == "BatchNormalization":
         cfg = layer.get_config()
-        if cfg.get("axis", -1) not in (-1, 3, [-1], [3]):
-            raise ValueError(f"layer {name!r}: BatchNormalization on axis {cfg['axis']} unsupported; only the last axis")
+        axis = _norm_axis(layer, cfg.get("axis", -1))
         w = dict(zip([v.path.split("/")[-1] for v in layer.weights], layer.get_weights()))
         mean = w["moving_mean"].astype(np.float64)
         var = w["moving_variance"].astype(np.float64)
         gamma = w.get("gamma", np.ones_like(mean)).astype(np.float64)
         beta = w.get("beta", np.zeros_like(mean)).astype(np.float64)
         s = gamma / np.sqrt(var + cfg["epsilon"])
-        return ir.Affine(name, inputs, scale=s, offset=beta - mean * s)
+        return ir.Affine(name, inputs, scale=s, offset=beta - mean * s, axis=axis)
     if t == "ReLU":
         cfg = layer.get_config()
         if cfg.get("negative_slope", 0) != 0 or cfg.get("threshold", 0) != 0 or cfg.get("max_value") not in (None, 6.0, 6):
@@ -162,20 +187,32 @@ def _convert(layer, inputs):
 
 
 def from_keras(model) -> ir.Network:
-    """Convert a built ``keras.Model`` (Sequential or Functional) into the IR (see module docstring)."""
-    keras = tfimport.keras()
+    """Convert a built ``keras.Model`` (Sequential or Functional) into the IR (see module docstring).
 
+    A model nested in it (a Functional or Sequential model used as a layer, as in transfer learning
+    with ``keras.applications``) is expanded in place: its layers keep their names, prefixed with
+    ``"<nested model>/"`` only where a name is already taken."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
                          "hwsim supports single-input single-output models")
     input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-    alias: dict[str, str] = {}  # identity layers -> their input
     layers: list[ir.Layer] = []
+    out_name = _expand(model, ir.INPUT, layers, {ir.INPUT})
+    layers, out_name = passes.fuse_activations(*passes.fold_batch_norms(layers, out_name))
+    return ir.Network(model.name, input_shape, layers, output=out_name, meta={"keras_class": type(model).__name__})
+
+
+def _expand(model, input_name: str, layers: list, taken: set) -> str:
+    """Append the IR layers of ``model`` (reading ``input_name``) to ``layers``; returns the name of the
+    IR tensor that is the model's output."""
+    keras = tfimport.keras()
     sequential = isinstance(model, keras.Sequential)
     # a layer object keeps a node for every time it was called (a Sequential model called again, a
-    # model rebuilt from the same layers...): only the nodes of this model's own graph count
+    # model rebuilt from the same layers, a model nested in another...): only the nodes of this
+    # model's own graph count
     graph_nodes = {id(n) for ns in getattr(model, "_nodes_by_depth", {}).values() for n in ns}
-    prev = ir.INPUT
+    local: dict[str, str] = {}  # Keras layer name -> the IR tensor holding its output
+    prev = input_name
     for layer in model.layers:
         if sequential:
             parents = [prev]
@@ -187,92 +224,28 @@ def from_keras(model) -> ir.Network:
             parents = []
             for p in (nodes[0].parent_nodes if nodes else []):
                 op = p.operation
-                pname = ir.INPUT if type(op).__name__ == "InputLayer" else op.name
-                parents.append(alias.get(pname, pname))
-        conv = _convert(layer, tuple(parents))
-        if conv is None:
-            alias[layer.name] = parents[0] if parents else ir.INPUT
+                parents.append(input_name if type(op).__name__ == "InputLayer" else local[op.name])
+        if isinstance(layer, keras.Model):
+            if len(layer.inputs) != 1 or len(layer.outputs) != 1 or len(parents) != 1:
+                raise ValueError(f"nested model {layer.name!r} has {len(layer.inputs)} inputs and "
+                                 f"{len(layer.outputs)} outputs; hwsim supports single-input single-output models")
+            prev = local[layer.name] = _expand(layer, parents[0], layers, taken)
             continue
+        name = layer.name
+        if name in taken:
+            name = f"{model.name}/{layer.name}"
+        n = 1
+        while name in taken:
+            n += 1
+            name = f"{model.name}/{layer.name}_{n}"
+        conv = _convert(layer, tuple(parents), name)
+        if conv is None:
+            local[layer.name] = parents[0] if parents else input_name
+            continue
+        taken.add(name)
         layers.append(conv)
-        prev = conv.name
+        prev = local[layer.name] = name
     if sequential:
-        out_name = prev
-    else:
-        out_op = model.outputs[0]._keras_history[0]
-        out_name = alias.get(out_op.name, out_op.name)
-    layers, out_name = _fuse(layers, out_name)
-    return ir.Network(model.name, input_shape, layers, output=out_name, meta={"keras_class": type(model).__name__})
-
-
-def _consumers(layers):
-    cons: dict[str, list[str]] = {}
-    for l in layers:
-        for s in l.inputs:
-            cons.setdefault(s, []).append(l.name)
-    return cons
-
-
-def _replace(layer, **changes):
-    import dataclasses
-
-    return dataclasses.replace(layer, **changes)
-
-
-def _fuse(layers, out_name):
-    """Fold batch norms and fuse activations into their producing MAC layers (module docstring).
-
-    The fused layer keeps the MAC layer's name (so per-layer MAC specs and cost reports use the
-    Keras conv/dense names); readers of the folded layer are pointed at it. Returns (layers, output)."""
-    changed = True
-    while changed:
-        changed = False
-        cons = _consumers(layers)
-        by_name = {l.name: l for l in layers}
-        for l in layers:
-            if len(l.inputs) != 1:
-                continue
-            src = by_name.get(l.inputs[0])
-            if src is None or not src.is_mac or src.activation != "linear" or cons.get(src.name) != [l.name]:
-                continue
-            if isinstance(l, ir.Affine) and np.ndim(l.scale) == 1:
-                new_src = _fold_affine(src, l)
-                if new_src is None:
-                    continue
-            elif isinstance(l, ir.Activation):
-                new_src = _replace(src, activation=l.activation)
-            else:
-                continue
-            out = []
-            for x in layers:
-                if x is l:
-                    continue
-                if x is src:
-                    out.append(new_src)
-                elif l.name in x.inputs:
-                    out.append(_replace(x, inputs=tuple(src.name if s == l.name else s for s in x.inputs)))
-                else:
-                    out.append(x)
-            layers = out
-            if out_name == l.name:
-                out_name = src.name
-            changed = True
-            break
-    return layers, out_name
-
-
-def _fold_affine(src, bn):
-    """Fold a per-channel affine (batch norm) into a MAC layer's kernel and bias; None if shapes disagree."""
-    s = np.asarray(bn.scale, np.float64)
-    o = np.asarray(bn.offset, np.float64)
-    k = src.kernel.astype(np.float64)
-    cout = k.shape[2] * k.shape[3] if isinstance(src, ir.DepthwiseConv2D) else k.shape[-1]
-    if s.shape != (cout,) or o.shape != (cout,):
-        return None
-    if isinstance(src, ir.DepthwiseConv2D):
-        kh, kw, c, m = k.shape
-        k = k * s.reshape(c, m)
-    else:
-        k = k * s
-    b = np.zeros(cout) if src.bias is None else src.bias.astype(np.float64)
-    b = b * s + o
-    return _replace(src, kernel=k.astype(np.float32), bias=b.astype(np.float32))
+        return prev
+    out_op = model.outputs[0]._keras_history[0]
+    return input_name if type(out_op).__name__ == "InputLayer" else local[out_op.name]

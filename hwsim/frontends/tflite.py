@@ -1,7 +1,7 @@
 """TF-Lite int8 models in hwsim: import a ``.tflite`` file into the network IR and execute it bit for
 bit as ``tf.lite.Interpreter`` does.
 
-``load_tflite(path)`` returns a :class:`hwsim.ir.Network` whose layers carry *quant records*
+``load_tflite(path)`` returns a :class:`hwsim.graph.ir.Network` whose layers carry *quant records*
 (``layer.quant``); ``hwsim.run(network, images)`` then returns exactly what the interpreter returns
 (the dequantized float32 output for a float-output model, the int8 values otherwise).
 ``convert_keras(model, images, path)`` writes such a model from Keras (full-integer quantization).
@@ -13,7 +13,7 @@ Every int8 tensor travels through ``hwsim.run`` as a float32 array holding its e
 zero points live in the quant records (:class:`TensorQ`), one per tensor, as in the ``.tflite``
 file. Float tensors (the model's float input, the DEQUANTIZE output) are float32 values. So the
 network input is what the interpreter's input tensor takes (float pixels for the zoo models) and
-the IR keeps the TF-Lite graph: QUANTIZE and DEQUANTIZE become :class:`hwsim.ir.Affine` layers,
+the IR keeps the TF-Lite graph: QUANTIZE and DEQUANTIZE become :class:`hwsim.graph.ir.Affine` layers,
 CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED the MAC layers (their ``kernel`` holds the int8
 weights, HWIO / (kh, kw, C, M) / (in, out), and ``bias`` the int32 biases), MAX/AVERAGE_POOL_2D
 ``Pool2D``, MEAN over H and W ``GlobalAvgPool2D``, ADD ``Add``, RESHAPE ``Reshape``, PAD
@@ -110,12 +110,11 @@ from pathlib import Path
 
 import numpy as np
 
-import kernels
-from hwsim import ir
+from hwsim.graph import ir
 from kernels.mac import MacSpec, as_spec
 from kernels.ops import same_padding
 
-from . import requant as rq
+from quant import requant as rq
 
 __all__ = ["load_tflite", "convert_keras", "SUPPORTED_OPS", "KERNELS", "TensorQ", "interpreter"]
 
@@ -142,7 +141,7 @@ _ACT_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5:
 def _quiet_tf():
     import warnings
 
-    from .tfimport import tensorflow
+    from quant.tfimport import tensorflow
 
     tf = tensorflow()
 
@@ -300,16 +299,11 @@ class MacOp(TFLiteOp):
         # stochastic counters: element offset of this batch (first image ``offset``) in the whole run
         per_image = int(np.prod(self.output.shape[1:]))
         offset = int(offset) * per_image
-        if layer.kind == "dense":
-            y = kernels.matmul(x, layer.kernel, self.mac, seed=seed, offset=offset)
-        else:
+        if layer.spatial and layer.padding == "same":  # TF-Lite pads with the input's zero point
             kh, kw = layer.kernel.shape[:2]
-            if layer.padding == "same":
-                pads = [same_padding(n, k, s, "same") for n, k, s in
-                        zip(x.shape[1:3], (kh, kw), layer.strides)]
-                x = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=np.float32(zp))
-            fn = kernels.conv2d if layer.kind == "conv2d" else kernels.depthwise_conv2d
-            y = fn(x, layer.kernel, self.mac, stride=layer.strides, padding="valid", seed=seed, offset=offset)
+            pads = [same_padding(n, k, s, "same") for n, k, s in zip(x.shape[1:3], (kh, kw), layer.strides)]
+            x = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=np.float32(zp))
+        y = layer.mac(x, layer.kernel, self.mac, seed=seed, offset=offset, padding="valid")
         acc = np.rint(np.asarray(y, dtype=np.float64)).astype(np.int64)
         return acc - np.int64(zp) * self.colsum + self.bias
 
@@ -324,7 +318,7 @@ class MacOp(TFLiteOp):
 
     def run(self, layer, inputs, seed=None, offset=0):
         x = inputs[0]
-        if layer.kind == "dense" and np.ndim(x) > 2:
+        if not layer.spatial and np.ndim(x) > 2:  # FULLY_CONNECTED flattens its input
             x = np.reshape(x, (len(x), -1))
         return _out(self.requantize(self.accumulate(layer, x, seed=seed, offset=offset)))
 
@@ -553,7 +547,7 @@ def _shape_only_ops(ops, tensors) -> set[int]:
 
 
 def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
-    """Import the TF-Lite int8 model at ``path`` into a :class:`hwsim.ir.Network` that
+    """Import the TF-Lite int8 model at ``path`` into a :class:`hwsim.graph.ir.Network` that
     :func:`hwsim.run` executes bit-exactly as ``tf.lite.Interpreter`` (``kernels="xnnpack"``, the
     interpreter's default) or its reference kernels (``kernels="reference"``); see the module
     docstring for the arithmetic of every op. ``mac``: the MAC spec for the conv/dense sums.
@@ -832,3 +826,8 @@ def convert_keras(model, representative_images, path, *, per_channel_dense: bool
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def load(source) -> ir.Network:
+    """The frontend entry point (:mod:`hwsim.frontends`): :func:`load_tflite` with its defaults."""
+    return load_tflite(source)

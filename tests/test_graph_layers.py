@@ -1,0 +1,163 @@
+"""The graph layer and the frontends: the op registry, the model-format registry, the Keras models that
+failed before (batch norm on any axis, nested models), and the import layering (import-linter).
+
+Every Keras comparison is against Keras' own ``predict`` (max |delta| / max |logit| <= 1e-4 with
+``mac="fp32"``), on models with random weights and non-trivial batch-norm statistics.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import keras
+
+import hwsim
+from hwsim import frontends
+from hwsim.cycles import layer_gemm
+from hwsim.graph import ir, passes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _random_bn(layers, rng):
+    for layer in layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            w = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 2.0, w[0].shape), rng.normal(0, 0.3, w[1].shape),
+                               rng.normal(0, 0.3, w[2].shape), rng.uniform(0.5, 2.0, w[3].shape)])
+
+
+def _rel_err(net, model, x):
+    y = hwsim.run(net, x, mac="fp32")
+    ref = model.predict(x, verbose=0)
+    assert y.shape == ref.shape
+    return float(np.abs(y - ref).max() / np.abs(ref).max())
+
+
+# ------------------------------------------------------------------------------------------ registry
+def test_every_op_states_its_rules():
+    assert set(ir.OPS) == {"conv2d", "depthwise", "dense", "pool", "global_avg_pool", "reshape", "zero_pad",
+                           "affine", "activation", "add"}
+    for kind, cls in ir.OPS.items():
+        assert cls.kind == kind
+        assert callable(cls.run) and callable(cls.output_shape)
+        if cls.is_mac:
+            assert cls.quant_rule == "mac" and callable(cls.gemm_dims) and callable(cls.mac)
+    # the quantizer's rule follows the op: max pooling keeps its input's scale, average pooling does not
+    assert ir.Pool2D("p", ("input",), op="max").quant_rule == "same"
+    assert ir.Pool2D("p", ("input",), op="avg").quant_rule == "float"
+    assert ir.Reshape("r", ("input",)).quant_rule == "same" and ir.Add("a", ("input", "input")).quant_rule == "float"
+
+
+def test_non_mac_layers_have_no_gemm():
+    net = ir.Network("n", (4, 4, 2), [ir.Pool2D("p", ("input",))])
+    with pytest.raises(ValueError, match="'pool' does not run on the MAC array; MAC layers: conv2d, depthwise, dense"):
+        layer_gemm(net, "p")
+
+
+def test_passes_fold_and_fuse():
+    k = np.arange(12, dtype=np.float32).reshape(3, 4)
+    layers = [ir.Dense("d", ("input",), kernel=k, bias=np.ones(4, np.float32)),
+              ir.Affine("bn", ("d",), scale=np.full(4, 2.0), offset=np.full(4, 0.5)),
+              ir.Activation("act", ("bn",), activation="relu")]
+    folded, out = passes.fold_batch_norms(layers, "act")
+    assert [l.name for l in folded] == ["d", "act"] and out == "act"
+    np.testing.assert_array_equal(folded[0].kernel, 2 * k)
+    np.testing.assert_array_equal(folded[0].bias, np.full(4, 2.5, np.float32))
+    fused, out = passes.fuse_activations(folded, out)
+    assert [(l.name, l.activation) for l in fused] == [("d", "relu")] and out == "d"
+    # an affine on another axis is not a per-output-channel batch norm: it stays
+    other = [layers[0], ir.Affine("bn", ("d",), scale=np.full(4, 2.0), offset=0.0, axis=0)]
+    assert len(passes.fold_batch_norms(other, "bn")[0]) == 2
+
+
+# ------------------------------------------------------------------------------------------ frontends
+def test_frontend_registry_errors(tmp_path):
+    with pytest.raises(ValueError) as exc:
+        hwsim.load_model(tmp_path / "model.onnx")
+    assert "model.onnx" in str(exc.value) and ".keras, .h5, .tflite" in str(exc.value)
+    with pytest.raises(FileNotFoundError, match="missing.tflite"):
+        hwsim.load_model(tmp_path / "missing.tflite")
+    with pytest.raises(ValueError, match="cannot load a model from a dict"):
+        hwsim.load_model({})
+    assert frontends.frontend_for("cifar_cnn") == "keras" and frontends.frontend_for("m.TFLITE") == "tflite"
+
+
+def test_batch_norm_on_the_last_axis_of_a_dense_autoencoder():
+    """A dense autoencoder on (N, 640) inputs: axis=1 is the last axis (it was refused)."""
+    rng = np.random.default_rng(0)
+    inp = keras.Input((640,))
+    x = inp
+    for width in (128, 128, 8, 128, 128):
+        x = keras.layers.Dense(width)(x)
+        x = keras.layers.BatchNormalization(axis=1)(x)
+        x = keras.layers.ReLU()(x)
+    out = keras.layers.Dense(640)(x)
+    model = keras.Model(inp, out)
+    _random_bn(model.layers, rng)
+    net = hwsim.load_model(model)
+    assert [l.kind for l in net.layers] == ["dense"] * 6  # every batch norm folded, every ReLU fused
+    assert _rel_err(net, model, rng.normal(size=(32, 640)).astype(np.float32)) <= 1e-4
+
+
+def test_batch_norm_on_any_axis():
+    rng = np.random.default_rng(1)
+    inp = keras.Input((8, 6, 4))
+    x = keras.layers.BatchNormalization(axis=1)(inp)  # over the rows
+    x = keras.layers.Conv2D(3, 3)(x)
+    x = keras.layers.BatchNormalization(axis=-2)(x)  # over the columns
+    out = keras.layers.Flatten()(x)
+    model = keras.Model(inp, out)
+    _random_bn(model.layers, rng)
+    net = hwsim.load_model(model)
+    assert [(l.kind, getattr(l, "axis", None)) for l in net.layers] == [
+        ("affine", 0), ("conv2d", None), ("affine", 1), ("reshape", None)]
+    assert _rel_err(net, model, rng.normal(size=(6, 8, 6, 4)).astype(np.float32)) <= 1e-4
+
+
+def test_nested_keras_application_with_rescaling():
+    """keras.applications.MobileNet used the transfer-learning way: nested in a model that adds a
+    Rescaling layer and a new head (it was refused as a layer of type Functional)."""
+    rng = np.random.default_rng(2)
+    keras.utils.set_random_seed(2)
+    base = keras.applications.MobileNet(weights=None, input_shape=(64, 64, 3), alpha=0.25, include_top=False)
+    _random_bn(base.layers, rng)
+    inp = keras.Input((64, 64, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inp)
+    x = base(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(10)(x)
+    model = keras.Model(inp, out)
+    net = hwsim.load_model(model)
+    assert net.layers[1].name == "conv1" and net.output == model.layers[-1].name
+    assert len(net.mac_layers) == 1 + 2 * 13 + 1
+    assert _rel_err(net, model, rng.uniform(0, 255, (8, 64, 64, 3)).astype(np.float32)) <= 1e-4
+
+
+def test_nested_sequential_names_stay_unique():
+    rng = np.random.default_rng(3)
+    inner = keras.Sequential([keras.layers.Dense(5, name="d"), keras.layers.Dense(3, name="e")], name="inner")
+    inp = keras.Input((7,))
+    x = keras.layers.Dense(5, name="d")(inp)
+    out = inner(x)
+    model = keras.Model(inp, out)
+    net = hwsim.load_model(model)
+    assert [l.name for l in net.layers] == ["d", "inner/d", "e"]
+    assert _rel_err(net, model, rng.normal(size=(4, 7)).astype(np.float32)) <= 1e-4
+
+
+# ------------------------------------------------------------------------------------------ layering
+def test_import_layering_holds():
+    """kernels <- hwsim.graph <- quant <- frontends, cost, sweep, CLI: import-linter's contract in
+    pyproject.toml (the same check .ci/run runs)."""
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert exe is not None, "import-linter is not installed (it is in the dev extra): pip install import-linter"
+    res = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 kept, 0 broken" in res.stdout
