@@ -58,7 +58,8 @@ class GemmShape:
     """A MAC layer as SCALE-Sim's operand matrices, for one of ``repeats`` identical sub-layers.
 
     ``pixels`` = output pixels per filter, ``window`` = multiplies per output, ``filters`` = outputs
-    per pixel; ``repeats`` > 1 for depthwise layers (one sub-layer per channel). ``in_elems``,
+    per pixel; ``repeats`` > 1 for depthwise layers (one sub-layer per channel) and grouped convolutions
+    (one per group). ``in_elems``,
     ``out_elems`` and ``weight_elems`` are the unique tensor sizes per sub-layer (for DRAM traffic).
     """
 
@@ -76,6 +77,7 @@ class GemmShape:
     in_hw: tuple[int, int] = (1, 1)
     out_hw: tuple[int, int] = (1, 1)
     strides: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
 
     def __post_init__(self):
         for f in ("pixels", "window", "filters", "repeats"):
@@ -236,6 +238,10 @@ def scalesim_topology_row(network, layer) -> str:
     sh, sw = g.strides
     if sh != sw:
         raise ValueError(f"layer {layer.name!r}: SCALE-Sim needs equal strides, got {g.strides}")
+    if g.dilation != (1, 1):
+        raise ValueError(f"layer {layer.name!r}: SCALE-Sim has no dilated convolution (dilation {g.dilation})")
+    if g.repeats > 1 and not layer.per_channel:
+        raise ValueError(f"layer {layer.name!r}: SCALE-Sim has no grouped convolution ({g.repeats} groups)")
     ho, wo = g.out_hw
     hp = (ho - 1) * sh + g.fh
     wp = (wo - 1) * sw + g.fw

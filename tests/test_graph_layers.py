@@ -43,7 +43,7 @@ def _rel_err(net, model, x):
 # ------------------------------------------------------------------------------------------ registry
 def test_every_op_states_its_rules():
     assert set(ir.OPS) == {"conv2d", "depthwise", "dense", "pool", "global_avg_pool", "reshape", "zero_pad",
-                           "affine", "activation", "add"}
+                           "affine", "activation", "add", "mul", "concat", "upsample", "layer_norm"}
     for kind, cls in ir.OPS.items():
         assert cls.kind == kind
         assert callable(cls.run) and callable(cls.output_shape)

@@ -23,11 +23,14 @@ import numpy as np
 
 from quant import tfimport
 
+from kernels.elementwise import ALIASES as ACTIVATION_ALIASES
+
 from ..graph import ir, passes
 
-SUPPORTED = ("InputLayer", "Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalization", "ReLU", "Activation",
-             "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten", "Reshape", "Dropout",
-             "Add", "ZeroPadding2D", "Rescaling", "Normalization")
+SUPPORTED = ("InputLayer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense", "BatchNormalization",
+             "LayerNormalization", "ReLU", "Activation", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
+             "Flatten", "Reshape", "Dropout", "Add", "Multiply", "Concatenate", "ZeroPadding2D", "UpSampling2D",
+             "Rescaling", "Normalization")
 
 
 def load(source) -> ir.Network:
@@ -86,6 +89,7 @@ def _load_keras(name_or_path):
 
 def _activation_name(act, layer) -> str:
     name = getattr(act, "__name__", str(act))
+    name = ACTIVATION_ALIASES.get(name, name)
     if name in ir.ACTIVATIONS:
         return name
     raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) uses activation {name!r}; "
@@ -100,23 +104,19 @@ def _check_conv(layer):
     cfg = layer.get_config()
     if cfg.get("data_format", "channels_last") != "channels_last":
         raise ValueError(f"layer {layer.name!r}: data_format {cfg['data_format']!r} unsupported; only channels_last")
-    if _pair(cfg.get("dilation_rate", 1)) != (1, 1):
-        raise ValueError(f"layer {layer.name!r}: dilation_rate {cfg['dilation_rate']} unsupported; only 1")
-    if cfg.get("groups", 1) != 1:
-        raise ValueError(f"layer {layer.name!r}: groups={cfg['groups']} unsupported; only 1")
     if cfg["padding"] not in ("valid", "same"):
         raise ValueError(f"layer {layer.name!r}: padding {cfg['padding']!r} unsupported; valid: valid, same")
     return cfg
 
 
-def _norm_axis(layer, axis) -> int:
+def _norm_axis(layer, axis, rank=None) -> int:
     """A Keras layer's single ``axis`` (counting the batch) as an axis of the IR tensor without the batch:
-    -1 for the last one, else its index."""
+    -1 for the last one, else its index. ``rank``: of the tensor with the batch (default: the input's)."""
     if isinstance(axis, (list, tuple)):
         if len(axis) != 1:
             raise ValueError(f"layer {layer.name!r}: normalization over axes {list(axis)} unsupported; one axis only")
         axis = axis[0]
-    rank = len(layer.input.shape)  # with the batch
+    rank = len(layer.input.shape) if rank is None else rank  # with the batch
     a = int(axis) % rank
     if a == 0:
         raise ValueError(f"layer {layer.name!r}: normalization over the batch axis is unsupported")
@@ -136,9 +136,34 @@ def _convert(layer, inputs, name=None):
     if t in ("Conv2D", "DepthwiseConv2D"):
         cfg = _check_conv(layer)
         w = layer.get_weights()
+        extra = {"groups": int(cfg.get("groups", 1))} if t == "Conv2D" else {}
         op = ir.Conv2D if t == "Conv2D" else ir.DepthwiseConv2D
         return op(name, inputs, kernel=_np(w[0]), bias=_np(w[1]) if cfg["use_bias"] else None,
-                  strides=_pair(cfg["strides"]), padding=cfg["padding"], activation=_activation_name(layer.activation, layer))
+                  strides=_pair(cfg["strides"]), padding=cfg["padding"], dilation=_pair(cfg.get("dilation_rate", 1)),
+                  activation=_activation_name(layer.activation, layer), **extra)
+    if t == "SeparableConv2D":  # a depthwise convolution, then a 1x1 convolution with the bias and activation
+        cfg = _check_conv(layer)
+        w = layer.get_weights()
+        dw = ir.DepthwiseConv2D(f"{name}/depthwise", inputs, kernel=_np(w[0]), bias=None, strides=_pair(cfg["strides"]),
+                                padding=cfg["padding"], dilation=_pair(cfg.get("dilation_rate", 1)))
+        pw = ir.Conv2D(name, (dw.name,), kernel=_np(w[1]), bias=_np(w[2]) if cfg["use_bias"] else None,
+                       activation=_activation_name(layer.activation, layer))
+        return [dw, pw]
+    if t == "Multiply":
+        return ir.Mul(name, inputs)
+    if t == "Concatenate":
+        return ir.Concat(name, inputs, axis=_norm_axis(layer, layer.get_config().get("axis", -1), rank=len(layer.output.shape)))
+    if t == "UpSampling2D":
+        cfg = layer.get_config()
+        if cfg.get("data_format", "channels_last") != "channels_last":
+            raise ValueError(f"layer {name!r}: data_format {cfg['data_format']!r} unsupported; only channels_last")
+        return ir.UpSample2D(name, inputs, size=_pair(cfg["size"]), interpolation=cfg.get("interpolation", "nearest"))
+    if t == "LayerNormalization":
+        cfg = layer.get_config()
+        if _norm_axis(layer, cfg.get("axis", -1)) != -1:
+            raise ValueError(f"layer {name!r}: LayerNormalization over axis {cfg['axis']} unsupported; only the last axis")
+        w = dict(zip([v.path.split("/")[-1] for v in layer.weights], layer.get_weights()))
+        return ir.LayerNorm(name, inputs, epsilon=float(cfg["epsilon"]), gamma=w.get("gamma"), beta=w.get("beta"))
     if t == "Dense":
         w = layer.get_weights()
         return ir.Dense(name, inputs, kernel=_np(w[0]), bias=_np(w[1]) if layer.use_bias else None,
@@ -213,7 +238,8 @@ def _expand(model, input_name: str, layers: list, taken: set) -> str:
     graph_nodes = {id(n) for ns in getattr(model, "_nodes_by_depth", {}).values() for n in ns}
     local: dict[str, str] = {}  # Keras layer name -> the IR tensor holding its output
     prev = input_name
-    for layer in model.layers:
+    # a functional model's operations include the keras.ops calls written between layers (x + 3.0, ...)
+    for layer in (model.layers if sequential else getattr(model, "operations", model.layers)):
         if sequential:
             parents = [prev]
         else:
@@ -238,14 +264,59 @@ def _expand(model, input_name: str, layers: list, taken: set) -> str:
         while name in taken:
             n += 1
             name = f"{model.name}/{layer.name}_{n}"
-        conv = _convert(layer, tuple(parents), name)
+        if type(layer).__module__.startswith("keras.src.ops."):
+            conv = _convert_op(layer, nodes[0], tuple(parents), name)
+        else:
+            conv = _convert(layer, tuple(parents), name)
         if conv is None:
             local[layer.name] = parents[0] if parents else input_name
             continue
-        taken.add(name)
-        layers.append(conv)
+        for c in conv if isinstance(conv, list) else [conv]:  # a Keras layer may become several IR layers
+            taken.add(c.name)
+            layers.append(c)
         prev = local[layer.name] = name
     if sequential:
         return prev
     out_op = model.outputs[0]._keras_history[0]
     return input_name if type(out_op).__name__ == "InputLayer" else local[out_op.name]
+
+
+#: keras.ops calls a functional graph may hold between layers, as IR layers
+_OPS = ("Add", "Subtract", "Multiply", "Divide", "TrueDivide")
+
+
+def _convert_op(op, node, inputs, name):
+    """A ``keras.ops`` call in a functional graph: an elementwise op of two tensors (Add, Multiply) or of
+    a tensor and a constant (scalar or per-channel: an Affine), as MobileNetV3's ``x + 3.0`` and ``x *
+    (1 / 6)``."""
+    t = type(op).__name__
+    if t not in _OPS:
+        raise ValueError(f"unsupported operation {name!r} (keras.ops {t}) in the model's graph; supported keras.ops "
+                         f"calls: {', '.join(_OPS)} of two tensors or of a tensor and a constant; "
+                         f"supported layers: {', '.join(SUPPORTED)}")
+    args = list(node.arguments.args)
+    is_tensor = [hasattr(a, "shape") and type(a).__name__ == "KerasTensor" for a in args]
+    if len(args) != 2:
+        raise ValueError(f"operation {name!r} (keras.ops {t}) has {len(args)} arguments; 2 supported")
+    if all(is_tensor):
+        if t == "Add":
+            return ir.Add(name, inputs)
+        if t == "Multiply":
+            return ir.Mul(name, inputs)
+        raise ValueError(f"operation {name!r}: keras.ops {t} of two tensors is unsupported; Add and Multiply are")
+    c = np.asarray(args[1] if is_tensor[0] else args[0], dtype=np.float64)
+    if c.ndim > 1:
+        raise ValueError(f"operation {name!r}: keras.ops {t} with a constant of shape {c.shape}; scalars and "
+                         "per-channel vectors are supported")
+    first = is_tensor[0]  # x (op) c, else c (op) x
+    if t == "Add":
+        scale, offset = 1.0, c
+    elif t == "Multiply":
+        scale, offset = c, 0.0
+    elif t == "Subtract":
+        scale, offset = (1.0, -c) if first else (-1.0, c)
+    elif first:  # x / c
+        scale, offset = 1.0 / c, 0.0
+    else:
+        raise ValueError(f"operation {name!r}: a constant divided by a tensor is unsupported")
+    return ir.Affine(name, inputs, scale=np.asarray(scale, np.float64), offset=np.asarray(offset, np.float64))

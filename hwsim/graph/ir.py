@@ -141,38 +141,60 @@ class MacLayer(Layer):
 class Conv2D(MacLayer):
     """2-D convolution (cross-correlation, as Keras): ``kernel`` is HWIO, ``bias`` has length O or is None.
 
-    Output = activation(conv(x, kernel) + bias).
+    Output = activation(conv(x, kernel) + bias). ``dilation`` spaces the kernel taps (the MAC sees only
+    the real taps: the emulated sum runs over the kernel dilated with zeros, whose zero products leave
+    every rounded sum unchanged). ``groups`` splits the input channels (``I = C / groups`` per group)
+    and the filters into ``groups`` independent convolutions, concatenated; group ``g`` > 0 draws its
+    stochastic rounding from the seed mixed with ``g``. The cost model maps each group as a sub-layer.
     """
 
     strides: tuple[int, int] = (1, 1)
     padding: str = "valid"
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
 
     kind = "conv2d"
     spatial = True
 
     def mac(self, x, kernel, spec, seed=None, offset: int = 0, padding=None):
-        return kernels.conv2d(x, kernel, spec, stride=self.strides, padding=padding or self.padding, seed=seed,
-                              offset=offset)
+        k = _dilate(kernel, self.dilation)
+        if self.groups == 1:
+            return kernels.conv2d(x, k, spec, stride=self.strides, padding=padding or self.padding, seed=seed,
+                                  offset=offset)
+        ci, co = k.shape[2], k.shape[3] // self.groups
+        outs = [kernels.conv2d(np.ascontiguousarray(x[..., g * ci:(g + 1) * ci]),
+                               np.ascontiguousarray(k[..., g * co:(g + 1) * co]), spec, stride=self.strides,
+                               padding=padding or self.padding, seed=_group_seed(seed, g), offset=offset)
+                for g in range(self.groups)]
+        return np.concatenate(outs, axis=-1)
 
     def gemm_dims(self, in_shape, out_shape):
         kh, kw, ci, co = self.kernel.shape
         (h, w, _), (ho, wo, _) = in_shape, out_shape
-        return dict(pixels=ho * wo, window=kh * kw * ci, filters=co, repeats=1, in_elems=h * w * ci,
-                    out_elems=ho * wo * co, weight_elems=kh * kw * ci * co, bias_elems=_size(self.bias), fh=kh, fw=kw,
-                    cin=ci, in_hw=(h, w), out_hw=(ho, wo), strides=tuple(self.strides))
+        g = self.groups
+        return dict(pixels=ho * wo, window=kh * kw * ci, filters=co // g, repeats=g, in_elems=h * w * ci,
+                    out_elems=ho * wo * co // g, weight_elems=kh * kw * ci * co // g, bias_elems=_size(self.bias) // g,
+                    fh=kh, fw=kw, cin=ci, in_hw=(h, w), out_hw=(ho, wo), strides=tuple(self.strides),
+                    dilation=tuple(self.dilation))
 
     def __post_init__(self):
         object.__setattr__(self, "strides", _pair(self.strides))
+        object.__setattr__(self, "dilation", _pair(self.dilation))
         _check_activation(self.name, self.activation)
         if self.kernel is None or np.ndim(self.kernel) != 4:
             raise ValueError(f"layer {self.name!r}: Conv2D kernel must be 4-D HWIO, got shape {np.shape(self.kernel)}")
+        if min(self.dilation) < 1:
+            raise ValueError(f"layer {self.name!r}: dilation must be >= 1, got {self.dilation}")
+        if not isinstance(self.groups, int) or self.groups < 1 or self.kernel.shape[3] % self.groups:
+            raise ValueError(f"layer {self.name!r}: groups={self.groups!r} must be a positive integer dividing the "
+                             f"{self.kernel.shape[3]} filters")
 
     def output_shape(self, in_shapes):
         (h, w, c), = in_shapes
         kh, kw, ci, co = self.kernel.shape
-        if c != ci:
-            raise ValueError(f"layer {self.name!r}: input has {c} channels, kernel expects {ci}")
-        return (*conv_output_hw(h, w, kh, kw, self.strides, self.padding), co)
+        if c != ci * self.groups:
+            raise ValueError(f"layer {self.name!r}: input has {c} channels, kernel expects {ci} x {self.groups} groups")
+        return (*conv_output_hw(h, w, *_extent(kh, kw, self.dilation), self.strides, self.padding), co)
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,6 +207,7 @@ class DepthwiseConv2D(MacLayer):
 
     strides: tuple[int, int] = (1, 1)
     padding: str = "valid"
+    dilation: tuple[int, int] = (1, 1)
 
     kind = "depthwise"
     spatial = True
@@ -201,8 +224,8 @@ class DepthwiseConv2D(MacLayer):
         return w.reshape(*w.shape[:2], -1)
 
     def mac(self, x, kernel, spec, seed=None, offset: int = 0, padding=None):
-        return kernels.depthwise_conv2d(x, kernel, spec, stride=self.strides, padding=padding or self.padding,
-                                        seed=seed, offset=offset)
+        return kernels.depthwise_conv2d(x, _dilate(kernel, self.dilation), spec, stride=self.strides,
+                                        padding=padding or self.padding, seed=seed, offset=offset)
 
     def gemm_dims(self, in_shape, out_shape):
         kh, kw, c, m = self.kernel.shape
@@ -210,20 +233,23 @@ class DepthwiseConv2D(MacLayer):
         bias = _size(self.bias)
         return dict(pixels=ho * wo, window=kh * kw, filters=m, repeats=c, in_elems=h * w, out_elems=ho * wo * m,
                     weight_elems=kh * kw * m, bias_elems=bias // c if bias else 0, fh=kh, fw=kw, cin=1,
-                    in_hw=(h, w), out_hw=(ho, wo), strides=tuple(self.strides))
+                    in_hw=(h, w), out_hw=(ho, wo), strides=tuple(self.strides), dilation=tuple(self.dilation))
 
     def __post_init__(self):
         object.__setattr__(self, "strides", _pair(self.strides))
+        object.__setattr__(self, "dilation", _pair(self.dilation))
         _check_activation(self.name, self.activation)
         if self.kernel is None or np.ndim(self.kernel) != 4:
             raise ValueError(f"layer {self.name!r}: DepthwiseConv2D kernel must be 4-D, got shape {np.shape(self.kernel)}")
+        if min(self.dilation) < 1:
+            raise ValueError(f"layer {self.name!r}: dilation must be >= 1, got {self.dilation}")
 
     def output_shape(self, in_shapes):
         (h, w, c), = in_shapes
         kh, kw, ci, m = self.kernel.shape
         if c != ci:
             raise ValueError(f"layer {self.name!r}: input has {c} channels, kernel expects {ci}")
-        return (*conv_output_hw(h, w, kh, kw, self.strides, self.padding), c * m)
+        return (*conv_output_hw(h, w, *_extent(kh, kw, self.dilation), self.strides, self.padding), c * m)
 
 
 @dataclass(frozen=True, eq=False)
@@ -442,13 +468,154 @@ class Add(Layer):
         return first
 
 
+@dataclass(frozen=True, eq=False)
+class Mul(Layer):
+    """Elementwise product of its inputs with numpy broadcasting (a squeeze-and-excite gate of shape
+    (1, 1, C) scales an (H, W, C) tensor), in float32."""
+
+    kind = "mul"
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        y = ins[0]
+        for other in ins[1:]:
+            y = y * other
+        return y
+
+    def output_shape(self, in_shapes):
+        try:
+            return tuple(np.broadcast_shapes(*in_shapes))
+        except ValueError:
+            raise ValueError(f"layer {self.name!r}: Mul inputs do not broadcast: {in_shapes}") from None
+
+
+@dataclass(frozen=True, eq=False)
+class Concat(Layer):
+    """Its inputs joined along ``axis`` (of the tensors without the batch; default -1, the channels)."""
+
+    axis: int = -1
+    kind = "concat"
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        ax = self.axis if self.axis < 0 else self.axis + 1
+        return np.concatenate(ins, axis=ax)
+
+    def output_shape(self, in_shapes):
+        first = list(in_shapes[0])
+        ax = self.axis % len(first)
+        for s in in_shapes[1:]:
+            if len(s) != len(first) or any(a != b for i, (a, b) in enumerate(zip(s, first)) if i != ax):
+                raise ValueError(f"layer {self.name!r}: Concat inputs differ outside axis {self.axis}: {in_shapes}")
+        first[ax] = sum(s[ax] for s in in_shapes)
+        return tuple(first)
+
+
+@dataclass(frozen=True, eq=False)
+class UpSample2D(Layer):
+    """Upsampling by integer ``size`` (rows, cols). ``interpolation="nearest"`` repeats each pixel;
+    ``"bilinear"`` is TensorFlow's ``tf.image.resize`` bilinear with half-pixel centres (what Keras 3's
+    UpSampling2D calls): source coordinate ``(i + 0.5) / size - 0.5``, clamped at the borders."""
+
+    size: tuple[int, int] = (2, 2)
+    interpolation: str = "nearest"
+    kind = "upsample"
+
+    def __post_init__(self):
+        object.__setattr__(self, "size", _pair(self.size))
+        if self.interpolation not in ("nearest", "bilinear"):
+            raise ValueError(f"layer {self.name!r}: interpolation {self.interpolation!r} unsupported; "
+                             "valid: 'nearest', 'bilinear'")
+        if min(self.size) < 1:
+            raise ValueError(f"layer {self.name!r}: size must be >= 1, got {self.size}")
+
+    @property
+    def quant_rule(self):
+        return "same" if self.interpolation == "nearest" else "float"
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        x = ins[0]
+        sh, sw = self.size
+        if self.interpolation == "nearest":
+            return np.repeat(np.repeat(x, sh, axis=1), sw, axis=2)
+        for axis, s in ((1, sh), (2, sw)):
+            n = x.shape[axis]
+            src = np.clip((np.arange(n * s, dtype=np.float32) + np.float32(0.5)) / np.float32(s) - np.float32(0.5),
+                          0, None)
+            lo = np.minimum(np.floor(src).astype(np.int64), n - 1)
+            hi = np.minimum(lo + 1, n - 1)
+            frac = (src - lo).astype(x.dtype)
+            shape = [1] * x.ndim
+            shape[axis] = -1
+            frac = frac.reshape(shape)
+            x = np.take(x, lo, axis=axis) * (1 - frac) + np.take(x, hi, axis=axis) * frac
+        return x
+
+    def output_shape(self, in_shapes):
+        (h, w, c), = in_shapes
+        return (h * self.size[0], w * self.size[1], c)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerNorm(Layer):
+    """Layer normalization over the last axis, in float32 as Keras: ``(x - mean) / sqrt(var + epsilon) *
+    gamma + beta`` with the biased variance; ``gamma`` / ``beta`` are None for no scale / no centre."""
+
+    epsilon: float = 1e-3
+    gamma: np.ndarray | None = None
+    beta: np.ndarray | None = None
+    kind = "layer_norm"
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        x = ins[0]
+        dt = x.dtype
+        mean = x.mean(axis=-1, keepdims=True)
+        var = np.square(x - mean).mean(axis=-1, keepdims=True)
+        y = (x - mean) / np.sqrt(var + dt.type(self.epsilon))
+        if self.gamma is not None:
+            y = y * np.asarray(self.gamma, dt)
+        if self.beta is not None:
+            y = y + np.asarray(self.beta, dt)
+        return y.astype(dt, copy=False)
+
+    def output_shape(self, in_shapes):
+        (shape,) = in_shapes
+        for what in ("gamma", "beta"):
+            v = getattr(self, what)
+            if v is not None and np.shape(v) != (shape[-1],):
+                raise ValueError(f"layer {self.name!r}: {what} has shape {np.shape(v)}, expected ({shape[-1]},)")
+        return shape
+
+
 #: The op registry: kind -> class.
 OPS = {cls.kind: cls for cls in (Conv2D, DepthwiseConv2D, Dense, Pool2D, GlobalAvgPool2D, Reshape, ZeroPad2D, Affine,
-                                 Activation, Add)}
+                                 Activation, Add, Mul, Concat, UpSample2D, LayerNorm)}
 
 
 def _size(a) -> int:
     return 0 if a is None else int(np.size(a))
+
+
+def _extent(kh, kw, dilation) -> tuple[int, int]:
+    """The rows and columns a dilated kernel spans."""
+    return ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
+
+
+def _dilate(kernel, dilation):
+    """``kernel`` (kh, kw, ...) with ``dilation - 1`` zero rows / columns between its taps."""
+    if tuple(dilation) == (1, 1):
+        return kernel
+    kh, kw = kernel.shape[:2]
+    out = np.zeros((*_extent(kh, kw, dilation), *kernel.shape[2:]), dtype=kernel.dtype)
+    out[::dilation[0], ::dilation[1]] = kernel
+    return out
+
+
+def _group_seed(seed, g):
+    """Group ``g``'s stochastic-rounding seed: the layer's for group 0, mixed with ``g`` after."""
+    if seed is None or g == 0:
+        return seed
+    from kernels.rng import _mix64_py
+
+    return int(_mix64_py((int(seed) ^ (g * 0x9E3779B97F4A7C15)) & 0xFFFFFFFFFFFFFFFF))
 
 
 @dataclass(frozen=True, eq=False)
