@@ -98,9 +98,12 @@ def model_file(model: str) -> Path:
         if not p.is_file():
             raise FileNotFoundError(f"trained weights for {model!r} not found at {p}; create them with `hwsim train {model}`")
         return p
+    from .frontends import SUFFIXES
+
     p = Path(model)
-    if p.suffix not in (".keras", ".h5"):
-        raise ValueError(f"unknown model {model!r}: neither a zoo name ({', '.join(zoo.NAMES)}) nor a .keras / .h5 file")
+    if p.suffix.lower() not in SUFFIXES:
+        raise ValueError(f"unknown model {model!r}: neither a zoo name ({', '.join(zoo.NAMES)}) nor a model file "
+                         f"({', '.join(SUFFIXES)})")
     if not p.is_file():
         raise FileNotFoundError(f"model file {p} does not exist")
     return p.resolve()
@@ -178,6 +181,12 @@ def make_settings(model=G.DEFAULT_MODEL, formats=G.DEFAULT_FORMATS, accum=G.DEFA
     if scale not in G.SCALE_MODES:
         raise ValueError(f"--scale: unknown mode {scale!r}; valid: {', '.join(G.SCALE_MODES)}")
     mfile = model_file(model)
+    if mfile.suffix.lower() == ".tflite":
+        net = load_network_cached(mfile, _sha256_file(mfile))
+        if net.meta.get("format") != "tflite-float":
+            raise ValueError(f"{mfile} is an integer-quantized TF-Lite model: it runs with its own arithmetic "
+                             "(hwsim run --model it), a sweep needs a float model to map onto each format "
+                             "(a float32 or float16-weight .tflite, or the Keras model)")
     if not isinstance(calibration, int) or isinstance(calibration, bool) or calibration < 1:
         raise ValueError(f"--calibration must be a positive number of images, got {calibration!r}")
     images, labels = load_test_images(data, limit)
@@ -467,14 +476,14 @@ def load_network_cached(mfile: Path, sha: str):
     network without importing TensorFlow. A damaged cache entry is rebuilt."""
     import pickle
 
-    from .frontends import keras as importer
-    from .graph import ir, passes
+    from . import frontends, graph
     from .data import cache_dir
     from .frontends import load_model
 
-    src = hashlib.sha256()
-    for mod in (importer, ir, passes):
-        src.update(Path(mod.__file__).read_bytes())
+    src = hashlib.sha256()  # the importers' and the IR's code: a change rebuilds the cached IR
+    for pkg in (frontends, graph):
+        for f in sorted(Path(pkg.__file__).parent.glob("*.py")):
+            src.update(f.read_bytes())
     path = cache_dir() / f"ir-{sha[:20]}-{src.hexdigest()[:12]}.pkl"
     if path.is_file():
         try:

@@ -15,7 +15,7 @@ def register(subparsers):
         "SRAM, DRAM), totals, and the same for float32 on the same array.",
     )
     p.add_argument("--model", required=True,
-                   help="a zoo model name (cifar_cnn, mobilenet) or a path to a Keras model file")
+                   help="a zoo model name (cifar_cnn, mobilenet) or a model file (.keras, .h5, .tflite)")
     p.add_argument("--mac", default="int8_int32",
                    help="MAC spec preset (int8_int32, fp16_fp32, bf16_fp32, fp8_e4m3_fp16, fp8_e4m3_fp32, fp32); "
                    "default int8_int32")

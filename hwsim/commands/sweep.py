@@ -21,7 +21,7 @@ def register(sub):
         f"cifar_cnn on {G.DEFAULT_LIMIT} images.",
         epilog="Lists are comma-separated: format names (`hwsim formats`), families (fp8, fp6, fp4, mx), "
         "ranges (int2..int8) and, in --formats, weight:activation pairs (int4:int8).")
-    p.add_argument("--model", default=G.DEFAULT_MODEL, help="zoo name (cifar_cnn, mobilenet) or a .keras/.h5 path")
+    p.add_argument("--model", default=G.DEFAULT_MODEL, help="zoo name (cifar_cnn, mobilenet) or a model file: .keras, .h5, or a float .tflite")
     p.add_argument("--formats", default=G.DEFAULT_FORMATS, metavar="LIST",
                    help=f"operand formats (default {G.DEFAULT_FORMATS})")
     p.add_argument("--accum", default=G.DEFAULT_ACCUM, metavar="LIST",

@@ -1,5 +1,5 @@
 """TF-Lite int8 models in hwsim: import a ``.tflite`` file into the network IR and execute it bit for
-bit as ``tf.lite.Interpreter`` does.
+bit as ``tf.lite.Interpreter`` does. (Float models go to :mod:`hwsim.frontends.tflite_float`.)
 
 ``load_tflite(path)`` returns a :class:`hwsim.graph.ir.Network` whose layers carry *quant records*
 (``layer.quant``); ``hwsim.run(network, images)`` then returns exactly what the interpreter returns
@@ -116,7 +116,7 @@ from kernels.ops import same_padding
 
 from quant import requant as rq
 
-__all__ = ["load_tflite", "convert_keras", "SUPPORTED_OPS", "KERNELS", "TensorQ", "interpreter"]
+__all__ = ["load_tflite", "convert_keras", "convert_keras_float", "SUPPORTED_OPS", "KERNELS", "TensorQ", "interpreter"]
 
 KERNELS = ("xnnpack", "reference")
 
@@ -486,11 +486,12 @@ def _options(data: bytes, nops: int, where):
     return out
 
 
-def _unsupported(where, index, name, why=""):
+def _unsupported(where, index, name, why="", supported=SUPPORTED_OPS, what=""):
+    """The error for operator ``index``: ``why`` it cannot be imported, or (no ``why``) the ``supported`` list."""
     if why:
         return ValueError(f"{where}: TF-Lite op {name} (operator #{index}) is not supported: {why}")
-    return ValueError(f"{where}: TF-Lite op {name} (operator #{index}) is not supported; supported ops: "
-                      f"{', '.join(SUPPORTED_OPS)}")
+    return ValueError(f"{where}: TF-Lite op {name} (operator #{index}) is not supported{what}; supported ops: "
+                      f"{', '.join(supported)}")
 
 
 def _activation(opt, where, index, name):
@@ -570,6 +571,10 @@ def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
     in_t, out_t = _tensor(ins[0]), _tensor(outs[0])
     if len(in_t.shape) < 2 or in_t.shape[0] != 1:
         raise ValueError(f"{where}: input shape {in_t.shape}: expected a batch dimension of 1 first")
+    from . import tflite_float
+
+    if tflite_float.is_float_model(ops, tensors):  # float32 / float16-weight models: plain IR, any MAC spec
+        return tflite_float.load_float_tflite(where, it, ops, opts, tensors, _shape_only_ops(ops, tensors))
 
     def T(i) -> TensorQ:
         return _tensor(tensors[int(i)])
@@ -812,7 +817,21 @@ def convert_keras(model, representative_images, path, *, per_channel_dense: bool
     conv.inference_output_type = tf.float32
     if not per_channel_dense:
         conv._experimental_disable_per_channel_quantization_for_dense_layers = True
-    content = conv.convert()
+    return _write_atomic(conv.convert(), path)
+
+
+def convert_keras_float(model, path, *, float16: bool = False) -> Path:
+    """A float TF-Lite model of the Keras ``model`` (``tf.lite.TFLiteConverter`` defaults; ``float16``:
+    float16 weights, dequantized at run time), written to ``path`` atomically; returns the path."""
+    tf = _quiet_tf()
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if float16:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    return _write_atomic(conv.convert(), path)
+
+
+def _write_atomic(content: bytes, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
