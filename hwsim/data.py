@@ -330,3 +330,17 @@ def _check(images, labels, where):
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise _SourceError(f"{where}: labels outside 0..9")
     return images, labels
+
+
+def to_model_layout(images, input_shape):
+    """CIFAR-10 images (N, H, W, C) as a model takes them: unchanged for an NHWC model, transposed to
+    (N, C, H, W) for a model whose input is (C, H, W) (an ONNX / PyTorch model). The values stay raw
+    0..255 pixels: a model must do its own scaling. Other shapes raise ``ValueError`` naming both."""
+    images = np.asarray(images)
+    shape = tuple(input_shape)
+    if images.shape[1:] == shape:
+        return images
+    if images.ndim == 4 and shape == (images.shape[3], images.shape[1], images.shape[2]):
+        return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    raise ValueError(f"the model takes inputs of shape {shape}; CIFAR-10 images are {images.shape[1:]} "
+                     "(NHWC) and can be given as (C, H, W) too, nothing else")

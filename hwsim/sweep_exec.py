@@ -512,11 +512,14 @@ class Context:
     def __init__(self, settings: dict):
         self.settings = settings
         self.network = sweep_network(settings)
+        from .data import to_model_layout
+
         self.images, self.labels = load_test_images(settings["data"], settings["images"])
         dig = data_digest(self.images, self.labels)
         if dig != settings["data_sha256"]:
             raise SweepError(f"the CIFAR-10 test images found here (digest {dig[:12]}...) differ from the sweep's "
                              f"({settings['data_sha256'][:12]}...)")
+        self.images = to_model_layout(self.images, self.network.input_shape)  # NCHW for ONNX models
         self._calibration = None
         self._nets = {}
 
@@ -525,8 +528,11 @@ class Context:
         if self._calibration is None:
             from .data import load_cifar10
 
+            from .data import to_model_layout
+
             images, _ = load_cifar10("train", path=self.settings["data"])
-            self._calibration = images[subset(len(images), self.settings["calibration"]["images"])]
+            self._calibration = to_model_layout(images[subset(len(images), self.settings["calibration"]["images"])],
+                                                self.network.input_shape)
         return self._calibration
 
     def network_for(self, weights, activations, spec):

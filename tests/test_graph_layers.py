@@ -43,7 +43,7 @@ def _rel_err(net, model, x):
 # ------------------------------------------------------------------------------------------ registry
 def test_every_op_states_its_rules():
     assert set(ir.OPS) == {"conv2d", "depthwise", "dense", "pool", "global_avg_pool", "reshape", "zero_pad",
-                           "affine", "activation", "add", "mul", "concat", "upsample", "layer_norm"}
+                           "affine", "activation", "add", "mul", "concat", "upsample", "layer_norm", "transpose", "clip"}
     for kind, cls in ir.OPS.items():
         assert cls.kind == kind
         assert callable(cls.run) and callable(cls.output_shape)
@@ -53,6 +53,21 @@ def test_every_op_states_its_rules():
     assert ir.Pool2D("p", ("input",), op="max").quant_rule == "same"
     assert ir.Pool2D("p", ("input",), op="avg").quant_rule == "float"
     assert ir.Reshape("r", ("input",)).quant_rule == "same" and ir.Add("a", ("input", "input")).quant_rule == "float"
+
+
+def test_pool_with_explicit_pads():
+    """ONNX pooling: explicit pads; padded cells never win a max; average over the input cells, or with
+    count_pad over the padded window too."""
+    x = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1) - 20  # all negative
+    pads = ((1, 0), (1, 0))
+    mx = ir.Pool2D("m", ("input",), op="max", pool_size=2, strides=2, padding=pads).run([x])
+    np.testing.assert_array_equal(mx[0, :, :, 0], [[-19, -17], [-13, -11]])
+    avg = ir.Pool2D("a", ("input",), op="avg", pool_size=2, strides=2, padding=pads).run([x])
+    cnt = ir.Pool2D("c", ("input",), op="avg", pool_size=2, strides=2, padding=pads, count_pad=True).run([x])
+    assert avg[0, 0, 0, 0] == -19 and cnt[0, 0, 0, 0] == -19 / 4
+    assert avg[0, 1, 1, 0] == cnt[0, 1, 1, 0] == np.mean([-15, -14, -12, -11])
+    with pytest.raises(ValueError, match="explicit padding"):
+        ir.Pool2D("b", ("input",), padding=((1,), (0, 0)))
 
 
 def test_non_mac_layers_have_no_gemm():
@@ -80,8 +95,8 @@ def test_passes_fold_and_fuse():
 # ------------------------------------------------------------------------------------------ frontends
 def test_frontend_registry_errors(tmp_path):
     with pytest.raises(ValueError) as exc:
-        hwsim.load_model(tmp_path / "model.onnx")
-    assert "model.onnx" in str(exc.value) and ".keras, .h5, .tflite" in str(exc.value)
+        hwsim.load_model(tmp_path / "model.pt")
+    assert "model.pt" in str(exc.value) and ".keras, .h5, .tflite, .onnx" in str(exc.value)
     with pytest.raises(FileNotFoundError, match="missing.tflite"):
         hwsim.load_model(tmp_path / "missing.tflite")
     with pytest.raises(ValueError, match="cannot load a model from a dict"):

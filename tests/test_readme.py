@@ -17,6 +17,29 @@ def test_kernel_api_example_runs_and_matches_comments(capsys):
     assert y.shape == (64, 32) and stats.overflowed == 0
 
 
+def test_onnx_example_runs_and_matches_torch(tmp_path, monkeypatch):
+    """The README's PyTorch / ONNX example, run in a scratch folder: its claims hold."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    example = [b for b in blocks if "torch.onnx.export" in b]
+    assert len(example) == 1
+    monkeypatch.chdir(tmp_path)
+    ns = {}
+    exec(compile(example[0], "README.md", "exec"), ns)  # noqa: S102 - our own documentation
+    y, x = ns["y"], ns["x"]
+    with torch.no_grad():
+        want = ns["model"](torch.from_numpy(x)).numpy()
+    ref = ort.InferenceSession("tiny.onnx").run(None, {"x": x})[0]
+    for other in (want, ref):
+        assert np.abs(y - other).max() <= 1e-4 * np.abs(other).max()
+    kinds = [l.kind for l in ns["net"].layers]
+    assert kinds[0] == "transpose" and "conv2d" in kinds and "affine" not in kinds  # NCHW in; batch norm folded
+    assert not np.array_equal(ns["y_fp8"], y) and "TOTAL" in ns["report"]
+
+
 def test_readme_names_both_commands():
     text = README.read_text()
     assert "pip install --require-hashes -r requirements-dev.lock" in text and "python -m pytest -q" in text

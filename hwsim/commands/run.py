@@ -51,8 +51,10 @@ def quantize_for(net, spec, data, calibration, label, stream=sys.stderr):
     needs = {"real", "pow2"} & {sw, sa}
     cal = None
     if needs:
+        from hwsim.data import to_model_layout
+
         images, _ = load_cifar10("train", path=data)
-        cal = images[X.subset(len(images), min(n, len(images)))]
+        cal = to_model_layout(images[X.subset(len(images), min(n, len(images)))], net.input_shape)
     print(f"{label}: {spec.name} has {spec.b.name} weights / {spec.a.name} activations, which need quantizer scales: "
           f"quantizing the float model first ({sw} weight scales per channel, {sa} activation scales"
           + (f", calibrated on {len(cal)} training images" if cal is not None else "") + ")", file=stream)
@@ -73,7 +75,10 @@ def main(args) -> int:
     net = load_model(args.model)
     net = quantize_for(net, spec, args.data, args.calibration, f"hwsim run {args.model}")
     # the test split is stored class by class: a prefix would be one class, so take an even spread
+    from hwsim.data import to_model_layout
+
     images, labels = load_test_images(args.data, args.limit)
+    images = to_model_layout(images, net.input_shape)
     t0 = time.perf_counter()
     acc = accuracy(net, images, labels, mac=spec, batch_size=args.batch_size, seed=args.seed, progress=True)
     dt = time.perf_counter() - t0

@@ -6,7 +6,8 @@ frontend           accepts                                     module
 =================  ==========================================  ======================================
 ``keras``          ``.keras`` / ``.h5`` files, a zoo name,      :mod:`hwsim.frontends.keras`
                    a ``keras.Model``
-``tflite``         full-integer ``.tflite`` files               :mod:`hwsim.frontends.tflite`
+``tflite``         ``.tflite`` files (int8, float)              :mod:`hwsim.frontends.tflite`
+``onnx``           float ``.onnx`` files                        :mod:`hwsim.frontends.onnx`
 =================  ==========================================  ======================================
 
 A frontend module provides ``load(source) -> Network``. Graph rewrites every frontend can use (batch
@@ -20,7 +21,7 @@ from importlib import import_module
 from pathlib import Path
 
 #: file suffix -> frontend module (under hwsim.frontends)
-FRONTENDS = {".keras": "keras", ".h5": "keras", ".tflite": "tflite"}
+FRONTENDS = {".keras": "keras", ".h5": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 SUFFIXES = tuple(FRONTENDS)
 
 

@@ -285,12 +285,16 @@ class Dense(MacLayer):
 
 @dataclass(frozen=True, eq=False)
 class Pool2D(Layer):
-    """Max or average pooling. Average pooling with 'same' padding averages over the valid cells only (Keras)."""
+    """Max or average pooling. ``padding``: ``"valid"``, ``"same"`` (TensorFlow's rule) or explicit
+    ``((top, bottom), (left, right))``. Padded cells never win a max; average pooling averages over the
+    input cells only (Keras, and ONNX's ``count_include_pad=0``), or with ``count_pad`` over the
+    padded window too (ONNX's ``count_include_pad=1``)."""
 
     op: str = "max"  # "max" | "avg"
     pool_size: tuple[int, int] = (2, 2)
     strides: tuple[int, int] = (2, 2)
-    padding: str = "valid"
+    padding: str | tuple = "valid"
+    count_pad: bool = False
 
     kind = "pool"
 
@@ -303,8 +307,10 @@ class Pool2D(Layer):
         n, H, W, C = x.shape
         kh, kw = self.pool_size
         sh, sw = self.strides
-        OH, OW = conv_output_hw(H, W, kh, kw, self.strides, self.padding)
-        if self.padding == "same":
+        OH, OW = self.output_shape([(H, W, C)])[:2]
+        if not isinstance(self.padding, str):
+            (pt, pb), (pl, pr) = self.padding
+        elif self.padding == "same":
             pt = max((OH - 1) * sh + kh - H, 0) // 2
             pl = max((OW - 1) * sw + kw - W, 0) // 2
             pb = max((OH - 1) * sh + kh - H, 0) - pt
@@ -314,7 +320,8 @@ class Pool2D(Layer):
         fill = -np.inf if self.op == "max" else 0.0
         xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=fill)
         if self.op == "avg":
-            ones = np.pad(np.ones((1, H, W, 1), x.dtype), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+            ones = np.pad(np.ones((1, H, W, 1), x.dtype), ((0, 0), (pt, pb), (pl, pr), (0, 0)),
+                          constant_values=1 if self.count_pad else 0)
         out = cnt = None
         for dh in range(kh):
             for dw in range(kw):
@@ -332,10 +339,19 @@ class Pool2D(Layer):
         object.__setattr__(self, "strides", _pair(self.strides))
         if self.op not in ("max", "avg"):
             raise ValueError(f"layer {self.name!r}: pooling op must be 'max' or 'avg', got {self.op!r}")
+        if not isinstance(self.padding, str):
+            pads = tuple(tuple(int(v) for v in p) for p in self.padding)
+            if len(pads) != 2 or any(len(p) != 2 or min(p) < 0 for p in pads):
+                raise ValueError(f"layer {self.name!r}: explicit padding must be ((top, bottom), (left, right)) of "
+                                 f"non-negative ints, got {self.padding!r}")
+            object.__setattr__(self, "padding", pads)
 
     def output_shape(self, in_shapes):
         (h, w, c), = in_shapes
-        return (*conv_output_hw(h, w, *self.pool_size, self.strides, self.padding), c)
+        if isinstance(self.padding, str):
+            return (*conv_output_hw(h, w, *self.pool_size, self.strides, self.padding), c)
+        (pt, pb), (pl, pr) = self.padding
+        return (*conv_output_hw(h + pt + pb, w + pl + pr, *self.pool_size, self.strides, "valid"), c)
 
 
 @dataclass(frozen=True, eq=False)
@@ -585,9 +601,44 @@ class LayerNorm(Layer):
         return shape
 
 
+@dataclass(frozen=True, eq=False)
+class Transpose(Layer):
+    """A permutation of the axes of the tensor without its batch (the batch stays first): output axis ``i``
+    is input axis ``perm[i]``. Frontends of NCHW frameworks use it at the network's edges."""
+
+    perm: tuple[int, ...] = ()
+    kind = "transpose"
+    quant_rule = "same"
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        return np.ascontiguousarray(np.transpose(ins[0], (0, *(p + 1 for p in self.perm))))
+
+    def output_shape(self, in_shapes):
+        (shape,) = in_shapes
+        if sorted(self.perm) != list(range(len(shape))):
+            raise ValueError(f"layer {self.name!r}: perm {self.perm} is not a permutation of {len(shape)} axes")
+        return tuple(shape[p] for p in self.perm)
+
+
+@dataclass(frozen=True, eq=False)
+class Clip(Layer):
+    """``min(max(x, lo), hi)`` (``None``: no bound), in the input's precision."""
+
+    lo: float | None = None
+    hi: float | None = None
+    kind = "clip"
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        return np.clip(ins[0], self.lo, self.hi)
+
+    def output_shape(self, in_shapes):
+        (shape,) = in_shapes
+        return shape
+
+
 #: The op registry: kind -> class.
 OPS = {cls.kind: cls for cls in (Conv2D, DepthwiseConv2D, Dense, Pool2D, GlobalAvgPool2D, Reshape, ZeroPad2D, Affine,
-                                 Activation, Add, Mul, Concat, UpSample2D, LayerNorm)}
+                                 Activation, Add, Mul, Concat, UpSample2D, LayerNorm, Transpose, Clip)}
 
 
 def _size(a) -> int:

@@ -1,0 +1,104 @@
+"""ONNX models from PyTorch (torch.onnx.export) against onnxruntime and torch itself: float import, NCHW in
+and out, MAC counts, any MAC spec, the sweep, and bad input. Tolerance: max |delta| <= 1e-4 of the
+largest logit with ``mac="fp32"``, top-1 agreement 100 %."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _torchnets import FlattenNet, MobileNetV2Like, MobileNetV3Like, ResNetLike, export, randomize
+
+import hwsim
+import onnxruntime as ort
+from hwsim.frontends.onnx import CONVERTERS
+
+NETS = {"resnet": ResNetLike, "mobilenet_v2": MobileNetV2Like, "mobilenet_v3": MobileNetV3Like, "flatten": FlattenNet}
+
+
+def _x(n, hw, seed=1):
+    return torch.randn(n, 3, hw, hw, generator=torch.Generator().manual_seed(seed))
+
+
+CASES = [(n, 32) for n in NETS] + [(n, 64) for n in NETS if n != "flatten"]  # FlattenNet's Linear is sized for 32
+
+
+@pytest.mark.parametrize("name,hw", CASES, ids=[f"{n}-{hw}" for n, hw in CASES])
+def test_float_models_match_onnxruntime_and_torch(tmp_path, name, hw):
+    model = randomize(NETS[name]())
+    path = export(model, tmp_path / f"{name}.onnx", hw)
+    net = hwsim.load_model(path)
+    x = _x(8, hw)
+    y = hwsim.run(net, x.numpy(), mac="fp32")  # NCHW in, as torch takes it
+    ref = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        tor = model(x).numpy()
+    for other in (ref, tor):
+        assert y.shape == other.shape
+        assert np.abs(y - other).max() <= 1e-4 * np.abs(other).max()
+        assert (y.argmax(1) == other.argmax(1)).all()
+    # the cost model sees the torch model's MACs: per conv, output elements x (input channels / groups) x kernel
+    macs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: macs.append(
+        o[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1] if isinstance(m, torch.nn.Conv2d)
+        else m.in_features * m.out_features)) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model(x[:1])
+    for h in hooks:
+        h.remove()
+    assert hwsim.cost(net, "int8_int32").macs == sum(macs)
+
+
+def test_image_outputs_come_back_nchw(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(5, 4, 1)).eval()
+    path = export(model, tmp_path / "fcn.onnx")
+    net = hwsim.load_model(path)
+    x = _x(2, 32)
+    y = hwsim.run(net, x.numpy(), mac="fp32")
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert y.shape == want.shape == (2, 4, 16, 16)
+    assert np.abs(y - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_any_mac_spec_runs(tmp_path):
+    path = export(randomize(MobileNetV2Like()), tmp_path / "m.onnx")
+    net = hwsim.load_model(path)
+    x = _x(4, 32).numpy()
+    y32, y16 = hwsim.run(net, x, mac="fp32"), hwsim.run(net, x, mac="bf16_fp32")
+    err = np.abs(y16 - y32).max() / np.abs(y32).max()
+    assert 1e-6 < err < 0.05  # bf16 operands move the logits a little
+
+
+def test_sweep_takes_an_onnx_model(tmp_path):
+    """The sweep feeds CIFAR-10 NCHW to an NCHW model: its float32 point equals hwsim.accuracy on the same
+    images transposed by hand."""
+    from hwsim import sweep_exec as X
+
+    path = export(randomize(ResNetLike()), tmp_path / "r.onnx")
+    st = X.make_settings(model=str(path), formats="fp32,int8", accum="fp32,int32", rounding="nearest", seeds=1,
+                         limit=20, calibration=20)
+    rows = {r["label"]: r for r in X.run_sweep(st, tmp_path / "s", serial=True, progress=False, figures=False).results}
+    images, labels = X.load_test_images(None, 20)
+    net = hwsim.load_model(path)
+    want = hwsim.accuracy(net, images.transpose(0, 3, 1, 2).astype(np.float32), labels, mac="fp32")
+    assert rows["fp32, acc fp32, nearest"]["accuracy_mean"] == want
+    assert "int8, acc int32, nearest" in rows
+
+
+def test_bad_files_and_unsupported_nodes(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        hwsim.load_model(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    with pytest.raises(ValueError, match="bad.onnx.*corrupt or invalid ONNX"):
+        hwsim.load_model(bad)
+    path = export(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.LeakyReLU(0.1)).eval(), tmp_path / "l.onnx")
+    with pytest.raises(ValueError) as exc:
+        hwsim.load_model(path)
+    msg = str(exc.value)
+    assert "LeakyRelu" in msg and "domain ai.onnx" in msg and "Conv" in msg and "node" in msg
+    assert "LeakyRelu" not in CONVERTERS
+    pool = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(2, 2, ceil_mode=True)).eval()
+    with pytest.raises(ValueError, match="ceil_mode=1"):
+        hwsim.load_model(export(pool, tmp_path / "p.onnx", hw=31))
