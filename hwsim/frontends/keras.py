@@ -309,14 +309,8 @@ def _convert_op(op, node, inputs, name):
         raise ValueError(f"operation {name!r}: keras.ops {t} with a constant of shape {c.shape}; scalars and "
                          "per-channel vectors are supported")
     first = is_tensor[0]  # x (op) c, else c (op) x
-    if t == "Add":
-        scale, offset = 1.0, c
-    elif t == "Multiply":
-        scale, offset = c, 0.0
-    elif t == "Subtract":
-        scale, offset = (1.0, -c) if first else (-1.0, c)
-    elif first:  # x / c
-        scale, offset = 1.0 / c, 0.0
-    else:
+    so = ir.affine_of({"Add": "add", "Multiply": "mul", "Subtract": "sub"}.get(t, "div"), c, first)
+    if so is None:
         raise ValueError(f"operation {name!r}: a constant divided by a tensor is unsupported")
+    scale, offset = so
     return ir.Affine(name, inputs, scale=np.asarray(scale, np.float64), offset=np.asarray(offset, np.float64))

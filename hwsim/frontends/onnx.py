@@ -243,17 +243,10 @@ def _binary(ctx, node, i):
     v = _per_channel(ctx, node, c, layout, len(ctx.onnx_shape(node.input[x])))
     if v is None:
         raise ctx.error(node, f"a constant of shape {np.shape(c)}: only scalars and per-channel constants")
-    op = node.op_type
-    if op == "Add":
-        scale, offset = 1.0, v
-    elif op == "Mul":
-        scale, offset = v, 0.0
-    elif op == "Sub":
-        scale, offset = (1.0, -v) if first else (-1.0, v)
-    elif op == "Div" and first:
-        scale, offset = 1.0 / v, 0.0
-    else:
+    so = ir.affine_of(node.op_type.lower(), v, first)
+    if so is None:
         raise ctx.error(node, "a constant divided by a tensor")
+    scale, offset = so
     ctx.out(node, ctx.add(ir.Affine(name, (src,), scale=np.asarray(scale, np.float64),
                                     offset=np.asarray(offset, np.float64))), layout)
 

@@ -159,12 +159,7 @@ def _binary(g, i, name, op, opt, lname):
         c = c.reshape(-1)
     else:
         c = c.reshape(())
-    if name == "ADD":
-        scale, offset = 1.0, c
-    elif name == "MUL":
-        scale, offset = c, 0.0
-    else:
-        scale, offset = (1.0, -c) if first else (-1.0, c)
+    scale, offset = ir.affine_of(name.lower(), c, first)
     g.add(ir.Affine(lname, (g.src(x, i, name),), scale=np.asarray(scale, np.float64),
                     offset=np.asarray(offset, np.float64)), op["outputs"][0], act)
 

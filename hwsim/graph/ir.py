@@ -636,6 +636,23 @@ class Clip(Layer):
         return shape
 
 
+def affine_of(op: str, c, tensor_first: bool):
+    """``(scale, offset)`` of the Affine that computes ``x op c`` (``tensor_first``) or ``c op x``, for
+    ``op`` in add, sub, mul, div and a constant ``c``; None for ``c / x``, which is not affine."""
+    c = np.asarray(c, np.float64)
+    if op == "add":
+        return 1.0, c
+    if op == "mul":
+        return c, 0.0
+    if op == "sub":
+        return (1.0, -c) if tensor_first else (-1.0, c)
+    if op == "div" and tensor_first:
+        return 1.0 / c, 0.0
+    if op == "div":
+        return None
+    raise ValueError(f"unknown elementwise op {op!r}; valid: add, sub, mul, div")
+
+
 #: The op registry: kind -> class.
 OPS = {cls.kind: cls for cls in (Conv2D, DepthwiseConv2D, Dense, Pool2D, GlobalAvgPool2D, Reshape, ZeroPad2D, Affine,
                                  Activation, Add, Mul, Concat, UpSample2D, LayerNorm, Transpose, Clip)}
