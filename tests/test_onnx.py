@@ -102,3 +102,74 @@ def test_bad_files_and_unsupported_nodes(tmp_path):
     pool = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(2, 2, ceil_mode=True)).eval()
     with pytest.raises(ValueError, match="ceil_mode=1"):
         hwsim.load_model(export(pool, tmp_path / "p.onnx", hw=31))
+
+
+# ------------------------------------------------------------------------------------------ QDQ
+def _single_node(tmp_path, op, scale, zp, n):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    dtype = TensorProto.INT8 if np.asarray(zp).dtype == np.int8 else TensorProto.UINT8
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])
+    inits = [numpy_helper.from_array(np.asarray(scale, np.float32), "s"), numpy_helper.from_array(np.asarray(zp), "z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq")]
+    model = helper.make_model(helper.make_graph(nodes, "qdq", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / f"{op}.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("zp", [np.int8(3), np.uint8(128)], ids=["int8", "uint8"])
+def test_quantize_linear_ties_and_saturation(tmp_path, zp):
+    """Ties round half to even; values beyond the code range saturate (int8 and uint8), as onnxruntime."""
+    scale = np.float32(0.5)
+    ties = np.arange(-300, 300, dtype=np.float32) * scale / 2  # every half-step: half of them exact ties
+    rng = np.random.default_rng(0)
+    x = np.concatenate([ties, rng.normal(0, 80, 4000).astype(np.float32), [1e9, -1e9, 0.0, -0.0]]).astype(np.float32)
+    path = _single_node(tmp_path, "qdq", scale, zp, x.size)
+    ref = ort.InferenceSession(str(path)).run(None, {"x": x[None]})[0]
+    y = hwsim.run(hwsim.load_model(path), x[None], mac="fp32")
+    np.testing.assert_array_equal(y, ref)
+    info = np.iinfo(np.asarray(zp).dtype)
+    assert y.max() == (info.max - int(zp)) * scale and y.min() == (info.min - int(zp)) * scale  # saturated
+    assert y[0, ties.size // 2 + 1] == 0.0  # 0.25 / 0.5 = 0.5 rounds to 0 (even)
+
+
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_qdq_model_matches_onnxruntime_without_optimizations(tmp_path, activations):
+    """onnxruntime's quantize_static QDQ model (per-channel int8 weights), calibrated on CIFAR-10 training
+    images: >= 95 % of 500 test images give bit-identical logits against onnxruntime with
+    ORT_DISABLE_ALL (the graph's own semantics; its float convolutions sum in another order than the
+    emulated fp32 MAC, so a requantization can flip by one code), >= 99 % the same top-1."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from hwsim import sweep_exec as X
+    from hwsim.data import load_cifar10
+
+    path = export(randomize(ResNetLike()), tmp_path / "r.onnx")
+    train, _ = load_cifar10("train")
+    calib = train[X.subset(len(train), 32)].transpose(0, 3, 1, 2).astype(np.float32) / 255
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter({"x": c[None]} for c in calib)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    qpath = tmp_path / "r_qdq.onnx"
+    quantize_static(str(path), str(qpath), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    images, _ = X.load_test_images(None, 500)
+    x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ref = ort.InferenceSession(str(qpath), so).run(None, {"x": x})[0]
+    net = hwsim.load_model(qpath)
+    assert {"quantize_linear", "dequantize_linear"} <= {l.kind for l in net.layers}
+    y = hwsim.run(net, x)
+    assert (y == ref).all(axis=1).mean() >= 0.95
+    assert (y.argmax(1) == ref.argmax(1)).mean() >= 0.99

@@ -1,4 +1,5 @@
-"""Float ONNX models (as ``torch.onnx.export`` writes them) in hwsim: :func:`load_onnx`.
+"""Float ONNX models (as ``torch.onnx.export`` writes them) and onnxruntime's QDQ models in hwsim:
+:func:`load_onnx`.
 
 Every node becomes IR layers through one converter per op type (:data:`CONVERTERS`); the network then
 runs with any MAC spec and every other part of hwsim, like an imported Keras model.
@@ -30,10 +31,18 @@ ReduceMean over H and W                    GlobalAvgPool2D
 Flatten, Reshape, Squeeze, Unsqueeze       Reshape (through CHW order for image tensors)
 Concat                                     Concat
 Pad (constant zeros on H and W)            ZeroPad2D
+QuantizeLinear, DequantizeLinear (per      QuantizeLinear / DequantizeLinear, float32 as onnxruntime's
+tensor, int8 / uint8) on computed tensors  MLAS (weights: DequantizeLinear of constants is folded)
 Identity, Dropout                          nothing (the consumer reads the input)
 Constant, Shape and any node of            folded to constants (onnx's reference evaluator)
 constants (Gather, Unsqueeze, Cast, ...)
 =========================================  ===========================================================
+
+**QDQ models** (``onnxruntime.quantization.quantize_static`` with ``QuantFormat.QDQ``) therefore run with
+the graph's own semantics, what onnxruntime computes with graph optimizations disabled: activations
+are quantized and dequantized where the graph says, and every Conv / Gemm runs in float32 on
+dequantized values (``hwsim.run``'s default ``mac="fp32"``; another MAC spec emulates other hardware).
+QOperator models (QLinearConv, ...) are not imported yet.
 
 Anything else raises ``ValueError`` naming the node, its op type and domain, and the supported ops;
 an unsupported attribute value names the attribute.
@@ -400,12 +409,34 @@ def _shape(ctx, node, i):
     ctx.consts[node.output[0]] = np.asarray(ctx.onnx_shape(node.input[0]), np.int64)
 
 
+def _qdq_params(ctx, node):
+    a = _attrs(node)
+    scale = ctx.const(node, 1)
+    zp = ctx.const(node, 2, False) if len(node.input) > 2 and node.input[2] else np.zeros((), np.uint8)
+    if np.size(scale) != 1 or np.size(zp) != 1:
+        raise ctx.error(node, f"per-axis scales (axis {a.get('axis', 1)}) on a computed tensor: per-tensor only")
+    if np.asarray(zp).dtype not in (np.int8, np.uint8):
+        raise ctx.error(node, f"zero point of type {np.asarray(zp).dtype} (int8 or uint8)")
+    info = np.iinfo(np.asarray(zp).dtype)
+    return float(np.asarray(scale, np.float32).reshape(())), int(np.asarray(zp).reshape(())), info.min, info.max
+
+
+def _quantize(ctx, node, i):
+    src, layout = ctx.src(node)
+    scale, zp, lo, hi = _qdq_params(ctx, node)
+    layer = (ir.QuantizeLinear(_name(node, i), (src,), scale=scale, zero_point=zp, qmin=lo, qmax=hi)
+             if node.op_type == "QuantizeLinear" else ir.DequantizeLinear(_name(node, i), (src,), scale=scale,
+                                                                          zero_point=zp))
+    ctx.out(node, ctx.add(layer), layout)
+
+
 #: ONNX op type (default domain) -> converter (module docstring)
 CONVERTERS = {"Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "Add": _binary, "Sub": _binary, "Mul": _binary,
               "Div": _binary, "BatchNormalization": _batchnorm, "Clip": _clip, "HardSigmoid": _hard_sigmoid,
               "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _global_pool, "ReduceMean": _global_pool,
               "Flatten": _reshape, "Reshape": _reshape, "Squeeze": _reshape, "Unsqueeze": _reshape, "Concat": _concat,
               "Pad": _pad, "Identity": _identity, "Dropout": _identity, "Shape": _shape,
+              "QuantizeLinear": _quantize, "DequantizeLinear": _quantize,
               **{k: _activation for k in _ACTS}}
 
 

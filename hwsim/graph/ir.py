@@ -636,6 +636,45 @@ class Clip(Layer):
         return shape
 
 
+@dataclass(frozen=True, eq=False)
+class QuantizeLinear(Layer):
+    """ONNX QuantizeLinear (per tensor), as onnxruntime's MLAS computes it in float32: ``q = clamp(
+    round-half-even(x / scale) + zero_point, qmin, qmax)`` (``onnxruntime/core/mlas/lib/quantize.cpp``,
+    ``MlasQuantizeLinear``). The codes travel as float32 values."""
+
+    scale: float = 1.0
+    zero_point: int = 0
+    qmin: int = -128
+    qmax: int = 127
+    kind = "quantize_linear"
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        x = np.asarray(ins[0], np.float32)
+        q = np.rint(x / np.float32(self.scale)) + np.float32(self.zero_point)
+        return np.clip(q, self.qmin, self.qmax).astype(np.float32)
+
+    def output_shape(self, in_shapes):
+        (shape,) = in_shapes
+        return shape
+
+
+@dataclass(frozen=True, eq=False)
+class DequantizeLinear(Layer):
+    """ONNX DequantizeLinear (per tensor): ``float32(q - zero_point) * scale`` (the integer difference,
+    then one float32 multiply, as onnxruntime)."""
+
+    scale: float = 1.0
+    zero_point: int = 0
+    kind = "dequantize_linear"
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        return (np.asarray(ins[0], np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)
+
+    def output_shape(self, in_shapes):
+        (shape,) = in_shapes
+        return shape
+
+
 def affine_of(op: str, c, tensor_first: bool):
     """``(scale, offset)`` of the Affine that computes ``x op c`` (``tensor_first``) or ``c op x``, for
     ``op`` in add, sub, mul, div and a constant ``c``; None for ``c / x``, which is not affine."""
@@ -655,7 +694,8 @@ def affine_of(op: str, c, tensor_first: bool):
 
 #: The op registry: kind -> class.
 OPS = {cls.kind: cls for cls in (Conv2D, DepthwiseConv2D, Dense, Pool2D, GlobalAvgPool2D, Reshape, ZeroPad2D, Affine,
-                                 Activation, Add, Mul, Concat, UpSample2D, LayerNorm, Transpose, Clip)}
+                                 Activation, Add, Mul, Concat, UpSample2D, LayerNorm, Transpose, Clip, QuantizeLinear,
+                                 DequantizeLinear)}
 
 
 def _size(a) -> int:
