@@ -109,7 +109,6 @@ def _single_node(tmp_path, op, scale, zp, n):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    dtype = TensorProto.INT8 if np.asarray(zp).dtype == np.int8 else TensorProto.UINT8
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])
     inits = [numpy_helper.from_array(np.asarray(scale, np.float32), "s"), numpy_helper.from_array(np.asarray(zp), "z")]
@@ -173,3 +172,43 @@ def test_qdq_model_matches_onnxruntime_without_optimizations(tmp_path, activatio
     y = hwsim.run(net, x)
     assert (y == ref).all(axis=1).mean() >= 0.95
     assert (y.argmax(1) == ref.argmax(1)).mean() >= 0.99
+
+
+# ------------------------------------------------------------------------------------------ PyTorch
+def test_torch_module_torchscript_and_exported_program(tmp_path, monkeypatch):
+    """A torch.nn.Module (with example_input), a TorchScript .pt and a torch.export .pt2 import through ONNX
+    in memory (nothing written), equal to the module's own output."""
+    model = randomize(MobileNetV3Like())
+    x = _x(4, 32)
+    with torch.no_grad():
+        want = model(x).numpy()
+    scratch = tmp_path / "cwd"
+    scratch.mkdir()
+    monkeypatch.chdir(scratch)
+    nets = [hwsim.load_model(model, example_input=x)]
+    assert list(scratch.iterdir()) == []  # no file left behind
+    torch.jit.trace(model, (x[:1],)).save(tmp_path / "m.pt")
+    nets.append(hwsim.load_model(tmp_path / "m.pt", example_input=np.zeros((1, 3, 32, 32), np.float32)))
+    torch.export.save(torch.export.export(model, (x[:1],)), tmp_path / "m.pt2")
+    nets.append(hwsim.load_model(tmp_path / "m.pt2"))
+    assert list(scratch.iterdir()) == []
+    for net in nets:
+        y = hwsim.run(net, x.numpy(), mac="fp32")
+        assert np.abs(y - want).max() <= 1e-4 * np.abs(want).max()
+    assert model.training is False
+
+
+def test_torch_bad_input(tmp_path):
+    model = randomize(ResNetLike())
+    with pytest.raises(ValueError, match="example_input="):
+        hwsim.load_model(model)
+    with pytest.raises(ValueError, match="float32 tensor with a batch axis"):
+        hwsim.load_model(model, example_input=np.zeros((3, 32, 32), np.int64))
+    with pytest.raises(ValueError, match="take no option 'example_input'"):
+        hwsim.load_model("cifar_cnn", example_input=np.zeros((1, 32, 32, 3), np.float32))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="bad.pt: corrupt or not a TorchScript file"):
+        hwsim.load_model(bad, example_input=np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(FileNotFoundError, match="missing.pt2"):
+        hwsim.load_model(tmp_path / "missing.pt2")

@@ -33,11 +33,14 @@ SUPPORTED = ("InputLayer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dens
              "Rescaling", "Normalization")
 
 
-def load(source) -> ir.Network:
+def load(source, **options) -> ir.Network:
     """The IR of a zoo model name (``cifar_cnn``, ``mobilenet``), a ``.keras`` / ``.h5`` path or a
     ``keras.Model``. A corrupt file raises ``ValueError`` naming it. A saved ``keras.Sequential`` whose
     layers Keras re-calls while loading (they look shared) is rebuilt from fresh copies of its layers
     first (:func:`_sequential_fresh`)."""
+    from . import check_options
+
+    check_options(options, "Keras")
     model, source = _load_keras(source)
     try:
         net = from_keras(model)

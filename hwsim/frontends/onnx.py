@@ -440,20 +440,25 @@ CONVERTERS = {"Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "Add": _binary, "
               **{k: _activation for k in _ACTS}}
 
 
-def load_onnx(path) -> ir.Network:
-    """The IR of the float ONNX model at ``path`` (module docstring). ``FileNotFoundError`` names a missing
-    file, ``ValueError`` a corrupt one or an unsupported node."""
+def load_onnx(path, *, name=None) -> ir.Network:
+    """The IR of the ONNX model at ``path`` (or an ``onnx.ModelProto``, then called ``name``), see the module
+    docstring. ``FileNotFoundError`` names a missing file, ``ValueError`` a corrupt one or an unsupported node."""
     onnx = _onnx()
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"ONNX model not found: {p}")
+    if isinstance(path, onnx.ModelProto):
+        model, where = path, name or path.graph.name or "onnx model"
+        p = Path(where)
+    else:
+        p = Path(path)
+        where = str(p)
+        if not p.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {p}")
+        model = None
     try:
-        model = onnx.load(str(p))
+        model = onnx.load(str(p)) if model is None else model
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
-        raise ValueError(f"{p}: corrupt or invalid ONNX model ({type(exc).__name__}: {str(exc).strip()[:200]})") from None
+        raise ValueError(f"{where}: corrupt or invalid ONNX model ({type(exc).__name__}: {str(exc).strip()[:200]})") from None
     graph = model.graph
-    where = str(p)
     ctx = _Ctx(where, graph)
     inputs = [v for v in graph.input if v.name not in ctx.consts]
     if len(inputs) != 1 or len(graph.output) != 1:
@@ -501,6 +506,9 @@ def _evaluate(node, ctx):
         raise ctx.error(node, f"cannot fold its constant inputs ({type(exc).__name__}: {exc})") from None
 
 
-def load(source) -> ir.Network:
-    """The frontend entry point (:mod:`hwsim.frontends`)."""
+def load(source, **options) -> ir.Network:
+    """The frontend entry point (:mod:`hwsim.frontends`); no options."""
+    from . import check_options
+
+    check_options(options, "ONNX")
     return load_onnx(source)

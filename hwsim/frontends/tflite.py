@@ -847,6 +847,9 @@ def _write_atomic(content: bytes, path) -> Path:
     return path
 
 
-def load(source) -> ir.Network:
-    """The frontend entry point (:mod:`hwsim.frontends`): :func:`load_tflite` with its defaults."""
-    return load_tflite(source)
+def load(source, **options) -> ir.Network:
+    """The frontend entry point (:mod:`hwsim.frontends`): :func:`load_tflite` (options ``kernels``, ``mac``)."""
+    from . import check_options
+
+    check_options(options, "TF-Lite", ("kernels", "mac"))
+    return load_tflite(source, **options)
