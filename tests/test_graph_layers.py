@@ -43,7 +43,8 @@ def _rel_err(net, model, x):
 # ------------------------------------------------------------------------------------------ registry
 def test_every_op_states_its_rules():
     assert set(ir.OPS) == {"conv2d", "depthwise", "dense", "pool", "global_avg_pool", "reshape", "zero_pad",
-                           "affine", "activation", "add", "mul", "concat", "upsample", "layer_norm", "transpose", "clip"}
+                           "affine", "activation", "add", "mul", "concat", "upsample", "layer_norm", "transpose", "clip",
+                           "quantize_linear", "dequantize_linear"}
     for kind, cls in ir.OPS.items():
         assert cls.kind == kind
         assert callable(cls.run) and callable(cls.output_shape)
@@ -95,8 +96,8 @@ def test_passes_fold_and_fuse():
 # ------------------------------------------------------------------------------------------ frontends
 def test_frontend_registry_errors(tmp_path):
     with pytest.raises(ValueError) as exc:
-        hwsim.load_model(tmp_path / "model.pt")
-    assert "model.pt" in str(exc.value) and ".keras, .h5, .tflite, .onnx" in str(exc.value)
+        hwsim.load_model(tmp_path / "model.mlmodel")
+    assert "model.mlmodel" in str(exc.value) and ".keras, .h5, .tflite, .onnx, .pt, .pt2" in str(exc.value)
     with pytest.raises(FileNotFoundError, match="missing.tflite"):
         hwsim.load_model(tmp_path / "missing.tflite")
     with pytest.raises(ValueError, match="cannot load a model from a dict"):
