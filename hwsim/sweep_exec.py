@@ -257,6 +257,16 @@ def settings_diff(old: dict, new: dict) -> list[str]:
 # the directory
 
 
+def _hardware_changed(old: dict, new: dict) -> bool:
+    """Whether the costing hardware differs (settings of an older hwsim name only the array's file)."""
+    if bool(old.get("iso_area", False)) != bool(new.get("iso_area", False)):
+        return True
+    try:
+        return settings_array(old) != settings_array(new)
+    except (ValueError, FileNotFoundError):
+        return True
+
+
 def _array_label(settings) -> str:
     a = settings.get("array", {})
     name = a.get("name", "?")
@@ -307,7 +317,7 @@ class SweepDir:
             raise SweepError(f"another sweep is running in {p} (it holds {p / '.lock'})") from None
         if not sfile.exists():
             _atomic_write(sfile, json.dumps(self.settings, indent=2) + "\n")
-        elif any(old.get(k) != self.settings.get(k) for k in COST_KEYS):
+        elif _hardware_changed(old, self.settings):
             print(f"{p}: costing on another array now ({_array_label(old)} -> {_array_label(self.settings)}); every "
                   "cost is derived again from the recorded points", file=sys.stderr)
             _atomic_write(sfile, json.dumps(self.settings, indent=2) + "\n")
@@ -479,6 +489,7 @@ def load_network_cached(mfile: Path, sha: str):
     from . import frontends, graph
     from .data import cache_dir
     from .frontends import load_model
+    from .graph import ir
 
     src = hashlib.sha256()  # the importers' and the IR's code: a change rebuilds the cached IR
     for pkg in (frontends, graph):
@@ -962,9 +973,12 @@ def config_costs(settings: dict, configs, network=None) -> dict:
         return {}
     net = sweep_network(settings) if network is None else network
     arr = settings_array(settings)
+    fixed = arr.with_(pe="fixed", serial_operands="a")
     out = {}
     for c in configs:
-        r = cost(net, G.mac_spec(*c), arr, iso_area=bool(settings.get("iso_area", False)))
+        # the float32 baseline runs on fixed PEs, as hwsim.cost's baseline does (Bit Fusion and bit-serial
+        # PEs run no floats)
+        r = cost(net, G.mac_spec(*c), fixed if c == G.BASELINE else arr, iso_area=bool(settings.get("iso_area", False)))
         ratios = r.ratios
         out[c] = {"array": array_size(r.array), "area_mm2": r.area_mm2, "area_ratio": ratios["area"],
                   "cycles": r.cycles, "cycles_ratio": ratios["cycles"], "inferences_per_s": r.inferences_per_s,

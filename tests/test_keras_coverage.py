@@ -164,3 +164,16 @@ def test_unsupported_keras_op_names_it():
 
 def test_ops_registry_has_the_new_ops():
     assert {"mul", "concat", "upsample", "layer_norm"} <= set(ir.OPS)
+
+
+def test_normalization_axis_and_rms_layer_norm(rng):
+    """Normalization on axis 1 of a (4, 4) input normalizes rows, not columns; RMS layer norm is refused."""
+    norm = L.Normalization(axis=1)
+    data = rng.normal(size=(64, 4, 4)) * np.arange(1, 5)[None, :, None]
+    norm.adapt(data)
+    inp = keras.Input((4, 4))
+    out = L.Flatten()(norm(inp))
+    _check(keras.Model(inp, out), rng.normal(size=(5, 4, 4)).astype(np.float32))
+    inp = keras.Input((6,))
+    with pytest.raises(ValueError, match="rms_scaling"):
+        hwsim.load_model(keras.Model(inp, L.LayerNormalization(rms_scaling=True)(inp)))

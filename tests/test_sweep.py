@@ -397,3 +397,29 @@ def test_points_with_cost_columns_are_migrated(tmp_path):
     X.repair_points(out)
     assert (out / X.POINTS_FILE).read_text().splitlines()[0] == ",".join(X.POINT_COLUMNS)
     assert X.scan_points(out) == (rows, [], False)
+
+
+def test_network_cache_is_reused(tmp_path, monkeypatch):
+    """The second load of a model comes from the IR cache, without the frontend (a NameError in the cache
+    check once made every load rebuild it silently)."""
+    monkeypatch.setenv("HWSIM_CACHE", str(tmp_path / "cache"))
+    from hwsim import data, frontends
+
+    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path / "cache")
+    sha = X._sha256_file(TINY)
+    first = X.load_network_cached(TINY, sha)
+    monkeypatch.setattr(frontends, "load_model", lambda *a, **k: pytest.fail("the cached IR was not used"))
+    again = X.load_network_cached(TINY, sha)
+    assert [l.name for l in again.layers] == [l.name for l in first.layers]
+
+
+def test_bit_fusion_sweep_runs_to_its_report(tmp_path):
+    """A sweep on Bit Fusion PEs: the integer configurations are costed on them, the float32 baseline on
+    fixed PEs of the same array (it failed at report time, after every point had run)."""
+    st = _settings(formats="fp32,int8,int4", accum="fp32,int32", rounding="nearest", limit=10, pe="bit_fusion")
+    run = X.run_sweep(st, tmp_path / "s", serial=True, progress=False, figures=False)
+    rows = {r["label"]: r for r in run.results}
+    base, i4, i8 = rows["fp32, acc fp32, nearest"], rows["int4, acc int32, nearest"], rows["int8, acc int32, nearest"]
+    assert base["area_ratio"] == 1.0 and base["cycles_ratio"] == 1.0
+    assert i8["area_mm2"] == i4["area_mm2"]  # the same fusion units at both precisions
+    assert i4["cycles"] < i8["cycles"]  # four int4 x int4 MACs per unit and cycle

@@ -165,6 +165,8 @@ def _convert(layer, inputs, name=None):
         cfg = layer.get_config()
         if _norm_axis(layer, cfg.get("axis", -1)) != -1:
             raise ValueError(f"layer {name!r}: LayerNormalization over axis {cfg['axis']} unsupported; only the last axis")
+        if cfg.get("rms_scaling"):
+            raise ValueError(f"layer {name!r}: LayerNormalization with rms_scaling=True unsupported (RMS normalization)")
         w = dict(zip([v.path.split("/")[-1] for v in layer.weights], layer.get_weights()))
         return ir.LayerNorm(name, inputs, epsilon=float(cfg["epsilon"]), gamma=w.get("gamma"), beta=w.get("beta"))
     if t == "Dense":
@@ -210,7 +212,9 @@ def _convert(layer, inputs, name=None):
         mean = np.asarray(layer.mean, np.float64).reshape(-1)
         var = np.asarray(layer.variance, np.float64).reshape(-1)
         inv = 1.0 / np.maximum(np.sqrt(var), 1e-7)  # keras: (x - mean) / maximum(sqrt(var), epsilon)
-        return ir.Affine(name, inputs, scale=inv, offset=-mean * inv)
+        axis = layer.get_config().get("axis", -1)
+        axis = -1 if axis is None or mean.size == 1 else _norm_axis(layer, axis)
+        return ir.Affine(name, inputs, scale=inv, offset=-mean * inv, axis=axis)
     raise ValueError(f"unsupported layer {name!r} of type {t}; supported types: {', '.join(SUPPORTED)}")
 
 

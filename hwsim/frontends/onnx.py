@@ -87,8 +87,9 @@ class _Ctx:
         return layer.name
 
     def unique(self, name) -> str:
+        """``name``, or ``name_2``, ... : free among the layers and the nodes' names."""
         base, n = name, 1
-        while name in self.shapes:
+        while name in self.shapes or name in getattr(self, "reserved", ()):
             n += 1
             name = f"{base}_{n}"
         return name
@@ -134,8 +135,10 @@ def _attrs(node) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _name(node, i) -> str:
-    return node.name or f"{node.op_type}_{i}"
+def _name(ctx, node) -> str:
+    """The IR name of the node being converted (``node``): its ONNX name (or ``<op type>_<index>``), made
+    unique. (Protobuf hands out a new Python object per access, so the name goes by the node's position.)"""
+    return ctx.names[ctx.current]
 
 
 def _same_pads(size, k, s, d):
@@ -145,8 +148,9 @@ def _same_pads(size, k, s, d):
     return total // 2, total - total // 2
 
 
-def _spatial(ctx, node, x, kernel_hw, a):
-    """``(padding for the IR layer, input layer)``: "same" / "valid", or a ZeroPad2D for other pads."""
+def _pads(ctx, node, kernel_hw, a):
+    """``(pads, same)``: the node's ((top, bottom), (left, right)) padding from ``pads`` / ``auto_pad``, and
+    TensorFlow's "same" padding for comparison."""
     _, _, h, w = ctx.onnx_shape(node.input[0])
     strides = tuple(a.get("strides", (1, 1)))
     dil = tuple(a.get("dilations", (1, 1)))
@@ -162,11 +166,17 @@ def _spatial(ctx, node, x, kernel_hw, a):
         pads = [(p[0], p[2]), (p[1], p[3])]
     else:
         raise ctx.error(node, f"attribute auto_pad={auto!r} (valid: NOTSET, SAME_UPPER, SAME_LOWER, VALID)")
+    return pads, same
+
+
+def _spatial(ctx, node, x, kernel_hw, a):
+    """``(padding for the IR layer, input layer)``: "same" / "valid", or a ZeroPad2D for other pads."""
+    pads, same = _pads(ctx, node, kernel_hw, a)
     if pads == [(0, 0), (0, 0)]:
         return "valid", x
     if pads == same:
         return "same", x
-    name = ctx.unique(f"{_name(node, 0)}_pad")
+    name = ctx.unique(f"{_name(ctx, node)}_pad")
     return "valid", ctx.add(ir.ZeroPad2D(name, (x,), padding=tuple(tuple(int(v) for v in p) for p in pads)))
 
 
@@ -176,14 +186,14 @@ def _conv(ctx, node, i):
     if w.ndim != 4:
         raise ctx.error(node, f"a {w.ndim - 2}-D convolution (only 2-D)")
     bias = ctx.const(node, 2, required=False)
-    x = ctx.as_layout(node.input[0], IMAGE, _name(node, i))
+    x = ctx.as_layout(node.input[0], IMAGE, _name(ctx, node))
     c_in = ctx.onnx_shape(node.input[0])[1]
     g = int(a.get("group", 1))
     o, ig, kh, kw = w.shape
     padding, x = _spatial(ctx, node, x, (kh, kw), a)
     common = dict(bias=None if bias is None else bias.astype(np.float32), strides=tuple(a.get("strides", (1, 1))),
                   padding=padding, dilation=tuple(a.get("dilations", (1, 1))))
-    name = _name(node, i)
+    name = _name(ctx, node)
     if g == c_in and ig == 1 and g > 1:  # depthwise: output channel c * m + j reads input channel c
         kernel = w.reshape(c_in, o // c_in, kh, kw).transpose(2, 3, 0, 1)
         layer = ir.DepthwiseConv2D(name, (x,), kernel=np.ascontiguousarray(kernel), **common)
@@ -196,7 +206,7 @@ def _dense(ctx, node, i, kernel, bias):
     x = ctx.src(node)
     if x[1] == IMAGE:
         raise ctx.error(node, "a matrix product on a 4-D image tensor")
-    ctx.out(node, ctx.add(ir.Dense(_name(node, i), (x[0],), kernel=np.ascontiguousarray(kernel, np.float32),
+    ctx.out(node, ctx.add(ir.Dense(_name(ctx, node), (x[0],), kernel=np.ascontiguousarray(kernel, np.float32),
                                    bias=None if bias is None else np.asarray(bias, np.float32).reshape(-1))), PLAIN)
 
 
@@ -207,7 +217,10 @@ def _gemm(ctx, node, i):
     b = ctx.const(node, 1).astype(np.float64)
     b = b.T if a.get("transB", 0) else b
     c = ctx.const(node, 2, required=False)
-    bias = None if c is None else float(a.get("beta", 1.0)) * np.broadcast_to(c, (b.shape[1],)).astype(np.float64)
+    if c is not None and np.size(c) not in (1, b.shape[1]):
+        raise ctx.error(node, f"a bias C of shape {np.shape(c)} for {b.shape[1]} outputs (a vector or a scalar)")
+    bias = None if c is None else float(a.get("beta", 1.0)) * np.broadcast_to(np.asarray(c).reshape(-1),
+                                                                             (b.shape[1],)).astype(np.float64)
     _dense(ctx, node, i, float(a.get("alpha", 1.0)) * b, bias)
 
 
@@ -231,10 +244,13 @@ def _per_channel(ctx, node, c, layout, rank):
 
 
 def _binary(ctx, node, i):
-    name = _name(node, i)
+    name = _name(ctx, node)
     ca, cb = ctx.const(node, 0, False), ctx.const(node, 1, False)
     if ca is None and cb is None:
         (a, la), (b, lb) = ctx.src(node, 0), ctx.src(node, 1)
+        ra, rb = (len(ctx.onnx_shape(t)) for t in node.input[:2])
+        if ra != rb:  # ONNX aligns NCHW trailing axes, the IR NHWC ones: only equal ranks map one to one
+            raise ctx.error(node, f"{node.op_type} of tensors of ranks {ra} and {rb} (equal ranks only)")
         if la != lb:
             b = ctx.as_layout(node.input[1], la, name)
         if node.op_type == "Add" and ctx.shapes[a] == ctx.shapes[b]:
@@ -265,7 +281,8 @@ def _batchnorm(ctx, node, i):
     scale, b, mean, var = (ctx.const(node, k).astype(np.float64) for k in range(1, 5))
     s = scale / np.sqrt(var + float(a.get("epsilon", 1e-5)))
     src, layout = ctx.src(node)
-    ctx.out(node, ctx.add(ir.Affine(_name(node, i), (src,), scale=s, offset=b - mean * s)), layout)
+    axis = 0 if layout == PLAIN and len(ctx.onnx_shape(node.input[0])) >= 3 else -1  # ONNX axis 1
+    ctx.out(node, ctx.add(ir.Affine(_name(ctx, node), (src,), scale=s, offset=b - mean * s, axis=axis)), layout)
 
 
 _ACTS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "HardSwish": "hard_silu", "Softmax": "softmax"}
@@ -274,26 +291,33 @@ _ACTS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "HardSwish": "har
 def _activation(ctx, node, i):
     src, layout = ctx.src(node)
     if node.op_type == "Softmax":
-        rank = len(ctx.onnx_shape(node.input[0]))
-        axis = int(_attrs(node).get("axis", -1)) % rank
+        shape = ctx.onnx_shape(node.input[0])
+        rank = len(shape)
+        axis = int(_attrs(node).get("axis", -1 if ctx.opset >= 13 else 1)) % rank
+        if ctx.opset < 13 and any(n != 1 for n in shape[axis + 1:]):
+            # before opset 13 Softmax flattens the axes from ``axis`` on: one softmax over all of them
+            raise ctx.error(node, f"opset {ctx.opset} Softmax over the flattened axes {axis}.. of {shape} (only "
+                            "where every axis after it has size 1)")
+        if ctx.opset < 13:
+            axis = max(k for k in range(axis, rank) if shape[k] != 1 or k == axis)
         if axis != (1 if layout == IMAGE else rank - 1):
             raise ctx.error(node, f"attribute axis={axis} (softmax over the channel / last axis only)")
-    ctx.out(node, ctx.add(ir.Activation(_name(node, i), (src,), activation=_ACTS[node.op_type])), layout)
+    ctx.out(node, ctx.add(ir.Activation(_name(ctx, node), (src,), activation=_ACTS[node.op_type])), layout)
 
 
 def _clip(ctx, node, i):
     src, layout = ctx.src(node)
     a = _attrs(node)
-    lo = ctx.const(node, 1, False) if len(node.input) > 1 and node.input[1] else a.get("min")
-    hi = ctx.const(node, 2, False) if len(node.input) > 2 and node.input[2] else a.get("max")
+    lo = ctx.const(node, 1) if len(node.input) > 1 and node.input[1] else a.get("min")  # a bound must be constant
+    hi = ctx.const(node, 2) if len(node.input) > 2 and node.input[2] else a.get("max")
     lo, hi = (None if v is None else float(np.asarray(v).reshape(())) for v in (lo, hi))
-    ctx.out(node, ctx.add(ir.Clip(_name(node, i), (src,), lo=lo, hi=hi)), layout)
+    ctx.out(node, ctx.add(ir.Clip(_name(ctx, node), (src,), lo=lo, hi=hi)), layout)
 
 
 def _hard_sigmoid(ctx, node, i):
     src, layout = ctx.src(node)
     a = _attrs(node)
-    name = _name(node, i)
+    name = _name(ctx, node)
     aff = ctx.add(ir.Affine(ctx.unique(f"{name}_affine"), (src,), scale=np.float64(a.get("alpha", 0.2)),
                             offset=np.float64(a.get("beta", 0.5))))
     ctx.out(node, ctx.add(ir.Clip(name, (aff,), lo=0.0, hi=1.0)), layout)
@@ -303,12 +327,11 @@ def _pool(ctx, node, i):
     a = _attrs(node)
     if tuple(a.get("dilations", (1, 1))) != (1, 1):
         raise ctx.error(node, f"attribute dilations={a['dilations']} (only 1)")
-    x = ctx.as_layout(node.input[0], IMAGE, _name(node, i))
+    x = ctx.as_layout(node.input[0], IMAGE, _name(ctx, node))
     k = tuple(a["kernel_shape"])
     s = tuple(a.get("strides", (1, 1)))
-    p = list(a.get("pads", (0, 0, 0, 0)))
-    pads = ((p[0], p[2]), (p[1], p[3]))
-    layer = ir.Pool2D(_name(node, i), (x,), op="max" if node.op_type == "MaxPool" else "avg", pool_size=k, strides=s,
+    pads = tuple(tuple(int(v) for v in p) for p in _pads(ctx, node, k, a)[0])
+    layer = ir.Pool2D(_name(ctx, node), (x,), op="max" if node.op_type == "MaxPool" else "avg", pool_size=k, strides=s,
                       padding=pads, count_pad=bool(a.get("count_include_pad", 0)))
     if a.get("ceil_mode", 0):
         _, _, h, w = ctx.onnx_shape(node.input[0])
@@ -324,18 +347,20 @@ def _global_pool(ctx, node, i):
         axes = a.get("axes")
         if axes is None and len(node.input) > 1:
             axes = ctx.const(node, 1)
+        if axes is None:
+            raise ctx.error(node, "ReduceMean over all axes (only H and W of an image tensor)")
         if sorted(int(v) % 4 for v in np.asarray(axes).reshape(-1)) != [2, 3] or ctx.src(node)[1] != IMAGE:
             raise ctx.error(node, f"ReduceMean over axes {axes} (only H and W of an image tensor)")
         keep = bool(a.get("keepdims", 1))
     else:
         keep = True
-    x = ctx.as_layout(node.input[0], IMAGE, _name(node, i))
-    ctx.out(node, ctx.add(ir.GlobalAvgPool2D(_name(node, i), (x,), keepdims=keep)), IMAGE if keep else PLAIN)
+    x = ctx.as_layout(node.input[0], IMAGE, _name(ctx, node))
+    ctx.out(node, ctx.add(ir.GlobalAvgPool2D(_name(ctx, node), (x,), keepdims=keep)), IMAGE if keep else PLAIN)
 
 
 def _reshape_to(ctx, node, i, target):
     """Reshape ONNX tensor ``node.input[0]`` to ONNX shape ``target`` (batch first, kept)."""
-    name = _name(node, i)
+    name = _name(ctx, node)
     if target[0] != 1:
         raise ctx.error(node, f"a reshape to {target} that does not keep the batch first")
     x = ctx.as_layout(node.input[0], PLAIN, name)
@@ -378,11 +403,11 @@ def _concat(ctx, node, i):
     rank = len(ctx.onnx_shape(node.input[0]))
     axis = int(_attrs(node)["axis"]) % rank
     layout = ctx.src(node)[1]
-    srcs = tuple(ctx.as_layout(t, layout, _name(node, i)) for t in node.input)
+    srcs = tuple(ctx.as_layout(t, layout, _name(ctx, node)) for t in node.input)
     if axis == 0:
         raise ctx.error(node, "attribute axis=0 (concatenation along the batch)")
     ir_axis = (-1 if axis == 1 else axis - 2) if layout == IMAGE else (-1 if axis == rank - 1 else axis - 1)
-    ctx.out(node, ctx.add(ir.Concat(_name(node, i), srcs, axis=ir_axis)), layout)
+    ctx.out(node, ctx.add(ir.Concat(_name(ctx, node), srcs, axis=ir_axis)), layout)
 
 
 def _pad(ctx, node, i):
@@ -392,12 +417,14 @@ def _pad(ctx, node, i):
     p = a.get("pads")
     p = np.asarray(p if p is not None else ctx.const(node, 1)).astype(np.int64).reshape(-1)
     value = ctx.const(node, 2, False) if len(node.input) > 2 and node.input[2] else a.get("value", 0.0)
+    if len(node.input) > 3 and node.input[3]:
+        raise ctx.error(node, "the axes input (opset 18): only pads for every axis")
     if mode != "constant" or float(np.asarray(value).reshape(())) != 0.0:
         raise ctx.error(node, f"attribute mode={mode!r} / value {value} (only constant zeros)")
     if len(p) != 8 or np.any(p[[0, 1, 4, 5]] != 0) or np.any(p < 0):
         raise ctx.error(node, f"pads {p.tolist()} (only non-negative H and W padding of an image tensor)")
-    x = ctx.as_layout(node.input[0], IMAGE, _name(node, i))
-    ctx.out(node, ctx.add(ir.ZeroPad2D(_name(node, i), (x,), padding=((int(p[2]), int(p[6])), (int(p[3]), int(p[7]))))),
+    x = ctx.as_layout(node.input[0], IMAGE, _name(ctx, node))
+    ctx.out(node, ctx.add(ir.ZeroPad2D(_name(ctx, node), (x,), padding=((int(p[2]), int(p[6])), (int(p[3]), int(p[7]))))),
             IMAGE)
 
 
@@ -406,7 +433,9 @@ def _identity(ctx, node, i):
 
 
 def _shape(ctx, node, i):
-    ctx.consts[node.output[0]] = np.asarray(ctx.onnx_shape(node.input[0]), np.int64)
+    a = _attrs(node)
+    shape = np.asarray(ctx.onnx_shape(node.input[0]), np.int64)
+    ctx.consts[node.output[0]] = shape[a.get("start", 0):a.get("end", None)]  # ONNX clamps like slicing
 
 
 def _qdq_params(ctx, node):
@@ -424,8 +453,8 @@ def _qdq_params(ctx, node):
 def _quantize(ctx, node, i):
     src, layout = ctx.src(node)
     scale, zp, lo, hi = _qdq_params(ctx, node)
-    layer = (ir.QuantizeLinear(_name(node, i), (src,), scale=scale, zero_point=zp, qmin=lo, qmax=hi)
-             if node.op_type == "QuantizeLinear" else ir.DequantizeLinear(_name(node, i), (src,), scale=scale,
+    layer = (ir.QuantizeLinear(_name(ctx, node), (src,), scale=scale, zero_point=zp, qmin=lo, qmax=hi)
+             if node.op_type == "QuantizeLinear" else ir.DequantizeLinear(_name(ctx, node), (src,), scale=scale,
                                                                           zero_point=zp))
     ctx.out(node, ctx.add(layer), layout)
 
@@ -460,11 +489,18 @@ def load_onnx(path, *, name=None) -> ir.Network:
         raise ValueError(f"{where}: corrupt or invalid ONNX model ({type(exc).__name__}: {str(exc).strip()[:200]})") from None
     graph = model.graph
     ctx = _Ctx(where, graph)
+    ctx.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     inputs = [v for v in graph.input if v.name not in ctx.consts]
     if len(inputs) != 1 or len(graph.output) != 1:
         raise ValueError(f"{where}: {len(inputs)} inputs and {len(graph.output)} outputs; hwsim runs single-input, "
                          "single-output models")
-    dims = [d.dim_value if d.HasField("dim_value") else 1 for d in inputs[0].type.tensor_type.shape.dim]
+    dim_protos = list(inputs[0].type.tensor_type.shape.dim)
+    symbolic = [k for k, d in enumerate(dim_protos) if k > 0 and not d.HasField("dim_value")]
+    if symbolic:
+        raise ValueError(f"{where}: input {inputs[0].name!r} has symbolic size(s) on axes {symbolic} "
+                         f"({[d.dim_param or '?' for d in dim_protos]}); export the model with a fixed input size "
+                         "(only the batch axis may be dynamic)")
+    dims = [d.dim_value if d.HasField("dim_value") else 1 for d in dim_protos]
     if len(dims) < 2:
         raise ValueError(f"{where}: input {inputs[0].name!r} has shape {dims}; a batch axis first is expected")
     in_shape = tuple(int(v) for v in dims[1:])
@@ -472,7 +508,19 @@ def load_onnx(path, *, name=None) -> ir.Network:
     ctx.tensors[inputs[0].name] = (ir.INPUT, PLAIN)
     if len(in_shape) == 3:  # NCHW in: held as NHWC from the first layer on
         ctx.tensors[inputs[0].name] = (ctx.add(ir.Transpose(f"{inputs[0].name}_nhwc", (ir.INPUT,), perm=TO_NHWC)), IMAGE)
+    used = {ir.INPUT, *ctx.shapes, *(l.name for l in ctx.layers)}
+    ctx.names = []
+    for i, node in enumerate(graph.node):  # node names are optional and need not be unique in ONNX
+        n = base = node.name or f"{node.op_type}_{i}"
+        k = 1
+        while n in used:
+            k += 1
+            n = f"{base}_{k}"
+        used.add(n)
+        ctx.names.append(n)
+    ctx.reserved = used
     for i, node in enumerate(graph.node):
+        ctx.current = i
         if node.domain not in ("", "ai.onnx"):
             raise ctx.error(node, f"domain {node.domain!r}; supported: the default ONNX domain, ops "
                             f"{', '.join(sorted(CONVERTERS))}")

@@ -153,9 +153,10 @@ def _binary(g, i, name, op, opt, lname):
     first = ca is None  # x (op) c
     x, c = (a, cb) if first else (b, ca)
     c = np.asarray(c, np.float64)
-    if c.size > 1:
-        if c.size != g.shape(x)[-1]:
-            raise unsupported(g.where, i, name, f"a constant of shape {c.shape} for a tensor of shape {g.shape(x)}")
+    if c.size > 1:  # a vector along the last axis only: every other axis of the constant (aligned right) is 1
+        if c.shape[-1] != g.shape(x)[-1] or any(n != 1 for n in c.shape[:-1]):
+            raise unsupported(g.where, i, name, f"a constant of shape {c.shape} for a tensor of shape {g.shape(x)} "
+                              "(scalars and vectors along the last axis only)")
         c = c.reshape(-1)
     else:
         c = c.reshape(())
