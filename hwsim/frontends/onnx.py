@@ -42,7 +42,8 @@ constants (Gather, Unsqueeze, Cast, ...)
 the graph's own semantics, what onnxruntime computes with graph optimizations disabled: activations
 are quantized and dequantized where the graph says, and every Conv / Gemm runs in float32 on
 dequantized values (``hwsim.run``'s default ``mac="fp32"``; another MAC spec emulates other hardware).
-QOperator models (QLinearConv, ...) are not imported yet.
+QOperator models (QLinearConv, QLinearMatMul, and com.microsoft QGemm, QLinearAdd, QLinearGlobalAveragePool)
+run with onnxruntime's integer arithmetic: :mod:`hwsim.frontends.onnx_qop`.
 
 Anything else raises ``ValueError`` naming the node, its op type and domain, and the supported ops;
 an unsupported attribute value names the attribute.
@@ -521,9 +522,14 @@ def load_onnx(path, *, name=None) -> ir.Network:
     ctx.reserved = used
     for i, node in enumerate(graph.node):
         ctx.current = i
-        if node.domain not in ("", "ai.onnx"):
-            raise ctx.error(node, f"domain {node.domain!r}; supported: the default ONNX domain, ops "
-                            f"{', '.join(sorted(CONVERTERS))}")
+        from . import onnx_qop
+
+        table = {**CONVERTERS, **onnx_qop.CONVERTERS} if node.domain in ("", "ai.onnx") else \
+            onnx_qop.MS_CONVERTERS if node.domain == "com.microsoft" else None
+        if table is None:
+            raise ctx.error(node, f"domain {node.domain!r}; supported: the default ONNX domain "
+                            f"({', '.join(sorted({**CONVERTERS, **onnx_qop.CONVERTERS}))}) and com.microsoft "
+                            f"({', '.join(sorted(onnx_qop.MS_CONVERTERS))})")
         if node.op_type == "Constant":
             ctx.consts[node.output[0]] = onnx.numpy_helper.to_array(_attrs(node)["value"]) \
                 if "value" in _attrs(node) else np.asarray(next(iter(_attrs(node).values())))
@@ -531,9 +537,9 @@ def load_onnx(path, *, name=None) -> ir.Network:
         if node.input and all(t in ctx.consts or t == "" for t in node.input) and node.op_type != "Shape":
             ctx.consts[node.output[0]] = _evaluate(node, ctx)  # a constant subgraph
             continue
-        conv = CONVERTERS.get(node.op_type)
+        conv = table.get(node.op_type)
         if conv is None:
-            raise ctx.error(node, f"no converter; supported ops: {', '.join(sorted(CONVERTERS))}")
+            raise ctx.error(node, f"no converter; supported ops in this domain: {', '.join(sorted(table))}")
         conv(ctx, node, i)
     out = graph.output[0].name
     if out not in ctx.tensors:

@@ -388,15 +388,17 @@ class Reshape(Layer):
 
 @dataclass(frozen=True, eq=False)
 class ZeroPad2D(Layer):
-    """Zero padding: ``padding`` = ((top, bottom), (left, right))."""
+    """Constant padding of H and W: ``padding`` = ((top, bottom), (left, right)), filled with ``value``
+    (0; a quantized graph pads integer codes with their zero point)."""
 
     padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
+    value: float = 0.0
     kind = "zero_pad"
     quant_rule = "same"
 
     def run(self, ins, spec=None, seed=None, offset=0):
         (t, b), (le, r) = self.padding
-        return np.pad(ins[0], ((0, 0), (t, b), (le, r), (0, 0)))
+        return np.pad(ins[0], ((0, 0), (t, b), (le, r), (0, 0)), constant_values=self.value)
 
     def output_shape(self, in_shapes):
         (h, w, c), = in_shapes
