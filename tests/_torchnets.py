@@ -120,3 +120,26 @@ def export(model, path, hw=32, opset=None):
     torch.onnx.export(model, (torch.zeros(1, 3, hw, hw),), str(path), dynamo=False, input_names=["x"],
                       output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, **kw)
     return path
+
+
+def quantize_onnx(path, qpath, quant_format, **kw):
+    """onnxruntime's ``quantize_static`` of ``path`` into ``qpath`` (``quant_format``: "QDQ" or "QOperator";
+    ``kw``: per_channel, activation_type, ...), calibrated on 32 CIFAR-10 training images scaled to [0, 1]."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from hwsim import sweep_exec as X
+    from hwsim.data import load_cifar10
+
+    train, _ = load_cifar10("train")
+    calib = train[X.subset(len(train), 32)].transpose(0, 3, 1, 2).astype(np.float32) / 255
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter({"x": c[None]} for c in calib)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(path), str(qpath), Reader(), quant_format=getattr(QuantFormat, quant_format), **kw)
+    return qpath

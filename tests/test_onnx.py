@@ -142,26 +142,15 @@ def test_qdq_model_matches_onnxruntime_without_optimizations(tmp_path, activatio
     images: >= 95 % of 500 test images give bit-identical logits against onnxruntime with
     ORT_DISABLE_ALL (the graph's own semantics; its float convolutions sum in another order than the
     emulated fp32 MAC, so a requantization can flip by one code), >= 99 % the same top-1."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from _torchnets import quantize_onnx
+    from onnxruntime.quantization import QuantType
 
     from hwsim import sweep_exec as X
-    from hwsim.data import load_cifar10
 
     path = export(randomize(ResNetLike()), tmp_path / "r.onnx")
-    train, _ = load_cifar10("train")
-    calib = train[X.subset(len(train), 32)].transpose(0, 3, 1, 2).astype(np.float32) / 255
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter({"x": c[None]} for c in calib)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    qpath = tmp_path / "r_qdq.onnx"
-    quantize_static(str(path), str(qpath), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+    qpath = quantize_onnx(path, tmp_path / "r_qdq.onnx", "QDQ", per_channel=True,
+                          activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
+                          weight_type=QuantType.QInt8)
     images, _ = X.load_test_images(None, 500)
     x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255
     so = ort.SessionOptions()

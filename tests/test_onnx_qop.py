@@ -39,25 +39,14 @@ def _all_values(net, x):
 
 @pytest.mark.parametrize("cls", [ResNetLike, MobileNetV2Like], ids=["resnet", "mobilenet_v2"])
 def test_qoperator_model_is_bit_identical(tmp_path, cls):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from _torchnets import quantize_onnx
+    from onnxruntime.quantization import QuantType
 
     from hwsim import sweep_exec as X
-    from hwsim.data import load_cifar10
-
-    train, _ = load_cifar10("train")
-    calib = train[X.subset(len(train), 32)].transpose(0, 3, 1, 2).astype(np.float32) / 255
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter({"x": c[None]} for c in calib)
-
-        def get_next(self):
-            return next(self.it, None)
 
     path = export(randomize(cls()), tmp_path / "m.onnx")
-    qpath = tmp_path / "m_qop.onnx"
-    quantize_static(str(path), str(qpath), Reader(), quant_format=QuantFormat.QOperator, per_channel=False,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    qpath = quantize_onnx(path, tmp_path / "m_qop.onnx", "QOperator", per_channel=False,
+                          activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     images, _ = X.load_test_images(None, 500)
     x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255
     net = hwsim.load_model(qpath)
