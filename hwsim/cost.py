@@ -149,7 +149,7 @@ class CostResult:
     @property
     def utilization(self) -> float:
         """MACs / (cycles * R * C * peak MACs per PE per cycle) over the whole network."""
-        peak = _peak_macs_per_pe_cycle(self.spec, self.array)
+        peak = pe_kinds.peak_macs_per_cycle(self.spec, self.array)
         return self.macs / (self.cycles * self.array.pes * peak) if self.cycles else 0.0
 
     @property
@@ -322,33 +322,17 @@ def _dram_bits(g: GemmShape, s: Schedule, arr: ArrayConfig, a: float, b: float, 
     return (in_bits + w_bits + bias_bits + out_bits + spill) * g.repeats
 
 
-def _peak_macs_per_pe_cycle(spec, arr: ArrayConfig) -> float:
-    if arr.pe == "bit_fusion":
-        return pe_kinds.fusion_factor(spec.a.bits, spec.b.bits)
-    if arr.pe == "bit_serial":
-        return 1 / pe_kinds.serial_factor(spec.a.bits, spec.b.bits, arr.serial_operands)
-    return 1
-
-
-def _one_array_cycles(g: GemmShape, s: Schedule, spec, arr: ArrayConfig) -> int:
-    if arr.pe == "bit_fusion":
-        return pe_kinds.fusion_cycles(g, arr.rows, arr.cols, pe_kinds.fusion_factor(spec.a.bits, spec.b.bits))
-    if arr.pe == "bit_serial":
-        return s.cycles * pe_kinds.serial_factor(spec.a.bits, spec.b.bits, arr.serial_operands)
-    return s.cycles
-
-
 def compute_cycles(g: GemmShape, s: Schedule, spec, arr: ArrayConfig) -> int:
     """Stall-free cycles of a layer on the array's PE kind (:mod:`hwsim.pe`); with ``arrays = n > 1``
     the layer is split into ``n`` equal shares along depthwise channels, output pixels, filters or the
     reduction window (whichever finishes first; a split window adds ``ceil(log2 n)`` cycles for the
     adder tree that sums the shares' partial sums) and takes the cycles of one share."""
     if arr.arrays == 1:
-        return _one_array_cycles(g, s, spec, arr)
+        return pe_kinds.array_cycles(g, s, spec, arr)
     best = None
     for dim in ("repeats", "pixels", "filters", "window"):
         share = replace(g, **{dim: -(-getattr(g, dim) // arr.arrays)})
-        c = _one_array_cycles(share, schedule(share, arr.rows, arr.cols, arr.dataflow), spec, arr)
+        c = pe_kinds.array_cycles(share, schedule(share, arr.rows, arr.cols, arr.dataflow), spec, arr)
         if dim == "window":  # partial sums of the shares meet in an adder tree
             c += math.ceil(math.log2(arr.arrays))
         best = c if best is None else min(best, c)
@@ -381,7 +365,7 @@ def _layer_cost(network, layer, spec, arr: ArrayConfig, area_mm2: float) -> Laye
     return LayerCost(
         name=layer.name, kind=layer.kind, macs=g.macs, params=g.params, sr=s.sr, sc=s.sc, t=s.t,
         repeats=s.repeats, folds=s.folds, compute_cycles=compute, memory_cycles=memory, cycles=cycles,
-        utilization=g.macs / (cycles * arr.pes * _peak_macs_per_pe_cycle(spec, arr)),
+        utilization=g.macs / (cycles * arr.pes * pe_kinds.peak_macs_per_cycle(spec, arr)),
         mapping_efficiency=s.mapping_efficiency,
         sram_bits=sram_if_bits + sram_f_bits + sram_of_bits, dram_bits=dram_bits,
         mac_pj=mac_pj, rng_pj=g.macs * et.rng_pj(spec), rf_pj=rf_pj, sram_pj=sram_pj,

@@ -105,6 +105,25 @@ def fusion_cycles(gemm, rows: int, cols: int, factor: int) -> int:
     return gemm.repeats * gemm.pixels * -(-gemm.filters // cols) * -(-gemm.window // (rows * factor))
 
 
+def peak_macs_per_cycle(spec, array) -> float:
+    """MACs one PE of ``array.pe`` does per cycle for ``spec``: 1, the fusion factor, or 1 / serial factor."""
+    if array.pe == "bit_fusion":
+        return fusion_factor(spec.a.bits, spec.b.bits)
+    if array.pe == "bit_serial":
+        return 1 / serial_factor(spec.a.bits, spec.b.bits, array.serial_operands)
+    return 1
+
+
+def array_cycles(gemm, sched, spec, array) -> int:
+    """Stall-free cycles of a GEMM-shaped layer on one ``rows x cols`` array of ``array.pe`` PEs; ``sched`` is
+    its SCALE-Sim schedule (:func:`hwsim.cycles.schedule`) on that array."""
+    if array.pe == "bit_fusion":
+        return fusion_cycles(gemm, array.rows, array.cols, fusion_factor(spec.a.bits, spec.b.bits))
+    if array.pe == "bit_serial":
+        return sched.cycles * serial_factor(spec.a.bits, spec.b.bits, array.serial_operands)
+    return sched.cycles
+
+
 # ------------------------------------------------------------------------------------------------ area
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwsim.graph import ir
+from quant import requant as rq
 
 
 def _f32(x):
@@ -38,10 +39,9 @@ def _f32(x):
 
 
 def requantize(acc, scale, zp: int, lo: int, hi: int):
-    """MLAS's ``MlasRequantizeOutput`` on int64 accumulators: RNE(clamp(f32(f32(acc) * scale))) + zp."""
-    v = _f32(_f32(acc).astype(np.float64) * np.asarray(scale, np.float32).astype(np.float64))
-    v = np.clip(v, np.float32(lo - zp), np.float32(hi - zp))
-    return (np.rint(v) + np.float32(zp)).astype(np.float32)
+    """MLAS's ``MlasRequantizeOutput``: RNE(clamp(f32(f32(acc) * scale))) + zp, the same float32 rescaling as
+    XNNPACK's (:func:`quant.requant.fp32_requantize`); the codes as float32."""
+    return rq.fp32_requantize(acc, scale, zp, lo, hi).astype(np.float32)
 
 
 @dataclass(frozen=True, eq=False)
