@@ -39,8 +39,9 @@ import numpy as np
 
 from hwsim.graph import ir
 
-from .tflite import _activation as _fused_activation
-from .tflite import _padding, _unsupported
+from .tflite.convert import fused_activation as _fused_activation
+from .tflite.convert import padding_of as _padding
+from .tflite.convert import unsupported as _unsupported
 
 
 class _Graph:

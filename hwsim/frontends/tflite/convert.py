@@ -1,0 +1,436 @@
+"""The TF-Lite op registry: one converter per builtin op, from a ``.tflite`` operator to IR layers with
+their quant records (:mod:`hwsim.frontends.tflite.records`).
+
+:data:`CONVERTERS` maps a TF-Lite builtin op name to an :class:`OpConverter`: the function building the
+layer, whether TF 2.21's XNNPACK delegate takes the op (a predicate on the operator, checked against the
+interpreter's real partition at load time) and whether TF-Lite's optimized built-in kernel, which runs
+the ops XNNPACK declines, computes what the record emulates. Adding an op is adding one entry here (and,
+for new arithmetic, one record).
+
+A converter ``fn(ctx, op)`` returns the :class:`hwsim.graph.ir.Layer` producing the op's output, or the
+name of an existing layer when the op only renames a tensor (a reshape the IR does not need).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from hwsim.graph import ir
+from kernels.mac import MacSpec
+
+from quant import requant as rq
+
+from . import records as R
+from .records import TensorQ
+from .runtime import schema
+
+_ACT = {0: "linear", 1: "relu", 3: "relu6"}
+_ACT_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
+
+
+def tensor_of(d) -> TensorQ:
+    """A :class:`TensorQ` from the interpreter's tensor details."""
+    qp = d["quantization_parameters"]
+    return TensorQ(index=int(d["index"]), name=str(d["name"]), dtype=np.dtype(d["dtype"]).name,
+                   shape=tuple(int(i) for i in d["shape"]), scale=np.asarray(qp["scales"], dtype=np.float32),
+                   zero_point=np.asarray(qp["zero_points"], dtype=np.int64), axis=int(qp["quantized_dimension"]))
+
+
+def unsupported(where, index, name, why="", supported=None, what=""):
+    """The error for operator ``index``: ``why`` it cannot be imported, or (no ``why``) the ``supported`` list."""
+    if why:
+        return ValueError(f"{where}: TF-Lite op {name} (operator #{index}) is not supported: {why}")
+    supported = SUPPORTED_OPS if supported is None else supported
+    return ValueError(f"{where}: TF-Lite op {name} (operator #{index}) is not supported{what}; supported ops: "
+                      f"{', '.join(supported)}")
+
+
+def fused_activation(opt, where, index, name) -> str:
+    a = getattr(opt, "fusedActivationFunction", 0)
+    if a not in _ACT:
+        raise unsupported(where, index, name, f"fused activation {_ACT_NAMES.get(a, a)} (supported: NONE, RELU, RELU6)")
+    return _ACT[a]
+
+
+def padding_of(opt) -> str:
+    return "same" if opt.padding == schema().Padding.SAME else "valid"
+
+
+@dataclass
+class Ctx:
+    """What the converters share while one model is imported."""
+
+    where: str
+    it: object  # the interpreter (BUILTIN_WITHOUT_DEFAULT_DELEGATES) the tensors are read from
+    ops: list  # the interpreter's operator details
+    tensors: dict  # tensor index -> the interpreter's tensor details
+    kernels: str  # "xnnpack" or "reference"
+    mac: MacSpec
+    produced: set  # tensors some operator outputs
+    shape_only: set  # operators skipped (they only compute a RESHAPE's shape)
+    producer: dict = field(default_factory=dict)  # tensor index -> IR layer name
+    layers: list = field(default_factory=list)
+    delegated: dict = field(default_factory=dict)  # operator index -> bool
+    #: tensors whose leading dimension merges the batch with other axes (FULLY_CONNECTED on a rank > 2
+    #: input, as the converter writes it): tensor index -> the batch-first shape the IR carries instead
+    merged: dict = field(default_factory=dict)
+    #: SPACE_TO_BATCH_ND outputs awaiting their convolution: tensor -> (padded source layer, dilation, input)
+    pending_dilation: dict = field(default_factory=dict)
+
+    def T(self, i) -> TensorQ:
+        return tensor_of(self.tensors[int(i)])
+
+    def const(self, i) -> np.ndarray:
+        try:
+            return np.array(self.it.get_tensor(int(i)))
+        except ValueError as e:
+            raise ValueError(f"{self.where}: cannot read constant tensor {int(i)}: {e}") from None
+
+    def is_const(self, i) -> bool:
+        return int(i) not in self.produced and int(i) not in self.producer
+
+
+@dataclass
+class Op:
+    """One operator being converted: ``index``, ``name``, ``opt`` (its options object), ``ins`` / ``outs``
+    (tensor indices), ``mode`` ("xnnpack", "builtin" or "reference": whose arithmetic runs it)."""
+
+    ctx: Ctx
+    index: int
+    name: str
+    opt: object
+    ins: list
+    outs: list
+    mode: str
+
+    @property
+    def lname(self) -> str:
+        return f"op{self.index:03d}_{self.name.lower()}"
+
+    def tensor(self, i) -> TensorQ:
+        """Tensor ``i``, with the batch-first shape the IR carries where the converter merged the batch."""
+        t = self.ctx.T(i)
+        shape = self.ctx.merged.get(t.index)
+        return t if shape is None else dataclasses.replace(t, shape=shape)
+
+    @property
+    def x(self) -> TensorQ:
+        return self.tensor(self.ins[0])
+
+    @property
+    def y(self) -> TensorQ:
+        return self.tensor(self.outs[0])
+
+    def fail(self, why="") -> ValueError:
+        return unsupported(self.ctx.where, self.index, self.name, why)
+
+    def src(self, t: TensorQ) -> str:
+        s = self.ctx.producer.get(t.index)
+        if s is None:
+            raise self.fail(f"input tensor {t.index} ({t.name}) is neither the model input nor produced by an op")
+        return s
+
+    def act(self) -> str:
+        return fused_activation(self.opt, self.ctx.where, self.index, self.name)
+
+    def bounds(self, act: str, y: TensorQ) -> tuple[int, int]:
+        return R._act_bounds(act, y, "xnnpack" if self.mode == "xnnpack" else "reference")
+
+    def int8(self, *ts: TensorQ) -> None:
+        for t in ts:
+            if t.dtype != "int8" or t.scale.size != 1:
+                raise self.fail(f"tensor {t.name!r} is {t.dtype} with {t.scale.size} scales "
+                                "(int8 per-tensor activations expected)")
+
+    def record(self, cls, inputs, y, **kw):
+        return cls(self.name, self.index, self.mode, tuple(inputs), y, **kw)
+
+
+@dataclass(frozen=True)
+class OpConverter:
+    """How one TF-Lite builtin op imports: ``fn(ctx, op)`` builds its layer; ``xnnpack(ctx, i)`` says
+    whether TF 2.21's XNNPACK delegate takes operator ``i``; ``builtin``: whether the emulation holds
+    for TF-Lite's optimized built-in kernel (which runs the operators XNNPACK declines)."""
+
+    fn: Callable
+    xnnpack: Callable = lambda ctx, i: True
+    builtin: bool = False
+
+
+# ------------------------------------------------------------------------------------------------
+# converters
+# ------------------------------------------------------------------------------------------------
+
+def _quantize(ctx: Ctx, op: Op):
+    x, y = op.x, op.y
+    if x.dtype != "float32":
+        raise op.fail(f"{x.dtype} -> {y.dtype} requantization (only float32 -> int8)")
+    op.int8(y)
+    return ir.Affine(op.lname, (op.src(x),), quant=op.record(R.QuantizeOp, (x,), y))
+
+
+def _dequantize(ctx: Ctx, op: Op):
+    x, y = op.x, op.y
+    op.int8(x)
+    if y.dtype != "float32":
+        raise op.fail(f"output type {y.dtype}")
+    return ir.Affine(op.lname, (op.src(x),), quant=op.record(R.DequantizeOp, (x,), y))
+
+
+def _mac_weights(ctx: Ctx, op: Op, nout_axis: int):
+    """(int64 weights, the weight tensor, int64 biases, per-channel float32 weight scales)."""
+    w_t = ctx.T(op.ins[1])
+    if w_t.dtype != "int8":
+        raise op.fail(f"{w_t.dtype} weights (int8 expected)")
+    if np.any(w_t.zero_point != 0):
+        raise op.fail("weights with nonzero zero points")
+    w = ctx.const(op.ins[1]).astype(np.int64)
+    nout = w.shape[nout_axis]
+    bias_idx = op.ins[2] if len(op.ins) > 2 else -1
+    if bias_idx >= 0:
+        b_t = ctx.T(bias_idx)
+        if b_t.dtype != "int32":
+            raise op.fail(f"{b_t.dtype} bias (int32 expected)")
+        bias = ctx.const(bias_idx).astype(np.int64).reshape(-1)
+    else:
+        bias = np.zeros(nout, np.int64)
+    sw = w_t.scale.astype(np.float32)
+    if sw.size not in (1, nout):
+        raise op.fail(f"{sw.size} weight scales for {nout} output channels")
+    return w, w_t, bias, np.broadcast_to(sw, (nout,)).copy()
+
+
+def _requant_fields(op: Op, x: TensorQ, y: TensorQ, sw) -> dict:
+    if op.mode == "xnnpack":
+        return {"scale32": ((x.s * sw).astype(np.float32) / y.s).astype(np.float32)}
+    real = np.float64(x.s) * sw.astype(np.float64) / np.float64(y.s)
+    m, shift = rq.quantize_multiplier(real)
+    return {"multiplier": m, "shift": shift}
+
+
+def _mac(ctx: Ctx, op: Op):
+    x, y = op.x, op.y
+    op.int8(x, y)
+    act = op.act()
+    name = op.name
+    w, w_t, bias, sw = _mac_weights(ctx, op, 3 if name == "DEPTHWISE_CONV_2D" else 0)
+    fkw = dict(round_away=(name == "FULLY_CONNECTED" and op.mode == "reference"), **_requant_fields(op, x, y, sw))
+    lo, hi = op.bounds(act, y)
+    src = op.src(x)
+    common = dict(bias=bias.astype(np.float64), activation=act)
+    if name == "FULLY_CONNECTED":
+        if getattr(op.opt, "keepNumDims", False) and len(x.shape) > 2:
+            raise op.fail("keep_num_dims with a multi-dimensional input")
+        if getattr(op.opt, "weightsFormat", 0) != 0:
+            raise op.fail("shuffled weights format")
+        kernel = w.T.astype(np.float32)  # (in, out)
+        if x.index in ctx.merged:  # rows = batch x positions: a Dense over the last axis of the batch-first tensor
+            if x.shape[-1] != kernel.shape[0] or y.index not in ctx.merged:
+                raise op.fail(f"input {x.shape} / output {y.shape} for weights {w.shape}")
+        else:
+            if int(np.prod(x.shape[1:])) != kernel.shape[0] or len(y.shape) != 2:
+                raise op.fail(f"input {x.shape} / output {y.shape} for weights {w.shape}")
+            if len(x.shape) > 2:  # TF-Lite flattens the input to (-1, in)
+                flat = ir.Reshape(op.lname + "_flatten", (src,), target=(-1,))
+                ctx.layers.append(flat)
+                src = flat.name
+        colsum = w.sum(axis=1)
+        return ir.Dense(op.lname, (src,), kernel=kernel, quant=_mac_record(op, x, w_t, y, colsum, bias, lo, hi, fkw),
+                        **common)
+    dil = (getattr(op.opt, "dilationHFactor", 1), getattr(op.opt, "dilationWFactor", 1))
+    padding = padding_of(op.opt)
+    pre = ctx.pending_dilation.pop(x.index, None)
+    if pre is not None:  # SPACE_TO_BATCH_ND -> CONV (valid) -> BATCH_TO_SPACE_ND: one dilated convolution
+        if dil != (1, 1) or padding != "valid" or (op.opt.strideH, op.opt.strideW) != (1, 1):
+            raise op.fail("a space-to-batch convolution that is not stride-1, undilated and valid")
+        src, dil, x = pre
+    if name == "CONV_2D":
+        kernel = np.transpose(w, (1, 2, 3, 0)).astype(np.float32)  # OHWI -> HWIO
+        if kernel.shape[2] != x.shape[3]:
+            raise op.fail(f"grouped convolution (input {x.shape[3]} channels, filter {kernel.shape[2]})")
+        colsum = w.sum(axis=(1, 2, 3))
+        cls = ir.Conv2D
+    else:
+        C = x.shape[3]
+        nout = w.shape[3]
+        if nout % C:
+            raise op.fail(f"{nout} output channels for {C} input channels")
+        kernel = w.reshape(w.shape[1], w.shape[2], C, nout // C).astype(np.float32)
+        colsum = w.sum(axis=(0, 1, 2))
+        cls = ir.DepthwiseConv2D
+    return cls(op.lname, (src,), kernel=kernel, strides=(op.opt.strideH, op.opt.strideW), padding=padding,
+               dilation=dil, quant=_mac_record(op, x, w_t, y, colsum, bias, lo, hi, fkw), **common)
+
+
+def _mac_record(op, x, w_t, y, colsum, bias, lo, hi, fkw):
+    return op.record(R.MacOp, (x, w_t), y, mac=op.ctx.mac, colsum=colsum.astype(np.int64), bias=bias, lo=lo, hi=hi,
+                     **fkw)
+
+
+def _pool(ctx: Ctx, op: Op):
+    x, y = op.x, op.y
+    op.int8(x, y)
+    if not x.same_quant(y):
+        raise op.fail("input and output quantization differ")
+    lo, hi = R._act_bounds(op.act(), y, "reference")
+    opt = op.opt
+    return ir.Pool2D(op.lname, (op.src(x),), op="max" if op.name == "MAX_POOL_2D" else "avg",
+                     pool_size=(opt.filterHeight, opt.filterWidth), strides=(opt.strideH, opt.strideW),
+                     padding=padding_of(opt), quant=op.record(R.PoolOp, (x,), y, lo=lo, hi=hi))
+
+
+def _mean(ctx: Ctx, op: Op):
+    x, y = op.x, op.y
+    op.int8(x, y)
+    axes = sorted(int(a) % len(x.shape) for a in ctx.const(op.ins[1]).reshape(-1))
+    if len(x.shape) != 4 or axes != [1, 2]:
+        raise op.fail(f"mean over axes {axes} of a {len(x.shape)}-D tensor (only over H and W of NHWC)")
+    return ir.GlobalAvgPool2D(op.lname, (op.src(x),), keepdims=bool(op.opt.keepDims),
+                              quant=op.record(R.MeanOp, (x,), y))
+
+
+def _add(ctx: Ctx, op: Op):
+    x, y = op.x, op.y
+    b_t = ctx.T(op.ins[1])
+    op.int8(x, b_t, y)
+    if x.shape != b_t.shape:
+        raise op.fail(f"broadcasting {x.shape} + {b_t.shape}")
+    src2 = ctx.producer.get(b_t.index)
+    if src2 is None:
+        raise op.fail("a constant operand")
+    lo, hi = op.bounds(op.act(), y)
+    return ir.Add(op.lname, (op.src(x), src2), activation="linear", quant=op.record(R.AddOp, (x, b_t), y, lo=lo, hi=hi))
+
+
+def _reshape(ctx: Ctx, op: Op):
+    x = op.x
+    y = ctx.T(op.outs[0])
+    if x.dtype != y.dtype or (x.dtype == "int8" and not x.same_quant(y)):
+        raise op.fail("a change of type or quantization")
+    src = op.src(x)
+    xs = ctx.merged.get(x.index, x.shape)
+    if y.shape[0] != 1:
+        # The converter's FULLY_CONNECTED on a rank > 2 input: RESHAPE (1, ..., K) -> (rows, K), batch merged
+        if xs[0] != 1 or y.shape[-1] != xs[-1] or y.shape[0] != int(np.prod(xs[:-1])) or len(y.shape) != 2:
+            raise op.fail(f"reshape {xs} -> {y.shape} merges the batch with other axes")
+        consumers = [j for j, o in enumerate(ctx.ops) if y.index in (int(t) for t in o["inputs"])]
+        if not consumers or any(ctx.ops[j]["op_name"] != "FULLY_CONNECTED" for j in consumers):
+            raise op.fail(f"reshape {xs} -> {y.shape} merges the batch with other axes (only before FULLY_CONNECTED)")
+        ctx.merged[y.index] = xs
+        for j in consumers:  # the FC output keeps the leading axes: (1, ..., K) -> (1, ..., N)
+            out = ctx.T(ctx.ops[j]["outputs"][0])
+            ctx.merged[out.index] = (*xs[:-1], out.shape[-1])
+        return src
+    if x.index in ctx.merged and tuple(y.shape) == tuple(xs):  # the RESHAPE back after such an FC
+        return src
+    return ir.Reshape(op.lname, (src,), target=tuple(y.shape[1:]), quant=op.record(R.ReshapeOp, (x,), y))
+
+
+def _pad(ctx: Ctx, op: Op):
+    x, y = op.x, op.y
+    op.int8(x, y)
+    if not x.same_quant(y) or len(x.shape) != 4:
+        raise op.fail("only 4-D int8 PAD with equal input/output quantization")
+    p = ctx.const(op.ins[1]).astype(np.int64).reshape(-1, 2)
+    if p.shape[0] != 4 or np.any(p[[0, 3]] != 0) or np.any(p < 0):
+        raise op.fail(f"paddings {p.tolist()} (only non-negative H and W padding)")
+    value = y.zp
+    if op.name == "PADV2" and len(op.ins) > 2:
+        c = ctx.const(op.ins[2]).reshape(-1)
+        if c.size != 1:
+            raise op.fail(f"constant_values of {c.size} elements")
+        value = int(c[0])
+    return ir.ZeroPad2D(op.lname, (op.src(x),), padding=((int(p[1, 0]), int(p[1, 1])), (int(p[2, 0]), int(p[2, 1]))),
+                        value=float(value), quant=op.record(R.PadOp, (x,), y, value=value))
+
+
+def _space_to_batch(ctx: Ctx, op: Op):
+    """SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D (valid, stride 1) -> BATCH_TO_SPACE_ND, which the
+    converter writes for a dilated convolution, becomes one dilated convolution on the input padded with
+    the zero point (SPACE_TO_BATCH_ND pads with the output zero point; the padded cells add zero to every
+    sum). The BATCH_TO_SPACE_ND crops are taken off the bottom / right padding."""
+    x, y = op.x, ctx.T(op.outs[0])
+    op.int8(x, y)
+    if not x.same_quant(y) or len(x.shape) != 4:
+        raise op.fail("only 4-D int8 SPACE_TO_BATCH_ND with equal input/output quantization")
+    block = tuple(int(b) for b in ctx.const(op.ins[1]).reshape(-1))
+    pads = ctx.const(op.ins[2]).astype(np.int64).reshape(-1, 2)
+    cons = [j for j, o in enumerate(ctx.ops) if y.index in (int(t) for t in o["inputs"])]
+    if (len(block) != 2 or len(cons) != 1 or ctx.ops[cons[0]]["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D")):
+        raise op.fail("only the space-to-batch pattern of a dilated convolution (block 2-D, one convolution after it)")
+    conv_out = int(ctx.ops[cons[0]]["outputs"][0])
+    after = [j for j, o in enumerate(ctx.ops) if conv_out in (int(t) for t in o["inputs"])]
+    if len(after) != 1 or ctx.ops[after[0]]["op_name"] != "BATCH_TO_SPACE_ND":
+        raise op.fail("the convolution after SPACE_TO_BATCH_ND is not followed by BATCH_TO_SPACE_ND")
+    b2s = ctx.ops[after[0]]
+    if tuple(int(b) for b in ctx.const(b2s["inputs"][1]).reshape(-1)) != block:
+        raise op.fail("BATCH_TO_SPACE_ND's block differs")
+    crops = ctx.const(b2s["inputs"][2]).astype(np.int64).reshape(-1, 2)
+    if np.any(crops[:, 0] != 0) or np.any(crops[:, 1] > pads[:, 1]):
+        raise op.fail(f"crops {crops.tolist()} for paddings {pads.tolist()}")
+    pad = tuple((int(pads[k, 0]), int(pads[k, 1] - crops[k, 1])) for k in range(2))
+    src = op.src(x)
+    padded_shape = (1, x.shape[1] + sum(pad[0]), x.shape[2] + sum(pad[1]), x.shape[3])
+    if any(p for pr in pad for p in pr):
+        layer = ir.ZeroPad2D(op.lname, (src,), padding=pad, value=float(x.zp),
+                             quant=op.record(R.PadOp, (x,), dataclasses.replace(y, shape=padded_shape), value=x.zp))
+        ctx.layers.append(layer)
+        src = layer.name
+    ctx.pending_dilation[y.index] = (src, block, dataclasses.replace(x, shape=padded_shape))
+    ctx.merged[y.index] = padded_shape
+    ctx.merged[conv_out] = tuple(ctx.T(b2s["outputs"][0]).shape)
+    return src
+
+
+def _batch_to_space(ctx: Ctx, op: Op):
+    x = op.x
+    if x.index not in ctx.merged:
+        raise op.fail("only the batch-to-space of a dilated convolution (after SPACE_TO_BATCH_ND and a convolution)")
+    return op.src(x)
+
+
+def _reshape_like(ctx: Ctx, op: Op):
+    """EXPAND_DIMS / SQUEEZE: a reshape to the output's static shape."""
+    x, y = op.x, op.y
+    if x.dtype != y.dtype or (x.dtype == "int8" and not x.same_quant(y)):
+        raise op.fail("a change of type or quantization")
+    if y.shape[0] != 1:
+        raise op.fail(f"output shape {y.shape} does not keep the batch dimension first")
+    return ir.Reshape(op.lname, (op.src(x),), target=tuple(y.shape[1:]), quant=op.record(R.ReshapeOp, (x,), y))
+
+
+def _reshape_xnnpack(ctx: Ctx, i: int) -> bool:
+    """XNNPACK declines a RESHAPE whose shape operand is computed at run time."""
+    ins = ctx.ops[i]["inputs"]
+    return not (len(ins) > 1 and int(ins[1]) in ctx.produced)
+
+
+_NO = lambda ctx, i: False  # noqa: E731
+
+#: TF-Lite builtin op name -> converter. (SHAPE, STRIDED_SLICE, PACK, ... that only compute a RESHAPE's
+#: shape are skipped before this table is consulted.)
+CONVERTERS: dict[str, OpConverter] = {
+    "QUANTIZE": OpConverter(_quantize),
+    "DEQUANTIZE": OpConverter(_dequantize),
+    "CONV_2D": OpConverter(_mac),
+    "DEPTHWISE_CONV_2D": OpConverter(_mac),
+    "FULLY_CONNECTED": OpConverter(_mac),
+    "MAX_POOL_2D": OpConverter(_pool, builtin=True),
+    "AVERAGE_POOL_2D": OpConverter(_pool, xnnpack=_NO, builtin=True),
+    "MEAN": OpConverter(_mean),
+    "ADD": OpConverter(_add),
+    "RESHAPE": OpConverter(_reshape, xnnpack=_reshape_xnnpack, builtin=True),
+    "PAD": OpConverter(_pad, builtin=True),
+    "PADV2": OpConverter(_pad, builtin=True),
+    "EXPAND_DIMS": OpConverter(_reshape_like, xnnpack=_NO, builtin=True),
+    "SQUEEZE": OpConverter(_reshape_like, xnnpack=_NO, builtin=True),
+    "SPACE_TO_BATCH_ND": OpConverter(_space_to_batch, xnnpack=_NO, builtin=True),
+    "BATCH_TO_SPACE_ND": OpConverter(_batch_to_space, xnnpack=_NO, builtin=True),
+}
+
+#: The TF-Lite builtin ops the importer maps (int8 activations, int8 weights, int32 biases).
+SUPPORTED_OPS = tuple(CONVERTERS)
