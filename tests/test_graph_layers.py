@@ -44,7 +44,8 @@ def _rel_err(net, model, x):
 def test_every_op_states_its_rules():
     assert set(ir.OPS) == {"conv2d", "depthwise", "dense", "pool", "global_avg_pool", "reshape", "zero_pad",
                            "affine", "activation", "add", "mul", "concat", "upsample", "layer_norm", "transpose", "clip",
-                           "quantize_linear", "dequantize_linear"}
+                           "quantize_linear", "dequantize_linear", "binary", "leaky_relu", "mean", "resize",
+                           "conv2d_transpose"}
     for kind, cls in ir.OPS.items():
         assert cls.kind == kind
         assert callable(cls.run) and callable(cls.output_shape)
@@ -73,7 +74,7 @@ def test_pool_with_explicit_pads():
 
 def test_non_mac_layers_have_no_gemm():
     net = ir.Network("n", (4, 4, 2), [ir.Pool2D("p", ("input",))])
-    with pytest.raises(ValueError, match="'pool' does not run on the MAC array; MAC layers: conv2d, depthwise, dense"):
+    with pytest.raises(ValueError, match="'pool' does not run on the MAC array; MAC layers: conv2d, depthwise, dense, conv2d_transpose"):
         layer_gemm(net, "p")
 
 
@@ -177,3 +178,55 @@ def test_import_layering_holds():
     res = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "1 kept, 0 broken" in res.stdout
+
+
+# ------------------------------------------------------------------------ ops checked against TensorFlow
+@pytest.mark.parametrize("method", ["bilinear", "nearest"])
+@pytest.mark.parametrize("align_corners, half_pixel", [(False, False), (True, False), (False, True)])
+def test_resize_equals_tensorflow(method, align_corners, half_pixel):
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(0)
+    fn = tf.compat.v1.image.resize_bilinear if method == "bilinear" else tf.compat.v1.image.resize_nearest_neighbor
+    for h, w, H, W in ((4, 3, 7, 5), (7, 5, 11, 13), (9, 9, 4, 5), (3, 4, 1, 1), (6, 6, 12, 12)):
+        x = rng.normal(size=(2, h, w, 3)).astype(np.float32)
+        layer = ir.Resize2D("r", ("input",), size=(H, W), method=method, align_corners=align_corners,
+                            half_pixel_centers=half_pixel)
+        want = fn(x, (H, W), align_corners=align_corners, half_pixel_centers=half_pixel).numpy()
+        assert layer.output_shape([x.shape[1:]]) == want.shape[1:]
+        np.testing.assert_allclose(layer.run([x]), want, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("h, w, k, s, padding", [(5, 4, 3, 2, "same"), (5, 4, 3, 2, "valid"), (3, 5, 4, 3, "same"),
+                                                 (3, 3, 1, 2, "same"), (6, 5, 3, 1, "same"), (4, 3, 5, 2, "valid")])
+def test_conv2d_transpose_equals_keras(h, w, k, s, padding):
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((h, w, 3))
+    layer = keras.layers.Conv2DTranspose(4, k, strides=s, padding=padding)
+    model = keras.Model(inp, layer(inp))
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, np.linspace(-1, 1, 4).astype(np.float32)])
+    x = np.random.default_rng(1).normal(size=(2, h, w, 3)).astype(np.float32)
+    ours = ir.Conv2DTranspose("t", ("input",), kernel=np.transpose(kernel, (0, 1, 3, 2)).copy(),
+                              bias=np.linspace(-1, 1, 4), strides=s, padding=padding)
+    want = model.predict(x, verbose=0)
+    assert ours.output_shape([(h, w, 3)]) == want.shape[1:]
+    np.testing.assert_allclose(ours.run([x], spec="fp32"), want, rtol=1e-5, atol=1e-5)
+
+
+def test_mean_binary_leaky_relu():
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype(np.float32)
+    m = ir.Mean("m", ("input",), axes=(-1, 0), keepdims=True)
+    assert m.output_shape([(3, 4, 5)]) == (1, 4, 1)
+    np.testing.assert_allclose(m.run([x]), x.mean(axis=(1, 3), keepdims=True), rtol=1e-6)
+    with pytest.raises(ValueError, match="axes .* invalid"):
+        ir.Mean("m", ("input",), axes=(3,)).output_shape([(3, 4, 5)])
+    b = x[:, :1, :1, :]
+    assert ir.Binary("s", ("input", "g"), op="sub").output_shape([(3, 4, 5), (1, 1, 5)]) == (3, 4, 5)
+    np.testing.assert_array_equal(ir.Binary("s", ("input", "g"), op="max").run([x, b]), np.maximum(x, b))
+    with pytest.raises(ValueError, match="unknown binary op 'pow'; valid: sub, max, min"):
+        ir.Binary("s", ("input", "g"), op="pow")
+    with pytest.raises(ValueError, match="do not broadcast"):
+        ir.Binary("s", ("input", "g")).output_shape([(3, 4, 5), (2, 5)])
+    y = ir.LeakyRelu("l", ("input",), alpha=0.1).run([x])
+    np.testing.assert_array_equal(y, np.where(x >= 0, x, x * np.float32(0.1)))

@@ -268,10 +268,12 @@ def _write(content: bytes, name: str):
     return p
 
 
-@pytest.mark.parametrize("op, act", [("TANH", "tanh"), ("LOGISTIC", "sigmoid")])
-def test_unsupported_op_named(op, act):
+@pytest.mark.parametrize("op, fn", [("REDUCE_MAX", lambda x: keras.ops.max(x, axis=-1, keepdims=True)),
+                                    ("ABS", keras.ops.abs)])
+def test_unsupported_op_named(op, fn):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((6,)), layers.Dense(4), layers.Activation(act), layers.Dense(3)])
+    inp = keras.Input((6,))
+    model = keras.Model(inp, layers.Dense(3)(fn(layers.Dense(4)(inp))))
     content = convert(model, [np.random.default_rng(0).normal(0, 1, (50, 6))])
     path = _write(content, f"{op}.tflite")
     with pytest.raises(ValueError, match=rf"TF-Lite op {op} \(operator #\d+\) is not supported; supported ops: QUANTIZE"):

@@ -283,6 +283,91 @@ class Dense(MacLayer):
         return (*shape[:-1], self.kernel.shape[1])
 
 
+def transpose_padding(out_size: int, k: int, s: int, padding: str) -> int:
+    """The leading (top / left) padding of a transposed convolution producing ``out_size`` (TF-Lite's
+    ``ComputePaddingHeightWidth`` on the output size, ``tensorflow/lite/kernels/padding.h``):
+    ``o = ceil(out / s)`` ("same") or ``(out + s - k) // s`` ("valid"), ``total = max((o - 1) s + k - out,
+    0)``, leading ``total // 2`` (the odd unit goes to the bottom / right)."""
+    o = -(-out_size // s) if padding == "same" else (out_size + s - k) // s
+    return max((o - 1) * s + k - out_size, 0) // 2
+
+
+@dataclass(frozen=True, eq=False)
+class Conv2DTranspose(MacLayer):
+    """Transposed convolution (Keras' ``Conv2DTranspose``, TF-Lite's TRANSPOSE_CONV): ``kernel`` is
+    (kh, kw, C_in, C_out). Input pixel (iy, ix) adds ``x[iy, ix] @ kernel[ky, kx]`` to output pixel
+    ``(iy * sh - pad_t + ky, ix * sw - pad_l + kx)`` where that lies inside the ``size`` = (OH, OW)
+    output (default ``in * s`` for "same", ``(in - 1) * s + k`` for "valid"); ``pad_t, pad_l`` from
+    :func:`transpose_padding`.
+
+    On the MAC array it is the convolution (stride 1, "valid") of the input spread out with ``s - 1``
+    filler cells between pixels and ``k - 1 - pad`` around, with the spatially flipped kernel; the filler
+    is 0 (``fill`` overrides it), whose products leave every rounded sum unchanged. The cost model maps
+    it as a GEMM of the input pixels by ``kh * kw * C_out`` columns (col2im), i.e. the real MACs only.
+    """
+
+    strides: tuple[int, int] = (1, 1)
+    padding: str = "valid"
+    size: tuple[int, int] | None = None
+
+    kind = "conv2d_transpose"
+    spatial = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "strides", _pair(self.strides))
+        _check_activation(self.name, self.activation)
+        if self.kernel is None or np.ndim(self.kernel) != 4:
+            raise ValueError(f"layer {self.name!r}: Conv2DTranspose kernel must be 4-D (kh, kw, C_in, C_out), got "
+                             f"shape {np.shape(self.kernel)}")
+        if self.padding not in ("same", "valid"):
+            raise ValueError(f"layer {self.name!r}: padding {self.padding!r}; valid: 'same', 'valid'")
+        if self.size is not None:
+            object.__setattr__(self, "size", _pair(self.size))
+
+    def out_hw(self, h: int, w: int) -> tuple[int, int]:
+        if self.size is not None:
+            return self.size
+        kh, kw = self.kernel.shape[:2]
+        sh, sw = self.strides
+        if self.padding == "same":
+            return (h * sh, w * sw)
+        return ((h - 1) * sh + kh, (w - 1) * sw + kw)
+
+    def spread(self, x, fill=0.0):
+        """The input as the stride-1 convolution sees it: pixels ``s`` apart, ``fill`` between and around."""
+        n, h, w, c = x.shape
+        kh, kw = self.kernel.shape[:2]
+        (sh, sw), (oh, ow) = self.strides, self.out_hw(h, w)
+        top = kh - 1 - transpose_padding(oh, kh, sh, self.padding)
+        left = kw - 1 - transpose_padding(ow, kw, sw, self.padding)
+        hs, ws = oh + kh - 1, ow + kw - 1
+        canvas = np.full((n, hs + max(0, -top), ws + max(0, -left), c), fill, dtype=x.dtype)
+        t0, l0 = max(top, 0), max(left, 0)
+        rows = [t0 + i * sh for i in range(h) if t0 + i * sh < canvas.shape[1]]
+        cols = [l0 + j * sw for j in range(w) if l0 + j * sw < canvas.shape[2]]
+        canvas[:, rows[0]:rows[-1] + 1:sh, cols[0]:cols[-1] + 1:sw, :] = x[:, :len(rows), :len(cols), :]
+        return np.ascontiguousarray(canvas[:, max(0, -top):max(0, -top) + hs, max(0, -left):max(0, -left) + ws, :])
+
+    def mac(self, x, kernel, spec, seed=None, offset: int = 0, padding=None, fill=0.0):
+        flipped = np.ascontiguousarray(kernel[::-1, ::-1])
+        return kernels.conv2d(self.spread(x, fill), flipped, spec, stride=(1, 1), padding="valid", seed=seed,
+                              offset=offset)
+
+    def gemm_dims(self, in_shape, out_shape):
+        kh, kw, ci, co = self.kernel.shape
+        (h, w, _), (ho, wo, _) = in_shape, out_shape
+        return dict(pixels=h * w, window=ci, filters=kh * kw * co, repeats=1, in_elems=h * w * ci,
+                    out_elems=ho * wo * co, weight_elems=kh * kw * ci * co, bias_elems=_size(self.bias), fh=1, fw=1,
+                    cin=ci, in_hw=(h, w), out_hw=(h, w))
+
+    def output_shape(self, in_shapes):
+        (h, w, c), = in_shapes
+        kh, kw, ci, co = self.kernel.shape
+        if c != ci:
+            raise ValueError(f"layer {self.name!r}: input has {c} channels, kernel expects {ci}")
+        return (*self.out_hw(h, w), co)
+
+
 @dataclass(frozen=True, eq=False)
 class Pool2D(Layer):
     """Max or average pooling. ``padding``: ``"valid"``, ``"same"`` (TensorFlow's rule) or explicit
@@ -464,26 +549,25 @@ class Activation(Layer):
 
 @dataclass(frozen=True, eq=False)
 class Add(Layer):
-    """Elementwise sum of its inputs (residual connections), then ``activation``."""
+    """Elementwise sum of its inputs (residual connections) with numpy broadcasting, then ``activation``."""
 
     activation: str = "linear"
     kind = "add"
 
     def run(self, ins, spec=None, seed=None, offset=0):
-        y = ins[0].copy()
+        y = ins[0]
         for other in ins[1:]:
-            y += other
-        return activate(y, self.activation)
+            y = y + other
+        return activate(y if len(ins) > 1 else y.copy(), self.activation)
 
     def __post_init__(self):
         _check_activation(self.name, self.activation)
 
     def output_shape(self, in_shapes):
-        first = in_shapes[0]
-        for s in in_shapes[1:]:
-            if s != first:
-                raise ValueError(f"layer {self.name!r}: Add inputs differ in shape: {in_shapes}")
-        return first
+        try:
+            return tuple(np.broadcast_shapes(*in_shapes))
+        except ValueError:
+            raise ValueError(f"layer {self.name!r}: Add inputs do not broadcast: {in_shapes}") from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -504,6 +588,149 @@ class Mul(Layer):
             return tuple(np.broadcast_shapes(*in_shapes))
         except ValueError:
             raise ValueError(f"layer {self.name!r}: Mul inputs do not broadcast: {in_shapes}") from None
+
+
+@dataclass(frozen=True, eq=False)
+class Binary(Layer):
+    """``a - b``, ``maximum(a, b)`` or ``minimum(a, b)`` (``op`` = "sub", "max", "min") of its two inputs,
+    with numpy broadcasting, in float32."""
+
+    op: str = "sub"
+    kind = "binary"
+    OPS = {"sub": np.subtract, "max": np.maximum, "min": np.minimum}
+
+    def __post_init__(self):
+        if self.op not in self.OPS:
+            raise ValueError(f"layer {self.name!r}: unknown binary op {self.op!r}; valid: {', '.join(self.OPS)}")
+        if len(self.inputs) != 2:
+            raise ValueError(f"layer {self.name!r}: {self.op} takes 2 inputs, got {len(self.inputs)}")
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        return self.OPS[self.op](ins[0], ins[1])
+
+    def output_shape(self, in_shapes):
+        try:
+            return tuple(np.broadcast_shapes(*in_shapes))
+        except ValueError:
+            raise ValueError(f"layer {self.name!r}: {self.op} inputs do not broadcast: {in_shapes}") from None
+
+
+@dataclass(frozen=True, eq=False)
+class LeakyRelu(Layer):
+    """``x`` where ``x >= 0``, else ``alpha * x`` (in the input's precision)."""
+
+    alpha: float = 0.2
+    kind = "leaky_relu"
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        x = ins[0]
+        return np.where(x >= 0, x, x * x.dtype.type(self.alpha))
+
+    def output_shape(self, in_shapes):
+        (shape,) = in_shapes
+        return shape
+
+
+@dataclass(frozen=True, eq=False)
+class Mean(Layer):
+    """The mean over ``axes`` (of the tensor without its batch), accumulated in float64; ``keepdims``
+    keeps the reduced axes with size 1. (Over H and W of NHWC, :class:`GlobalAvgPool2D` says the same.)"""
+
+    axes: tuple[int, ...] = (-1,)
+    keepdims: bool = False
+    kind = "mean"
+
+    def _axes(self, rank: int) -> tuple[int, ...]:
+        axes = tuple(sorted({a % rank for a in self.axes})) if rank else ()
+        if not axes or any(not -rank <= a < rank for a in self.axes):
+            raise ValueError(f"layer {self.name!r}: axes {self.axes} invalid for a rank-{rank} tensor")
+        return axes
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        x = ins[0]
+        axes = tuple(a + 1 for a in self._axes(x.ndim - 1))
+        return x.mean(axis=axes, keepdims=self.keepdims, dtype=np.float64).astype(x.dtype)
+
+    def output_shape(self, in_shapes):
+        (shape,) = in_shapes
+        axes = self._axes(len(shape))
+        if self.keepdims:
+            return tuple(1 if i in axes else d for i, d in enumerate(shape))
+        return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+@dataclass(frozen=True, eq=False)
+class Resize2D(Layer):
+    """Resizing of H and W to ``size`` (rows, cols), ``method`` "nearest" or "bilinear", with TensorFlow's
+    coordinate rules (``tf.compat.v1.image.resize`` / TF-Lite RESIZE_*): the source coordinate of output
+    index ``i`` is ``i * scale`` (``scale = in / out``), ``(i + 0.5) * scale - 0.5`` with
+    ``half_pixel_centers``, or ``i * (in - 1) / (out - 1)`` with ``align_corners``. Bilinear clamps the
+    lower source index at 0 and the upper at ``in - 1``; nearest takes ``floor(i * scale)``,
+    ``round(i * scale)`` (half away from zero) with ``align_corners`` or ``floor((i + 0.5) * scale)`` with
+    ``half_pixel_centers``, clamped to ``in - 1``. Computed in float32."""
+
+    size: tuple[int, int] = (1, 1)
+    method: str = "bilinear"
+    align_corners: bool = False
+    half_pixel_centers: bool = False
+    kind = "resize"
+
+    def __post_init__(self):
+        object.__setattr__(self, "size", _pair(self.size))
+        if self.method not in ("nearest", "bilinear"):
+            raise ValueError(f"layer {self.name!r}: resize method {self.method!r} unsupported; valid: nearest, bilinear")
+        if min(self.size) < 1:
+            raise ValueError(f"layer {self.name!r}: size must be >= 1, got {self.size}")
+        if self.align_corners and self.half_pixel_centers:
+            raise ValueError(f"layer {self.name!r}: align_corners and half_pixel_centers are exclusive")
+
+    @property
+    def quant_rule(self):
+        return "same" if self.method == "nearest" else "float"
+
+    def source(self, n_in: int, n_out: int) -> np.ndarray:
+        """The float32 source coordinate of every output index along one axis."""
+        i = np.arange(n_out, dtype=np.float32)
+        if self.align_corners and n_out > 1:
+            scale = np.float32((n_in - 1) / (n_out - 1))
+        else:
+            scale = np.float32(n_in / n_out)
+        if self.half_pixel_centers:
+            return (i + np.float32(0.5)) * scale - np.float32(0.5)
+        return i * scale
+
+    def nearest_index(self, n_in: int, n_out: int) -> np.ndarray:
+        i = np.arange(n_out, dtype=np.float32)
+        scale = np.float32((n_in - 1) / (n_out - 1)) if self.align_corners and n_out > 1 else np.float32(n_in / n_out)
+        if self.half_pixel_centers:
+            v = np.floor((i + np.float32(0.5)) * scale)
+        elif self.align_corners:  # std::round: half away from zero (the coordinates are >= 0)
+            v = np.floor(i * scale + np.float32(0.5))
+        else:
+            v = np.floor(i * scale)
+        return np.clip(v.astype(np.int64), 0, n_in - 1)
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        x = ins[0]
+        for axis, n_out in ((1, self.size[0]), (2, self.size[1])):
+            n_in = x.shape[axis]
+            if self.method == "nearest":
+                x = np.take(x, self.nearest_index(n_in, n_out), axis=axis)
+                continue
+            src = self.source(n_in, n_out)
+            lo_f = np.floor(src)
+            frac = (src - lo_f).astype(x.dtype)
+            lo = np.clip(lo_f.astype(np.int64), 0, n_in - 1)
+            hi = np.clip(lo_f.astype(np.int64) + 1, 0, n_in - 1)
+            shape = [1] * x.ndim
+            shape[axis] = -1
+            frac = frac.reshape(shape)
+            x = np.take(x, lo, axis=axis) * (1 - frac) + np.take(x, hi, axis=axis) * frac
+        return x
+
+    def output_shape(self, in_shapes):
+        (h, w, c), = in_shapes
+        return (*self.size, c)
 
 
 @dataclass(frozen=True, eq=False)
@@ -695,9 +922,9 @@ def affine_of(op: str, c, tensor_first: bool):
 
 
 #: The op registry: kind -> class.
-OPS = {cls.kind: cls for cls in (Conv2D, DepthwiseConv2D, Dense, Pool2D, GlobalAvgPool2D, Reshape, ZeroPad2D, Affine,
-                                 Activation, Add, Mul, Concat, UpSample2D, LayerNorm, Transpose, Clip, QuantizeLinear,
-                                 DequantizeLinear)}
+OPS = {cls.kind: cls for cls in (Conv2D, DepthwiseConv2D, Dense, Conv2DTranspose, Pool2D, GlobalAvgPool2D, Reshape, ZeroPad2D, Affine,
+                                 Activation, Add, Mul, Binary, LeakyRelu, Mean, Resize2D, Concat, UpSample2D, LayerNorm,
+                                 Transpose, Clip, QuantizeLinear, DequantizeLinear)}
 
 
 def _size(a) -> int:

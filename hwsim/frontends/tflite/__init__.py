@@ -121,6 +121,8 @@ KERNELS = ("xnnpack", "reference")
 
 # int32 shape arithmetic that only feeds a RESHAPE's shape operand (skipped, see _shape_only_ops)
 _SHAPE_OPS = frozenset({"SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "GATHER", "SLICE", "REDUCE_PROD"})
+# the (op, input position) pairs that take a shape: RESHAPE's target, TRANSPOSE_CONV's output shape
+_SHAPE_OPERANDS = frozenset({("RESHAPE", 1), ("TRANSPOSE_CONV", 0)})
 
 
 def _read_model(path) -> bytes:
@@ -200,7 +202,7 @@ def _shape_only_ops(ops, tensors) -> set[int]:
                 continue
             outs = [int(t) for t in op["outputs"]]
             if all(np.dtype(tensors[t]["dtype"]) == np.int32 and consumers.get(t) and
-                   all((ops[c]["op_name"] == "RESHAPE" and pos == 1) or c in skip for c, pos in consumers[t])
+                   all((ops[c]["op_name"], pos) in _SHAPE_OPERANDS or c in skip for c, pos in consumers[t])
                    for t in outs):
                 skip.add(i)
                 changed = True
@@ -237,7 +239,7 @@ def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
     if tflite_float.is_float_model(ops, tensors):  # float32 / float16-weight models: plain IR, any MAC spec
         return tflite_float.load_float_tflite(where, it, ops, opts, tensors, _shape_only_ops(ops, tensors))
 
-    ctx = Ctx(where=where, it=it, ops=ops, tensors=tensors, kernels=kernels, mac=mac,
+    ctx = Ctx(where=where, it=it, ops=ops, tensors=tensors, kernels=kernels, mac=mac, opts=opts,
               produced={int(t) for op in ops for t in op["outputs"]}, shape_only=_shape_only_ops(ops, tensors))
     ctx.producer[in_t.index] = ir.INPUT
     for i, (op, (oname, opt)) in enumerate(zip(ops, opts)):

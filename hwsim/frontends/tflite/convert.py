@@ -25,6 +25,7 @@ from kernels.mac import MacSpec
 from quant import requant as rq
 
 from . import records as R
+from . import tables
 from .records import TensorQ
 from .runtime import schema
 
@@ -70,6 +71,7 @@ class Ctx:
     tensors: dict  # tensor index -> the interpreter's tensor details
     kernels: str  # "xnnpack" or "reference"
     mac: MacSpec
+    opts: list  # (op name, options object) per operator
     produced: set  # tensors some operator outputs
     shape_only: set  # operators skipped (they only compute a RESHAPE's shape)
     producer: dict = field(default_factory=dict)  # tensor index -> IR layer name
@@ -80,6 +82,7 @@ class Ctx:
     merged: dict = field(default_factory=dict)
     #: SPACE_TO_BATCH_ND outputs awaiting their convolution: tensor -> (padded source layer, dilation, input)
     pending_dilation: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)  # int32 shape tensors evaluated by shape_value
 
     def T(self, i) -> TensorQ:
         return tensor_of(self.tensors[int(i)])
@@ -92,6 +95,51 @@ class Ctx:
 
     def is_const(self, i) -> bool:
         return int(i) not in self.produced and int(i) not in self.producer
+
+    def shape_value(self, i) -> np.ndarray:
+        """The value of int32 tensor ``i``: a constant, or computed (for a batch of 1) by the skipped shape
+        operators that feed a RESHAPE (SHAPE, GATHER, REDUCE_PROD, CONCATENATION, PACK, SLICE,
+        STRIDED_SLICE with unit strides)."""
+        i = int(i)
+        if i not in self.produced:
+            return self.const(i).astype(np.int64)
+        if i in self.values:
+            return self.values[i]
+        j = next(j for j, o in enumerate(self.ops) if i in (int(t) for t in o["outputs"]))
+        o, opt = self.ops[j], self.opts[j][1]
+        name, ins = o["op_name"], [int(t) for t in o["inputs"]]
+        fail = lambda why: unsupported(self.where, j, name, why)  # noqa: E731
+        if j not in self.shape_only:
+            raise fail("a RESHAPE's shape computed by an operator that is not shape arithmetic")
+        if name == "SHAPE":
+            sig = tuple(int(d) for d in self.tensors[ins[0]]["shape_signature"])
+            shape = self.merged.get(ins[0], tuple(self.tensors[ins[0]]["shape"]))
+            if any(d < 0 for d in sig[1:]) and ins[0] not in self.merged:
+                raise fail(f"the shape of a tensor with unknown dimensions {sig}")
+            v = np.array(shape, np.int64)
+        elif name == "GATHER":
+            v = np.take(self.shape_value(ins[0]), self.shape_value(ins[1]), axis=opt.axis)
+        elif name == "REDUCE_PROD":
+            v = np.prod(self.shape_value(ins[0]), axis=tuple(self.shape_value(ins[1]).reshape(-1)),
+                        keepdims=bool(opt.keepDims))
+        elif name == "CONCATENATION":
+            v = np.concatenate([self.shape_value(t).reshape(-1) for t in ins])
+        elif name == "PACK":
+            v = np.stack([self.shape_value(t) for t in ins], axis=opt.axis)
+        elif name == "SLICE":
+            x, b, n = (self.shape_value(t) for t in ins)
+            v = x[int(b[0]):] if int(n[0]) < 0 else x[int(b[0]):int(b[0]) + int(n[0])]
+        elif name == "STRIDED_SLICE":
+            x, b, e, st = (self.shape_value(t) for t in ins)
+            if x.ndim != 1 or int(st[0]) != 1 or opt.ellipsisMask or opt.newAxisMask:
+                raise fail("a strided slice other than a unit-stride slice of a 1-D shape")
+            lo = 0 if opt.beginMask & 1 else int(b[0])
+            hi = len(x) if opt.endMask & 1 else int(e[0])
+            v = x[lo] if opt.shrinkAxisMask & 1 else x[lo:hi]
+        else:  # pragma: no cover - _SHAPE_OPS lists the ones above
+            raise fail("not shape arithmetic the importer evaluates")
+        self.values[i] = np.asarray(v, np.int64)
+        return self.values[i]
 
 
 @dataclass
@@ -165,12 +213,91 @@ class OpConverter:
 # converters
 # ------------------------------------------------------------------------------------------------
 
+_EIGHT_BIT = ("int8", "uint8")
+
+
+def _quant8(op: Op, *ts: TensorQ) -> None:
+    for t in ts:
+        if t.dtype not in _EIGHT_BIT or t.scale.size != 1:
+            raise op.fail(f"tensor {t.name!r} is {t.dtype} with {t.scale.size} scales (int8 or uint8 per-tensor "
+                          "expected)")
+
+
 def _quantize(ctx: Ctx, op: Op):
     x, y = op.x, op.y
+    if x.dtype in _EIGHT_BIT:  # requantization between 8-bit types
+        return _lut(ctx, op, ir.Affine(op.lname, (op.src(x),)))
     if x.dtype != "float32":
-        raise op.fail(f"{x.dtype} -> {y.dtype} requantization (only float32 -> int8)")
+        raise op.fail(f"{x.dtype} -> {y.dtype} (float32, int8 or uint8 inputs expected)")
     op.int8(y)
+    if op.mode == "builtin":  # pragma: no cover - XNNPACK takes every float32 -> int8 QUANTIZE
+        raise op.fail("float32 -> int8 on TF-Lite's optimized built-in kernel, whose arithmetic is not emulated")
     return ir.Affine(op.lname, (op.src(x),), quant=op.record(R.QuantizeOp, (x,), y))
+
+
+def _lut(ctx: Ctx, op: Op, layer: ir.Layer, alpha: float = 0.0):
+    """``layer`` (the op's float meaning) executing the 8-bit unary op by its table (:mod:`.tables`)."""
+    x, y = op.x, op.y
+    _quant8(op, x, y)
+    if op.name != "QUANTIZE" and x.dtype != "int8":
+        raise op.fail(f"{x.dtype} input (int8 expected)")
+    args = (op.name, x.s, x.zp, y.s, y.zp)
+    kw = dict(alpha=alpha, in_dtype=x.dtype, out_dtype=y.dtype)
+    try:
+        table = tables.unary_lut(*args, op.mode, **kw)
+        tail = None
+        if op.name == "QUANTIZE" and op.mode == "builtin" and x.dtype == y.dtype == "int8":
+            tail = tables.unary_lut(*args, "reference", **kw)
+    except ValueError as e:
+        raise op.fail(str(e)) from None
+    rec = op.record(R.LutOp, (x,), y, table=table, in_min=-128 if x.dtype == "int8" else 0, tail_table=tail)
+    return dataclasses.replace(layer, quant=rec)
+
+
+def _unary(ctx: Ctx, op: Op):
+    src = (op.src(op.x),)
+    if op.name == "LEAKY_RELU":
+        alpha = float(np.float32(op.opt.alpha))
+        return _lut(ctx, op, ir.LeakyRelu(op.lname, src, alpha=alpha), alpha)
+    if op.name == "RELU_N1_TO_1":
+        return _lut(ctx, op, ir.Clip(op.lname, src, lo=-1.0, hi=1.0))
+    act = {"LOGISTIC": "sigmoid", "TANH": "tanh", "HARD_SWISH": "hard_silu", "RELU": "relu", "RELU6": "relu6"}
+    return _lut(ctx, op, ir.Activation(op.lname, src, activation=act[op.name]))
+
+
+def _softmax(ctx: Ctx, op: Op):
+    x, y = op.x, op.y
+    op.int8(x, y)
+    beta = float(np.float32(op.opt.beta))
+    try:
+        from .softmax import check_output_quant, reference_params
+
+        check_output_quant(y.s, y.zp)
+        if op.mode == "reference":
+            reference_params(x.s, beta)
+    except ValueError as e:
+        raise op.fail(str(e)) from None
+    if op.mode == "reference" and x.shape[-1] > 4095:
+        raise op.fail(f"{x.shape[-1]} classes (TF-Lite's reference kernel overflows past 4095)")
+    return ir.Activation(op.lname, (op.src(x),), activation="softmax",
+                         quant=op.record(R.SoftmaxOp, (x,), y, beta=beta))
+
+
+def _unary_xnnpack(ctx: Ctx, i: int) -> bool:
+    """:func:`.tables.xnnpack_takes` on the operator's quantization."""
+    o = ctx.ops[i]
+    x, y = ctx.T(o["inputs"][0]), ctx.T(o["outputs"][0])
+    if x.dtype not in _EIGHT_BIT or y.dtype not in _EIGHT_BIT or x.scale.size != 1 or y.scale.size != 1:
+        return False
+    alpha = float(getattr(ctx.opts[i][1], "alpha", 0.0) or 0.0)
+    return tables.xnnpack_takes(o["op_name"], x.s, x.zp, y.s, y.zp, alpha=alpha, in_dtype=x.dtype, out_dtype=y.dtype)
+
+
+def _quantize_xnnpack(ctx: Ctx, i: int) -> bool:
+    """float32 -> int8 always; between 8-bit types as :func:`.tables.xnnpack_takes` says."""
+    if ctx.T(ctx.ops[i]["inputs"][0]).dtype == "float32":
+        return True
+    return _unary_xnnpack(ctx, i)
 
 
 def _dequantize(ctx: Ctx, op: Op):
@@ -271,6 +398,34 @@ def _mac_record(op, x, w_t, y, colsum, bias, lo, hi, fkw):
                      **fkw)
 
 
+def _transpose_conv(ctx: Ctx, op: Op):
+    """TRANSPOSE_CONV: inputs (output shape, OHWI weights, input, optional bias)."""
+    x, y = op.tensor(op.ins[2]), op.y
+    op.int8(x, y)
+    act = op.act()
+    op_w = dataclasses.replace(op, ins=[op.ins[2], op.ins[1], *op.ins[3:]])
+    w, w_t, bias, sw = _mac_weights(ctx, op_w, 0)
+    if len(x.shape) != 4 or w.shape[3] != x.shape[3]:
+        raise op.fail(f"input {x.shape} for OHWI weights {w.shape}")
+    kernel = np.transpose(w, (1, 2, 3, 0)).astype(np.float32)  # OHWI -> (kh, kw, C_in, C_out)
+    lo, hi = op.bounds(act, y)
+    rec = op.record(R.MacOp, (x, w_t), y, mac=ctx.mac, colsum=w.sum(axis=(1, 2, 3)).astype(np.int64), bias=bias,
+                    lo=lo, hi=hi, neon_block=8 if op.mode == "builtin" else 0, **_requant_fields(op, x, y, sw))
+    return ir.Conv2DTranspose(op.lname, (op.src(x),), kernel=kernel, bias=bias.astype(np.float64), activation=act,
+                              strides=(op.opt.strideH, op.opt.strideW), padding=padding_of(op.opt),
+                              size=tuple(y.shape[1:3]), quant=rec)
+
+
+def _transpose_conv_xnnpack(ctx: Ctx, i: int) -> bool:
+    """XNNPACK takes TRANSPOSE_CONV when its output shape is a constant and, with SAME padding, the kernel
+    is at least the stride on both axes."""
+    o, opt = ctx.ops[i], ctx.opts[i][1]
+    if int(o["inputs"][0]) in ctx.produced:
+        return False
+    kh, kw = ctx.T(o["inputs"][1]).shape[1:3]
+    return not (padding_of(opt) == "same" and (kh < opt.strideH or kw < opt.strideW))
+
+
 def _pool(ctx: Ctx, op: Op):
     x, y = op.x, op.y
     op.int8(x, y)
@@ -286,11 +441,15 @@ def _pool(ctx: Ctx, op: Op):
 def _mean(ctx: Ctx, op: Op):
     x, y = op.x, op.y
     op.int8(x, y)
-    axes = sorted(int(a) % len(x.shape) for a in ctx.const(op.ins[1]).reshape(-1))
-    if len(x.shape) != 4 or axes != [1, 2]:
-        raise op.fail(f"mean over axes {axes} of a {len(x.shape)}-D tensor (only over H and W of NHWC)")
-    return ir.GlobalAvgPool2D(op.lname, (op.src(x),), keepdims=bool(op.opt.keepDims),
-                              quant=op.record(R.MeanOp, (x,), y))
+    rank = len(x.shape)
+    axes = tuple(sorted({int(a) % rank for a in ctx.const(op.ins[1]).reshape(-1)}))
+    if not axes or 0 in axes:
+        raise op.fail(f"mean over axes {list(axes)} (the batch axis 0 must stay)")
+    keep = bool(op.opt.keepDims)
+    rec = op.record(R.MeanOp, (x,), y, axes=axes, keepdims=keep)
+    if rank == 4 and axes == (1, 2):
+        return ir.GlobalAvgPool2D(op.lname, (op.src(x),), keepdims=keep, quant=rec)
+    return ir.Mean(op.lname, (op.src(x),), axes=tuple(a - 1 for a in axes), keepdims=keep, quant=rec)
 
 
 def _add(ctx: Ctx, op: Op):
@@ -312,22 +471,31 @@ def _reshape(ctx: Ctx, op: Op):
     if x.dtype != y.dtype or (x.dtype == "int8" and not x.same_quant(y)):
         raise op.fail("a change of type or quantization")
     src = op.src(x)
-    xs = ctx.merged.get(x.index, x.shape)
-    if y.shape[0] != 1:
+    xs = x.shape
+    target = tuple(y.shape)
+    if len(op.ins) > 1:  # the shape operand (constant, or computed from shapes for a batch of 1)
+        t = [int(d) for d in ctx.shape_value(op.ins[1]).reshape(-1)]
+        if t.count(-1) == 1:
+            t[t.index(-1)] = int(np.prod(xs)) // max(1, -int(np.prod(t)))
+        if int(np.prod(t)) != int(np.prod(xs)) or min(t) < 0:
+            raise op.fail(f"target shape {t} for an input of shape {xs}")
+        target = tuple(t)
+    if target[0] != 1:
         # The converter's FULLY_CONNECTED on a rank > 2 input: RESHAPE (1, ..., K) -> (rows, K), batch merged
-        if xs[0] != 1 or y.shape[-1] != xs[-1] or y.shape[0] != int(np.prod(xs[:-1])) or len(y.shape) != 2:
-            raise op.fail(f"reshape {xs} -> {y.shape} merges the batch with other axes")
+        if xs[0] != 1 or len(target) != 2 or target[-1] != xs[-1] or target[0] != int(np.prod(xs[:-1])):
+            raise op.fail(f"reshape {xs} -> {target} merges the batch with other axes")
         consumers = [j for j, o in enumerate(ctx.ops) if y.index in (int(t) for t in o["inputs"])]
         if not consumers or any(ctx.ops[j]["op_name"] != "FULLY_CONNECTED" for j in consumers):
-            raise op.fail(f"reshape {xs} -> {y.shape} merges the batch with other axes (only before FULLY_CONNECTED)")
+            raise op.fail(f"reshape {xs} -> {target} merges the batch with other axes (only before FULLY_CONNECTED)")
         ctx.merged[y.index] = xs
         for j in consumers:  # the FC output keeps the leading axes: (1, ..., K) -> (1, ..., N)
             out = ctx.T(ctx.ops[j]["outputs"][0])
-            ctx.merged[out.index] = (*xs[:-1], out.shape[-1])
+            ctx.merged[out.index] = (*xs[:-1], int(ctx.const(ctx.ops[j]["inputs"][1]).shape[0]))
         return src
-    if x.index in ctx.merged and tuple(y.shape) == tuple(xs):  # the RESHAPE back after such an FC
+    if x.index in ctx.merged and target == tuple(xs):  # the RESHAPE back after such an FC
         return src
-    return ir.Reshape(op.lname, (src,), target=tuple(y.shape[1:]), quant=op.record(R.ReshapeOp, (x,), y))
+    y = dataclasses.replace(y, shape=target)
+    return ir.Reshape(op.lname, (src,), target=target[1:], quant=op.record(R.ReshapeOp, (x,), y))
 
 
 def _pad(ctx: Ctx, op: Op):
@@ -403,6 +571,45 @@ def _reshape_like(ctx: Ctx, op: Op):
     return ir.Reshape(op.lname, (op.src(x),), target=tuple(y.shape[1:]), quant=op.record(R.ReshapeOp, (x,), y))
 
 
+def _resize(ctx: Ctx, op: Op):
+    x, y = op.x, op.y
+    op.int8(x, y)
+    if not x.same_quant(y) or len(x.shape) != 4:
+        raise op.fail("only 4-D int8 resizing with equal input/output quantization (TF-Lite's kernels do not "
+                      "requantize; XNNPACK refuses such a model)")
+    size = tuple(int(v) for v in ctx.const(op.ins[1]).reshape(-1))
+    ac, hp = bool(op.opt.alignCorners), bool(op.opt.halfPixelCenters)
+    if ac and hp:
+        raise op.fail("align_corners together with half_pixel_centers (TF-Lite's kernel refuses it)")
+    method = "bilinear" if op.name == "RESIZE_BILINEAR" else "nearest"
+    return ir.Resize2D(op.lname, (op.src(x),), size=size, method=method, align_corners=ac, half_pixel_centers=hp,
+                       quant=op.record(R.ResizeOp, (x,), y, method=method, align_corners=ac, half_pixel_centers=hp))
+
+
+def _concat(ctx: Ctx, op: Op):
+    y = op.y
+    xs = [op.tensor(t) for t in op.ins]
+    op.int8(y, *xs)
+    if any(not t.same_quant(y) for t in xs):
+        raise op.fail("inputs quantized unlike the output (TF-Lite's int8 kernels and XNNPACK refuse it)")
+    if getattr(op.opt, "fusedActivationFunction", 0):
+        raise op.fail("a fused activation (TF-Lite's kernel requires NONE)")
+    axis = int(op.opt.axis) % len(y.shape)
+    if axis == 0:
+        raise op.fail("concatenation along the batch axis")
+    srcs = []
+    for t in xs:
+        if ctx.is_const(t.index):
+            raise op.fail(f"a constant input ({t.name!r})")
+        srcs.append(op.src(t))
+    return ir.Concat(op.lname, tuple(srcs), axis=axis - 1, quant=op.record(R.ConcatOp, xs, y))
+
+
+def _concat_xnnpack(ctx: Ctx, i: int) -> bool:
+    """XNNPACK takes a CONCATENATION of 2 to 5 inputs."""
+    return 2 <= len(ctx.ops[i]["inputs"]) <= 5
+
+
 def _reshape_xnnpack(ctx: Ctx, i: int) -> bool:
     """XNNPACK declines a RESHAPE whose shape operand is computed at run time."""
     ins = ctx.ops[i]["inputs"]
@@ -414,11 +621,12 @@ _NO = lambda ctx, i: False  # noqa: E731
 #: TF-Lite builtin op name -> converter. (SHAPE, STRIDED_SLICE, PACK, ... that only compute a RESHAPE's
 #: shape are skipped before this table is consulted.)
 CONVERTERS: dict[str, OpConverter] = {
-    "QUANTIZE": OpConverter(_quantize),
+    "QUANTIZE": OpConverter(_quantize, xnnpack=_quantize_xnnpack, builtin=True),
     "DEQUANTIZE": OpConverter(_dequantize),
     "CONV_2D": OpConverter(_mac),
     "DEPTHWISE_CONV_2D": OpConverter(_mac),
     "FULLY_CONNECTED": OpConverter(_mac),
+    "TRANSPOSE_CONV": OpConverter(_transpose_conv, xnnpack=_transpose_conv_xnnpack, builtin=True),
     "MAX_POOL_2D": OpConverter(_pool, builtin=True),
     "AVERAGE_POOL_2D": OpConverter(_pool, xnnpack=_NO, builtin=True),
     "MEAN": OpConverter(_mean),
@@ -428,6 +636,17 @@ CONVERTERS: dict[str, OpConverter] = {
     "PADV2": OpConverter(_pad, builtin=True),
     "EXPAND_DIMS": OpConverter(_reshape_like, xnnpack=_NO, builtin=True),
     "SQUEEZE": OpConverter(_reshape_like, xnnpack=_NO, builtin=True),
+    "SOFTMAX": OpConverter(_softmax, xnnpack=_NO, builtin=True),
+    "LOGISTIC": OpConverter(_unary, xnnpack=_unary_xnnpack, builtin=True),
+    "TANH": OpConverter(_unary, xnnpack=_unary_xnnpack, builtin=True),
+    "HARD_SWISH": OpConverter(_unary, xnnpack=_NO, builtin=True),
+    "LEAKY_RELU": OpConverter(_unary, xnnpack=_unary_xnnpack, builtin=True),
+    "RELU": OpConverter(_unary, xnnpack=_NO, builtin=True),
+    "RELU6": OpConverter(_unary, xnnpack=_NO, builtin=True),
+    "RELU_N1_TO_1": OpConverter(_unary, xnnpack=_NO, builtin=True),
+    "RESIZE_BILINEAR": OpConverter(_resize, builtin=True),
+    "RESIZE_NEAREST_NEIGHBOR": OpConverter(_resize, xnnpack=_NO, builtin=True),
+    "CONCATENATION": OpConverter(_concat, xnnpack=_concat_xnnpack, builtin=True),
     "SPACE_TO_BATCH_ND": OpConverter(_space_to_batch, xnnpack=_NO, builtin=True),
     "BATCH_TO_SPACE_ND": OpConverter(_batch_to_space, xnnpack=_NO, builtin=True),
 }

@@ -133,8 +133,17 @@ class DequantizeOp(TFLiteOp):
 
 @dataclass(frozen=True, eq=False)
 class MacOp(TFLiteOp):
-    """CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED: int8 MACs on ``mac``, zero-point correction,
-    bias, requantization (see the module docstring). ``colsum`` is ``sum(w)`` per output channel."""
+    """CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / TRANSPOSE_CONV: int8 MACs on ``mac``, zero-point
+    correction, bias, requantization (see :mod:`hwsim.frontends.tflite`'s docstring). ``colsum`` is
+    ``sum(w)`` per output channel.
+
+    TRANSPOSE_CONV (``tensorflow/lite/kernels/transpose_conv.cc``; XNNPACK ``deconvolution-nhwc.c``):
+    ``acc[o] = sum((x - zp_x) * w) + bias`` over the taps that reach output pixel ``o`` (the input is
+    not padded; the MAC array sees it spread out with the zero point, :class:`hwsim.graph.ir.Conv2DTranspose`),
+    requantized as CONV_2D in the xnnpack and reference modes; TF-Lite's optimized kernel requantizes
+    the output channels below ``8 * (C // 8)`` in 8-wide NEON blocks (run through NEON_2_SSE on x86)
+    whose second rounding is ``(v + 2**(n-1)) >> n`` (ties toward +inf), the others as reference.
+    """
 
     mac: MacSpec = None
     colsum: np.ndarray = field(default=None, repr=False)
@@ -143,6 +152,9 @@ class MacOp(TFLiteOp):
     multiplier: np.ndarray = field(default=None, repr=False)  # reference
     shift: np.ndarray = field(default=None, repr=False)
     round_away: bool = False  # reference FULLY_CONNECTED: one exact rounding, ties away from zero
+    #: builtin TRANSPOSE_CONV: the output channels below ``neon_block * (C // neon_block)`` are requantized
+    #: in NEON blocks whose second rounding is a rounding shift (ties toward +inf); 0 = none
+    neon_block: int = 0
     lo: int = -128
     hi: int = 127
 
@@ -153,6 +165,10 @@ class MacOp(TFLiteOp):
         # stochastic counters: element offset of this batch (first image ``offset``) in the whole run
         per_image = int(np.prod(self.output.shape[1:]))
         offset = int(offset) * per_image
+        if layer.kind == "conv2d_transpose":  # the spread-out input is filled with the zero point too
+            y = layer.mac(x, layer.kernel, self.mac, seed=seed, offset=offset, fill=np.float32(zp))
+            acc = np.rint(np.asarray(y, dtype=np.float64)).astype(np.int64)
+            return acc - np.int64(zp) * self.colsum + self.bias
         if layer.spatial and layer.padding == "same":  # TF-Lite pads with the input's zero point
             kh, kw = layer.kernel.shape[:2]
             dh, dw = layer.dilation
@@ -169,6 +185,16 @@ class MacOp(TFLiteOp):
             return rq.fp32_requantize(acc, self.scale32, zp, self.lo, self.hi)
         if self.round_away:
             y = rq.multiply_by_quantized_multiplier_round_away(acc, self.multiplier, self.shift)
+            return np.clip(y + np.int64(zp), self.lo, self.hi)
+        if self.kernels == "builtin" and self.neon_block:
+            # optimized per-channel Quantize: vrshl(vqrdmulh(acc << left, m), -right) in the NEON blocks
+            m, sh = self.multiplier, self.shift
+            left, right = np.maximum(sh, 0), np.maximum(-sh, 0)
+            v = rq.saturating_rounding_doubling_high_mul(acc << left, m)
+            neon = (v + ((np.int64(1) << right) >> 1)) >> right
+            y = rq.multiply_by_quantized_multiplier(acc, m, sh)
+            C = acc.shape[-1]
+            y = np.where(np.arange(C) < (C // self.neon_block) * self.neon_block, neon, y)
             return np.clip(y + np.int64(zp), self.lo, self.hi)
         return rq.requantize(acc, self.multiplier, self.shift, zp, self.lo, self.hi)
 
@@ -213,18 +239,33 @@ class PoolOp(TFLiteOp):
 
 @dataclass(frozen=True, eq=False)
 class MeanOp(TFLiteOp):
-    """MEAN over H and W (see the module docstring)."""
+    """MEAN over ``axes`` (of the tensor with its batch), ``n`` = the number of reduced elements.
+
+    * xnnpack (``src/operators/reduce-nd.c``, qs8 mean, any axes): the raw codes are summed,
+      ``R = sum(q)``; ``scale = f32(f32(s_x / s_y) * f32(1 / n))``; the input zero point is folded into
+      a float output zero point ``zp' = f32(zp_y - f32(f32(n * zp_x) * scale))``;
+      ``y = clamp(round-away(f32(f32(R * scale) + zp')))`` -- ties away from zero (TF 2.21's XNNPACK
+      rounds with ``std::round``; measured with power-of-two scale ratios, where ties are frequent).
+    * reference (``reference_ops::QuantizedMeanOrSum``): ``S = sum(q) - zp_x * n``,
+      ``(m, shift) = QuantizeMultiplier(double(s_x) / double(s_y))``, ``k = min(floor(log2 n), 32,
+      31 + shift)``, ``m' = (m * 2**k) // n``, ``y = clamp(MBQM(S, m', shift - k) + zp_y)`` (also when
+      input and output quantization are equal).
+    """
+
+    axes: tuple[int, ...] = (1, 2)
+    keepdims: bool = False
 
     def run(self, layer, inputs, seed=None, offset=0):
         q = _codes(inputs[0])
         x, y = self.inputs[0], self.output
-        n = q.shape[1] * q.shape[2]
-        total = q.sum(axis=(1, 2), keepdims=layer.keepdims)
-        S = total - np.int64(x.zp) * n
+        n = int(np.prod([q.shape[a] for a in self.axes]))
+        total = q.sum(axis=self.axes, keepdims=self.keepdims)
         if self.kernels == "xnnpack":
             scale = np.float32(np.float32(x.s / y.s) * (np.float32(1) / np.float32(n)))
-            f = S.astype(np.float32) * scale + np.float32(y.zp)
+            zpf = np.float32(np.float32(y.zp) - np.float32(np.float32(n * x.zp) * scale))
+            f = (total.astype(np.float32) * scale).astype(np.float32) + zpf
             return _out(np.clip(_round_away(f), -128, 127))
+        S = total - np.int64(x.zp) * n
         m, shift = rq.quantize_multiplier(np.float64(x.s) / np.float64(y.s))
         k = min(n.bit_length() - 1, 32, 31 + shift)
         m2 = (m << k) // n
@@ -288,3 +329,147 @@ class ReshapeOp(TFLiteOp):
         return x.reshape(len(x), *layer.target)
 
 
+
+
+def _cdiv(a, b):
+    """C integer division (truncation toward zero) of an int64 array by a positive ``b``."""
+    a = np.asarray(a, dtype=np.int64)
+    q = np.abs(a) // b
+    return np.where(a < 0, -q, q)
+
+
+def _bilinear_axis_q10(n_in: int, n_out: int, align_corners: bool, half_pixel_centers: bool):
+    """TF-Lite's integer bilinear coordinates along one axis (``ComputeInterpolationValuesInteger`` in
+    ``tensorflow/lite/kernels/internal/reference/resize_bilinear.h``): the 10-bit scale
+    ``(1024 n_in + n_out // 2) // n_out`` (align_corners: of ``n_in - 1`` over ``n_out - 1``), the source
+    ``s = o * scale`` (half-pixel: ``+ scale // 2 - 512``), ``lo = max(trunc(s / 1024), 0)``,
+    ``hi = min(trunc((s + 1023) / 1024), n_in - 1)``, weights ``w_hi = s - 1024 lo``, ``w_lo = 1024 - w_hi``."""
+    if align_corners and n_out > 1:
+        sc = (1024 * (n_in - 1) + (n_out - 1) // 2) // (n_out - 1)
+    else:
+        sc = (1024 * n_in + n_out // 2) // n_out
+    s = np.arange(n_out, dtype=np.int64) * sc + (sc // 2 - 512 if half_pixel_centers else 0)
+    lo = np.maximum(_cdiv(s, 1024), 0)
+    hi = np.minimum(_cdiv(s + 1023, 1024), n_in - 1)
+    w_hi = s - 1024 * lo
+    return lo, hi, 1024 - w_hi, w_hi
+
+
+def _bilinear_axis_q11(n_in: int, n_out: int, align_corners: bool, half_pixel_centers: bool):
+    """XNNPACK's bilinear coordinates along one axis (``xnn_indirection_init_resize_bilinear2d_hwc_q11``,
+    ``src/indirection.c``), in float32: ``scale = f32(f32(n_in - a) / f32(n_out - a))`` (``a = 1`` with
+    align_corners and ``n_out != 1``); ``v = f32(o * scale)``, with half-pixel centres
+    ``+ f32(f32(0.5 scale) - 0.5)`` (a second rounding, no FMA) clamped to ``[0, n_in - 1]``;
+    ``lo = trunc(v)``, ``hi = min(lo + 1, n_in - 1)``, the 11-bit weight ``rint(f32((v - lo) * 2048))``
+    (half to even)."""
+    a = 1 if (align_corners and n_out != 1) else 0
+    scale = np.float32(np.float32(n_in - a) / np.float32(n_out - a))
+    v = (np.arange(n_out).astype(np.float32) * scale).astype(np.float32)
+    if half_pixel_centers and not align_corners:
+        off = np.float32(np.float32(np.float32(0.5) * scale) - np.float32(0.5))
+        v = np.clip((v + off).astype(np.float32), np.float32(0), np.float32(n_in - 1)).astype(np.float32)
+    lo = v.astype(np.int64)
+    w = np.rint(((v - lo.astype(np.float32)).astype(np.float32) * np.float32(2048)).astype(np.float32))
+    return lo, np.minimum(lo + 1, n_in - 1), w.astype(np.int64)
+
+
+def _nearest_axis(n_in: int, n_out: int, align_corners: bool, half_pixel_centers: bool):
+    """``reference_ops::ResizeNearestNeighbor``'s float32 source index (``GetNearestNeighbor``):
+    ``v = f32(f32(o + (0.5 if half_pixel_centers)) * scale)``, index ``round-away(v)`` with
+    align_corners else ``floor(v)``, clamped to ``[0, n_in - 1]``."""
+    if align_corners and n_out > 1:
+        scale = np.float32(np.float32(n_in - 1) / np.float32(n_out - 1))
+    else:
+        scale = np.float32(np.float32(n_in) / np.float32(n_out))
+    off = np.float32(0.5 if half_pixel_centers else 0.0)
+    v = ((np.arange(n_out).astype(np.float32) + off).astype(np.float32) * scale).astype(np.float32)
+    idx = np.floor(v + np.float32(0.5)) if align_corners else np.floor(v)
+    return np.clip(idx.astype(np.int64), 0, n_in - 1)
+
+
+@dataclass(frozen=True, eq=False)
+class ResizeOp(TFLiteOp):
+    """RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR on the int8 codes (input and output share quantization;
+    nothing is requantized).
+
+    * bilinear, xnnpack (``src/s8-ibilinear``): with the Q11 weights of :func:`_bilinear_axis_q11`
+      (``ah`` across, ``av`` down), ``t = (tl << 11) + (tr - tl) ah``, ``b`` likewise for the bottom row,
+      ``acc = (t << 11) + (b - t) av``, ``y = (acc + 2**21) >> 22`` (ties toward +inf).
+    * bilinear, builtin and reference (the optimized int8 kernel calls the reference
+      ``ResizeBilinearInteger``): with the Q10 weights of :func:`_bilinear_axis_q10`,
+      ``acc = sum(q * wy * wx)`` over the four corners (exact), ``y = trunc((acc +- 2**19) / 2**20)``
+      (ties away from zero).
+    * nearest (XNNPACK never takes it; TF 2.21 sends int8 to the reference kernel in every mode): the
+      codes at :func:`_nearest_axis`'s indices.
+    """
+
+    method: str = "bilinear"
+    align_corners: bool = False
+    half_pixel_centers: bool = False
+
+    def run(self, layer, inputs, seed=None, offset=0):
+        q = _codes(inputs[0])
+        (H, W), (oh, ow) = q.shape[1:3], layer.size
+        ac, hp = self.align_corners, self.half_pixel_centers
+        if self.method == "nearest":
+            return _out(q[:, _nearest_axis(H, oh, ac, hp)][:, :, _nearest_axis(W, ow, ac, hp)])
+        g = lambda ys, xs: q[:, ys][:, :, xs]  # noqa: E731
+        if self.kernels == "xnnpack":
+            yt, yb, av = _bilinear_axis_q11(H, oh, ac, hp)
+            xl, xr, ah = _bilinear_axis_q11(W, ow, ac, hp)
+            ah, av = ah[None, None, :, None], av[None, :, None, None]
+            t = (g(yt, xl) << 11) + (g(yt, xr) - g(yt, xl)) * ah
+            b = (g(yb, xl) << 11) + (g(yb, xr) - g(yb, xl)) * ah
+            return _out(np.clip(((t << 11) + (b - t) * av + (1 << 21)) >> 22, -128, 127))
+        y0, y1, wy0, wy1 = (v[None, :, None, None] if k > 1 else v for k, v in
+                            enumerate(_bilinear_axis_q10(H, oh, ac, hp)))
+        x0, x1, wx0, wx1 = (v[None, None, :, None] if k > 1 else v for k, v in
+                            enumerate(_bilinear_axis_q10(W, ow, ac, hp)))
+        acc = (g(y0, x0) * wy0 * wx0 + g(y1, x0) * wy1 * wx0 + g(y0, x1) * wy0 * wx1 + g(y1, x1) * wy1 * wx1)
+        return _out(_cdiv(acc + np.where(acc > 0, 1 << 19, -(1 << 19)), 1 << 20))
+
+
+@dataclass(frozen=True, eq=False)
+class ConcatOp(TFLiteOp):
+    """CONCATENATION: the codes copied (every kernel requires each input quantized like the output)."""
+
+    def run(self, layer, inputs, seed=None, offset=0):
+        return layer.run([np.asarray(a, dtype=np.float32) for a in inputs])
+
+
+@dataclass(frozen=True, eq=False)
+class LutOp(TFLiteOp):
+    """An 8-bit elementwise unary op (LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, RELU, RELU6, RELU_N1_TO_1,
+    QUANTIZE between 8-bit types) as its table over the input codes (:mod:`.tables` builds it with the
+    kernel's own arithmetic): ``y = table[q - in_min]``.
+
+    ``tail_table``: TF-Lite's optimized int8 -> int8 QUANTIZE rounds its 16-wide vector loop differently
+    from its scalar tail, so the last ``n % 16`` of an image's ``n`` elements (flat, row-major) take this
+    table instead."""
+
+    table: np.ndarray = field(default=None, repr=False)
+    in_min: int = -128
+    tail_table: np.ndarray | None = field(default=None, repr=False)
+
+    def run(self, layer, inputs, seed=None, offset=0):
+        q = _codes(inputs[0]) - self.in_min
+        if self.tail_table is None:
+            return _out(self.table[q])
+        flat = q.reshape(len(q), -1)
+        v = (flat.shape[1] // 16) * 16
+        out = np.concatenate([self.table[flat[:, :v]], self.tail_table[flat[:, v:]]], axis=1)
+        return _out(out.reshape(q.shape))
+
+
+@dataclass(frozen=True, eq=False)
+class SoftmaxOp(TFLiteOp):
+    """SOFTMAX int8 -> int8 over the last axis (:func:`.softmax.softmax`: XNNPACK never takes it; the
+    optimized built-in kernel's float32 table, or the reference kernel's gemmlowp fixed point)."""
+
+    beta: float = 1.0
+
+    def run(self, layer, inputs, seed=None, offset=0):
+        from .softmax import softmax
+
+        x, y = self.inputs[0], self.output
+        return _out(softmax(_codes(inputs[0]), x.s, x.zp, y.s, y.zp, self.beta, self.kernels))
