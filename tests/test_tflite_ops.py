@@ -49,6 +49,8 @@ CASES = {
                         {"MAX_POOL_2D"}),
     "max_pool_valid_4x1": ((30, 1, 40), lambda i: layers.MaxPooling2D((4, 1), strides=(3, 1))(i), {"MAX_POOL_2D"}),
     "pad_asymmetric": ((6, 5, 3), lambda i: _conv(layers.ZeroPadding2D(((1, 2), (0, 3)))(_conv(i))), {"PAD"}),
+    "padv2_constant": ((6, 5, 3), lambda i: layers.Conv2D(4, 3)(keras.ops.pad(
+        _conv(i), ((0, 0), (1, 2), (2, 0), (0, 0)), constant_values=0.75)), {"PADV2"}),
     "mean_keepdims": ((7, 5, 3), lambda i: layers.GlobalAveragePooling2D(keepdims=True)(_conv(i)), {"MEAN"}),
     "softmax_dense": ((8,), lambda i: layers.Softmax()(layers.Dense(10)(i)), {"SOFTMAX"}),
     "softmax_37": ((12,), lambda i: layers.Softmax()(layers.Dense(37)(i)), {"SOFTMAX"}),
@@ -73,6 +75,17 @@ CASES = {
                                {"TRANSPOSE_CONV"}),
     "transpose_conv_relu_16": ((4, 4, 3), lambda i: layers.Conv2DTranspose(16, 4, strides=2, padding="same",
                                                                             activation="relu")(i), {"TRANSPOSE_CONV"}),
+    "mul": ((6, 6, 3), lambda i: layers.Multiply()([_conv(i), _conv(i)]), {"MUL"}),
+    "mul_relu_squeeze_excite": ((7, 5, 12), lambda i: layers.ReLU()(layers.Multiply()([
+        i, layers.Dense(12, activation="sigmoid")(layers.GlobalAveragePooling2D(keepdims=True)(i))])), {"MUL"}),
+    "mul_by_constant": ((6, 6, 3), lambda i: layers.Concatenate()([_conv(i), _conv(i)]) * 0.5, {"MUL"}),
+    "sub": ((6, 6, 3), lambda i: layers.Subtract()([_conv(i), _conv(i)]), {"SUB"}),
+    "sub_from_constant": ((8,), lambda i: 1.5 - layers.Dense(6)(i), {"SUB"}),
+    "add_broadcast": ((5, 4, 8), lambda i: layers.Add()([i, layers.Dense(8)(layers.GlobalAveragePooling2D(
+        keepdims=True)(i))]), {"ADD"}),
+    "add_constant": ((6, 6, 3), lambda i: layers.Concatenate()([_conv(i), _conv(i)]) + 0.25, {"ADD"}),
+    "maximum": ((6, 6, 3), lambda i: layers.Maximum()([_conv(i), _conv(i)]), {"MAXIMUM"}),
+    "minimum_constant": ((6, 6, 3), lambda i: keras.ops.minimum(_conv(i), 0.5), {"MINIMUM"}),
     "expand_dims": ((6,), lambda i: keras.ops.expand_dims(layers.Dense(6)(i), axis=1), {"EXPAND_DIMS"}),
     "squeeze": ((1, 6, 3), lambda i: keras.ops.squeeze(layers.Conv2D(4, (1, 3))(i), axis=1), {"RESHAPE"}),
     "resize_bilinear_x2": ((6, 6, 3), lambda i: layers.UpSampling2D(2, interpolation="bilinear")(_conv(i)),

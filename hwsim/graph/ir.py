@@ -564,10 +564,7 @@ class Add(Layer):
         _check_activation(self.name, self.activation)
 
     def output_shape(self, in_shapes):
-        try:
-            return tuple(np.broadcast_shapes(*in_shapes))
-        except ValueError:
-            raise ValueError(f"layer {self.name!r}: Add inputs do not broadcast: {in_shapes}") from None
+        return _broadcast(self.name, "Add", in_shapes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -584,10 +581,7 @@ class Mul(Layer):
         return y
 
     def output_shape(self, in_shapes):
-        try:
-            return tuple(np.broadcast_shapes(*in_shapes))
-        except ValueError:
-            raise ValueError(f"layer {self.name!r}: Mul inputs do not broadcast: {in_shapes}") from None
+        return _broadcast(self.name, "Mul", in_shapes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -609,10 +603,7 @@ class Binary(Layer):
         return self.OPS[self.op](ins[0], ins[1])
 
     def output_shape(self, in_shapes):
-        try:
-            return tuple(np.broadcast_shapes(*in_shapes))
-        except ValueError:
-            raise ValueError(f"layer {self.name!r}: {self.op} inputs do not broadcast: {in_shapes}") from None
+        return _broadcast(self.name, self.op, in_shapes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -925,6 +916,14 @@ def affine_of(op: str, c, tensor_first: bool):
 OPS = {cls.kind: cls for cls in (Conv2D, DepthwiseConv2D, Dense, Conv2DTranspose, Pool2D, GlobalAvgPool2D, Reshape, ZeroPad2D, Affine,
                                  Activation, Add, Mul, Binary, LeakyRelu, Mean, Resize2D, Concat, UpSample2D, LayerNorm,
                                  Transpose, Clip, QuantizeLinear, DequantizeLinear)}
+
+
+def _broadcast(name: str, what: str, in_shapes) -> tuple[int, ...]:
+    """The numpy broadcast of ``in_shapes`` (an elementwise op's output shape), or a ``ValueError``."""
+    try:
+        return tuple(np.broadcast_shapes(*in_shapes))
+    except ValueError:
+        raise ValueError(f"layer {name!r}: {what} inputs do not broadcast: {in_shapes}") from None
 
 
 def _size(a) -> int:

@@ -14,10 +14,18 @@ zero points live in the quant records (:class:`TensorQ`), one per tensor, as in 
 file. Float tensors (the model's float input, the DEQUANTIZE output) are float32 values. So the
 network input is what the interpreter's input tensor takes (float pixels for the zoo models) and
 the IR keeps the TF-Lite graph: QUANTIZE and DEQUANTIZE become :class:`hwsim.graph.ir.Affine` layers,
-CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED the MAC layers (their ``kernel`` holds the int8
-weights, HWIO / (kh, kw, C, M) / (in, out), and ``bias`` the int32 biases), MAX/AVERAGE_POOL_2D
-``Pool2D``, MEAN over H and W ``GlobalAvgPool2D``, ADD ``Add``, RESHAPE ``Reshape``, PAD
-``ZeroPad2D`` (padded with the zero point).
+CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / TRANSPOSE_CONV the MAC layers (their ``kernel`` holds
+the int8 weights, HWIO / (kh, kw, C, M) / (in, out) / (kh, kw, C_in, C_out), and ``bias`` the int32
+biases), and every other op the IR layer of the same meaning (:data:`.convert.CONVERTERS` maps each
+TF-Lite op to its converter). uint8 tensors (a model converted with ``inference_input_type=tf.uint8``)
+travel as their codes 0..255 the same way.
+
+Patterns the converter writes are read back as the layer they stand for: SPACE_TO_BATCH_ND ->
+CONV_2D / DEPTHWISE_CONV_2D -> BATCH_TO_SPACE_ND is one dilated convolution (on the input padded with
+the zero point, as SPACE_TO_BATCH_ND pads); RESHAPE (1, ..., K) -> (rows, K) -> FULLY_CONNECTED ->
+RESHAPE back (Keras' Dense on a rank > 2 input) is one Dense over the last axis; the int32 shape
+arithmetic feeding a RESHAPE or TRANSPOSE_CONV (SHAPE, GATHER, REDUCE_PROD, PACK, ...) is evaluated
+at import.
 
 Which arithmetic: ``kernels=``
 ------------------------------
@@ -72,24 +80,40 @@ half away from zero; ``f32(.)`` one float32 operation):
   ``s_b / twice`` and the output multiplier ``twice / (2**20 s_y)`` are quantized with
   ``QuantizeMultiplier`` (double); ``a' = MBQM((a - zp_a) * 2**20, m_a, shift_a)``, ``b'`` alike,
   ``y = clamp(MBQM(a' + b', m_y, shift_y) + zp_y, lo, hi)`` (double rounding).
-* MEAN over H, W (GlobalAveragePooling2D), ``n = H * W``, ``S = sum(q) - zp_x * n``: xnnpack (qs8
-  reduce): ``scale = f32(f32(s_x / s_y) * f32(1 / n))``,
-  ``y = clamp(round-away(f32(f32(f32(S) * scale) + zp_y)))`` -- ties away from zero, unlike XNNPACK's
-  conv requantization (measured with crafted power-of-two scale ratios, where ties are frequent).
-  reference (``QuantizedMeanOrSum``): ``(m, shift) = QuantizeMultiplier(double(s_x) / double(s_y))``,
+* MEAN over any axes (GlobalAveragePooling2D is H, W), ``n`` reduced elements, ``S = sum(q) - zp_x * n``:
+  xnnpack (qs8 reduce): ``scale = f32(f32(s_x / s_y) * f32(1 / n))``, the zero point folded into a float
+  one, ``zp' = f32(zp_y - f32(f32(n * zp_x) * scale))``, and ``y = clamp(round-away(f32(f32(sum(q) *
+  scale) + zp')))`` -- ties away from zero, unlike XNNPACK's conv requantization (measured with crafted
+  power-of-two scale ratios, where ties are frequent). reference (``QuantizedMeanOrSum``): ``(m, shift) = QuantizeMultiplier(double(s_x) / double(s_y))``,
   ``k = min(floor(log2 n), 32, 31 + shift)``, ``m' = (m * 2**k) // n``,
   ``y = clamp(MBQM(S, m', shift - k) + zp_y)`` (also when input and output quantization are equal).
 * AVERAGE_POOL_2D (not delegated to XNNPACK for int8; both variants): over the window's in-bounds
   cells (``count`` of them), ``y = clamp(round-away(sum(q) / count))`` computed as TF-Lite does,
   ``(sum + count/2) / count`` (C division) for positive sums, ``(sum - count/2) / count`` otherwise.
 * MAX_POOL_2D: the maximum over the in-bounds cells, clamped to ``[lo, hi]``. RESHAPE, PAD: exact.
-* SHAPE / STRIDED_SLICE / PACK / CONCATENATION / GATHER / SLICE on int32 tensors that only compute a
-  RESHAPE's target shape (Keras' ``Flatten`` converted with a dynamic batch) are skipped: the RESHAPE
-  takes its static output shape. Such a RESHAPE is not delegated to XNNPACK, which splits the
+* SHAPE / STRIDED_SLICE / PACK / CONCATENATION / GATHER / SLICE / REDUCE_PROD on int32 tensors that
+  only compute a RESHAPE's target shape (Keras' ``Flatten`` converted with a dynamic batch) are
+  evaluated at import, not executed. Such a RESHAPE is not delegated to XNNPACK, which splits the
   delegate's partition (the emulator models that and checks it).
 
-Any other op, or an op configuration outside these (dilated convolutions, broadcasting ADD, MEAN
-over other axes, int16 activations, ...), raises ``ValueError`` naming it.
+The other ops' arithmetic is written in their records (:mod:`.records`), with the sources:
+
+* TRANSPOSE_CONV: :class:`.records.MacOp` (the MAC sums as above over the taps that reach each output).
+* LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, RELU, RELU6, RELU_N1_TO_1, QUANTIZE between 8-bit types:
+  a 256-entry table per op built with the kernel's own arithmetic (:mod:`.tables`, which calls the C
+  library's ``expf`` / ``tanhf`` as TF-Lite does); :class:`.records.LutOp`.
+* SOFTMAX: :mod:`.softmax` (XNNPACK never takes it: the optimized kernel's float32 table or the
+  reference kernel's gemmlowp fixed point).
+* MEAN over any axes: :class:`.records.MeanOp` (XNNPACK folds the input zero point into a float one).
+* RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR: :class:`.records.ResizeOp`. CONCATENATION, PADV2,
+  EXPAND_DIMS, SQUEEZE: exact copies.
+
+Which ops the XNNPACK delegate takes (some only for some parameters, e.g. LEAKY_RELU's scale ratio,
+TRANSPOSE_CONV's constant output shape) is stated per op in :data:`.convert.CONVERTERS` and checked
+against the interpreter's real partition at load time.
+
+Any other op, or an op configuration outside these (broadcasting ADD, int16 activations, ...), raises
+``ValueError`` naming it and listing the supported ops.
 
 The MAC spec: ``load_tflite(path, mac=...)`` (default the ``int8_int32`` preset) is the MAC unit the
 convolution and dense sums run on; the TF-Lite bit-exactness holds for ``int8_int32``. Another spec
@@ -291,9 +315,34 @@ def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
     return net
 
 
+def _partitions(ops, delegated: list[bool]) -> list[int]:
+    """The partition of every operator as TF-Lite forms them (``PartitionGraphIntoIndependentNodeSubsets``
+    in ``tensorflow/lite/graph_info.cc``): alternately delegated and not, each partition takes, in
+    order and repeatedly, every remaining operator of its kind whose inputs are all available (graph
+    inputs, constants, or outputs of operators already placed)."""
+    produced = {int(t): i for i, op in enumerate(ops) for t in op["outputs"]}
+    part = [-1] * len(ops)
+    kind = delegated[0] if ops else False
+    n = 0
+    while -1 in part:
+        changed = True
+        while changed:
+            changed = False
+            for i, op in enumerate(ops):
+                if part[i] == -1 and delegated[i] == kind and all(
+                        int(t) not in produced or part[produced[int(t)]] != -1 for t in op["inputs"] if int(t) >= 0):
+                    part[i] = n
+                    changed = True
+        n += 1
+        kind = not kind
+    return part
+
+
 def _check_partition(data: bytes, ops, delegated: list[bool], graph_out: int, where):
     """The emulator assumes XNNPACK runs exactly the operators marked ``delegated``: compare the tensors
-    its partitions would output with the ones the interpreter's DELEGATE nodes do output."""
+    its partitions would output (:func:`_partitions`) with the ones the interpreter's DELEGATE nodes do
+    output."""
+    part = _partitions(ops, delegated)
     consumers: dict[int, list[int]] = {}
     for i, op in enumerate(ops):
         for t in op["inputs"]:
@@ -303,7 +352,7 @@ def _check_partition(data: bytes, ops, delegated: list[bool], graph_out: int, wh
         if not delegated[i]:
             continue
         for t in (int(t) for t in op["outputs"]):
-            if t == graph_out or any(not delegated[c] for c in consumers.get(t, [])):
+            if t == graph_out or any(part[c] != part[i] for c in consumers.get(t, [])):
                 predicted.add(t)
     actual = _delegated_outputs(data, where) or set()
     if predicted != actual:

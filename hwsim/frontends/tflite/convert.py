@@ -80,6 +80,9 @@ class Ctx:
     #: tensors whose leading dimension merges the batch with other axes (FULLY_CONNECTED on a rank > 2
     #: input, as the converter writes it): tensor index -> the batch-first shape the IR carries instead
     merged: dict = field(default_factory=dict)
+    #: tensors whose shape the interpreter does not know before running (a RESHAPE to a computed shape):
+    #: tensor index -> the shape the importer evaluated
+    shapes: dict = field(default_factory=dict)
     #: SPACE_TO_BATCH_ND outputs awaiting their convolution: tensor -> (padded source layer, dilation, input)
     pending_dilation: dict = field(default_factory=dict)
     values: dict = field(default_factory=dict)  # int32 shape tensors evaluated by shape_value
@@ -162,7 +165,7 @@ class Op:
     def tensor(self, i) -> TensorQ:
         """Tensor ``i``, with the batch-first shape the IR carries where the converter merged the batch."""
         t = self.ctx.T(i)
-        shape = self.ctx.merged.get(t.index)
+        shape = self.ctx.merged.get(t.index, self.ctx.shapes.get(t.index))
         return t if shape is None else dataclasses.replace(t, shape=shape)
 
     @property
@@ -186,7 +189,7 @@ class Op:
         return fused_activation(self.opt, self.ctx.where, self.index, self.name)
 
     def bounds(self, act: str, y: TensorQ) -> tuple[int, int]:
-        return R._act_bounds(act, y, "xnnpack" if self.mode == "xnnpack" else "reference")
+        return R.act_bounds(act, y, "xnnpack" if self.mode == "xnnpack" else "reference")
 
     def int8(self, *ts: TensorQ) -> None:
         for t in ts:
@@ -431,7 +434,7 @@ def _pool(ctx: Ctx, op: Op):
     op.int8(x, y)
     if not x.same_quant(y):
         raise op.fail("input and output quantization differ")
-    lo, hi = R._act_bounds(op.act(), y, "reference")
+    lo, hi = R.act_bounds(op.act(), y, "reference")
     opt = op.opt
     return ir.Pool2D(op.lname, (op.src(x),), op="max" if op.name == "MAX_POOL_2D" else "avg",
                      pool_size=(opt.filterHeight, opt.filterWidth), strides=(opt.strideH, opt.strideW),
@@ -452,17 +455,59 @@ def _mean(ctx: Ctx, op: Op):
     return ir.Mean(op.lname, (op.src(x),), axes=tuple(a - 1 for a in axes), keepdims=keep, quant=rec)
 
 
-def _add(ctx: Ctx, op: Op):
-    x, y = op.x, op.y
-    b_t = ctx.T(op.ins[1])
-    op.int8(x, b_t, y)
-    if x.shape != b_t.shape:
-        raise op.fail(f"broadcasting {x.shape} + {b_t.shape}")
-    src2 = ctx.producer.get(b_t.index)
-    if src2 is None:
-        raise op.fail("a constant operand")
-    lo, hi = op.bounds(op.act(), y)
-    return ir.Add(op.lname, (op.src(x), src2), activation="linear", quant=op.record(R.AddOp, (x, b_t), y, lo=lo, hi=hi))
+def _binary(ctx: Ctx, op: Op):
+    """ADD, SUB, MUL, MAXIMUM, MINIMUM (broadcasting; one operand may be a constant)."""
+    ta, tb = op.tensor(op.ins[0]), op.tensor(op.ins[1])
+    y = op.y
+    op.int8(ta, tb, y)
+    const_pos = [k for k, t in enumerate((ta, tb)) if ctx.is_const(t.index)]
+    if len(const_pos) > 1:
+        raise op.fail("two constant operands")
+    act = op.act() if op.name in ("ADD", "SUB", "MUL") else "linear"
+    lo, hi = op.bounds(act, y)
+    kw = dict(lo=lo, hi=hi)
+    if not const_pos:
+        rec = op.record(R.BinaryOp, (ta, tb), y, **kw)
+        srcs = (op.src(ta), op.src(tb))
+        if op.name == "ADD":
+            return ir.Add(op.lname, srcs, quant=rec)
+        if op.name == "MUL":
+            return ir.Mul(op.lname, srcs, quant=rec)
+        return ir.Binary(op.lname, srcs, op={"SUB": "sub", "MAXIMUM": "max", "MINIMUM": "min"}[op.name], quant=rec)
+    k = const_pos[0]
+    t_c, t_x = (ta, tb) if k == 0 else (tb, ta)
+    codes = ctx.const(t_c.index).astype(np.int64)
+    if codes.ndim > len(y.shape):
+        raise op.fail(f"a constant of shape {codes.shape} for an output of shape {y.shape}")
+    rec = op.record(R.BinaryOp, (ta, tb), y, const=codes, const_pos=k, **kw)
+    # the IR layer states the float meaning: an affine map (or a clip) of the other operand
+    real = (codes - t_c.zp).astype(np.float64) * float(t_c.s)
+    if real.size > 1 and (real.ndim == 0 or real.size != real.shape[-1]):
+        raise op.fail(f"a constant operand of shape {codes.shape} (a scalar or one value per channel expected)")
+    c = real.reshape(-1) if real.size > 1 else float(real.reshape(-1)[0])
+    src = (op.src(t_x),)
+    if op.name == "MUL":
+        return ir.Affine(op.lname, src, scale=c, quant=rec)
+    if op.name == "ADD":
+        return ir.Affine(op.lname, src, offset=c, quant=rec)
+    if op.name == "SUB":
+        return ir.Affine(op.lname, src, scale=1.0 if k == 1 else -1.0, offset=-c if k == 1 else c, quant=rec)
+    if real.size > 1:
+        raise op.fail(f"{op.name.lower()} with a per-channel constant")
+    bound = {"lo": c} if op.name == "MAXIMUM" else {"hi": c}
+    return ir.Clip(op.lname, src, quant=rec, **bound)
+
+
+def _binary_xnnpack(ctx: Ctx, i: int) -> bool:
+    """:func:`.binary.xnnpack_takes` on the operator's quantization (MUL, ADD, SUB: scale-ratio ranges)."""
+    from .binary import xnnpack_takes
+
+    o = ctx.ops[i]
+    ta, tb, y = (ctx.T(t) for t in (o["inputs"][0], o["inputs"][1], o["outputs"][0]))
+    if any(t.dtype != "int8" or t.scale.size != 1 for t in (ta, tb, y)):
+        return False
+    return xnnpack_takes(o["op_name"], (ta.s, ta.zp), (tb.s, tb.zp), (y.s, y.zp), ta.shape, tb.shape,
+                         ctx.is_const(tb.index))
 
 
 def _reshape(ctx: Ctx, op: Op):
@@ -471,7 +516,7 @@ def _reshape(ctx: Ctx, op: Op):
     if x.dtype != y.dtype or (x.dtype == "int8" and not x.same_quant(y)):
         raise op.fail("a change of type or quantization")
     src = op.src(x)
-    xs = x.shape
+    xs = tuple(x.shape)
     target = tuple(y.shape)
     if len(op.ins) > 1:  # the shape operand (constant, or computed from shapes for a batch of 1)
         t = [int(d) for d in ctx.shape_value(op.ins[1]).reshape(-1)]
@@ -495,6 +540,7 @@ def _reshape(ctx: Ctx, op: Op):
     if x.index in ctx.merged and target == tuple(xs):  # the RESHAPE back after such an FC
         return src
     y = dataclasses.replace(y, shape=target)
+    ctx.shapes[y.index] = target
     return ir.Reshape(op.lname, (src,), target=target[1:], quant=op.record(R.ReshapeOp, (x,), y))
 
 
@@ -630,10 +676,14 @@ CONVERTERS: dict[str, OpConverter] = {
     "MAX_POOL_2D": OpConverter(_pool, builtin=True),
     "AVERAGE_POOL_2D": OpConverter(_pool, xnnpack=_NO, builtin=True),
     "MEAN": OpConverter(_mean),
-    "ADD": OpConverter(_add),
+    "ADD": OpConverter(_binary, xnnpack=_binary_xnnpack, builtin=True),
+    "SUB": OpConverter(_binary, xnnpack=_binary_xnnpack, builtin=True),
+    "MUL": OpConverter(_binary, xnnpack=_binary_xnnpack, builtin=True),
+    "MAXIMUM": OpConverter(_binary, xnnpack=_NO, builtin=True),
+    "MINIMUM": OpConverter(_binary, xnnpack=_NO, builtin=True),
     "RESHAPE": OpConverter(_reshape, xnnpack=_reshape_xnnpack, builtin=True),
     "PAD": OpConverter(_pad, builtin=True),
-    "PADV2": OpConverter(_pad, builtin=True),
+    "PADV2": OpConverter(_pad, xnnpack=_NO, builtin=True),
     "EXPAND_DIMS": OpConverter(_reshape_like, xnnpack=_NO, builtin=True),
     "SQUEEZE": OpConverter(_reshape_like, xnnpack=_NO, builtin=True),
     "SOFTMAX": OpConverter(_softmax, xnnpack=_NO, builtin=True),

@@ -9,7 +9,6 @@ XNNPACK it bundles) are cited there.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,7 +66,7 @@ def _out(q) -> np.ndarray:
     return np.asarray(q).astype(np.float32)
 
 
-def _act_bounds(activation: str, y: TensorQ, kernels_: str) -> tuple[int, int]:
+def act_bounds(activation: str, y: TensorQ, kernels_: str) -> tuple[int, int]:
     """int8 output bounds of a fused activation (see the module docstring)."""
     lo, hi = -128, 127
     if activation == "linear":
@@ -273,38 +272,31 @@ class MeanOp(TFLiteOp):
 
 
 @dataclass(frozen=True, eq=False)
-class AddOp(TFLiteOp):
-    """ADD of two same-shape int8 tensors (see the module docstring)."""
+class BinaryOp(TFLiteOp):
+    """ADD / SUB / MUL / MAXIMUM / MINIMUM of two int8 tensors with broadcasting (:func:`.binary.binary`
+    states the arithmetic per kernel mode). ``const``: the codes of a constant operand (at input
+    position ``const_pos``), which the IR layer does not take as an input."""
 
     lo: int = -128
     hi: int = 127
+    const: np.ndarray | None = field(default=None, repr=False)
+    const_pos: int = 1
 
     def run(self, layer, inputs, seed=None, offset=0):
-        a, b = _codes(inputs[0]), _codes(inputs[1])
-        ta, tb = self.inputs
-        y = self.output
-        if self.kernels == "xnnpack":
-            ra = np.float32(ta.s / y.s)
-            rb = np.float32(tb.s / y.s)
-            mx = max(abs(ra), abs(rb))
-            exponent = int(np.float32(mx).view(np.uint32) >> np.uint32(23)) - 127
-            shift = 20 - exponent
-            if not (12 <= shift <= 30):  # pragma: no cover - the delegate rejects these; load_tflite checks
-                raise ValueError(f"{self.describe()}: XNNPACK add scale ratio out of range")
-            ma = int(np.rint(np.float32(math.ldexp(float(ra), shift))))
-            mb = int(np.rint(np.float32(math.ldexp(float(rb), shift))))
-            bias = (1 << (shift - 1)) - ma * ta.zp - mb * tb.zp
-            acc = bias + a * ma + b * mb
-            return _out(np.clip((acc >> shift) + y.zp, self.lo, self.hi))
-        left = 20
-        twice = 2.0 * float(max(ta.s, tb.s))
-        ma, sa = rq.quantize_multiplier(float(ta.s) / twice)
-        mb, sb = rq.quantize_multiplier(float(tb.s) / twice)
-        mo, so = rq.quantize_multiplier(twice / ((1 << left) * float(y.s)))
-        a2 = rq.multiply_by_quantized_multiplier_smaller_than_one_exp((a - ta.zp) << left, ma, sa)
-        b2 = rq.multiply_by_quantized_multiplier_smaller_than_one_exp((b - tb.zp) << left, mb, sb)
-        out = rq.multiply_by_quantized_multiplier_smaller_than_one_exp(a2 + b2, mo, so) + y.zp
-        return _out(np.clip(out, self.lo, self.hi))
+        from .binary import binary
+
+        ins = [_codes(v) for v in inputs]
+        if self.const is not None:
+            ins.insert(self.const_pos, self.const)
+        (ta, tb), y = self.inputs, self.output
+        args = ((ta.s, ta.zp), (tb.s, tb.zp), (y.s, y.zp), self.kernels, self.lo, self.hi)
+        if self.kernels != "builtin":
+            return _out(binary(self.op, ins[0], ins[1], *args))
+        # TF-Lite's optimized kernels round some elements differently depending on their position in the
+        # tensor's loops, so each image is computed with the op's real (batch-1) shapes
+        n = max(len(v) for v in ins if v.ndim == len(y.shape))
+        pick = lambda v, i: v[i:i + 1] if v.ndim == len(y.shape) and len(v) == n else v  # noqa: E731
+        return _out(np.concatenate([binary(self.op, pick(ins[0], i), pick(ins[1], i), *args) for i in range(n)]))
 
 
 @dataclass(frozen=True, eq=False)
