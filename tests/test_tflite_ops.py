@@ -189,3 +189,24 @@ def test_transpose_conv_inside_xnnpack(tmp_path, seed):
         (t,) = [la for la in net.layers if la.kind == "conv2d_transpose"]
         assert t.quant.kernels == kernels
         np.testing.assert_array_equal(hwsim.run(net, x[40:]), interpreter_outputs(content, kernels, x[40:]))
+
+
+@pytest.mark.parametrize("app", ["MobileNetV3Small", "EfficientNetB0"])
+def test_keras_applications_int8(tmp_path, app):
+    """Whole networks nobody on the team wrote (``keras.applications``, random weights, 64x64), converted
+    to int8: every output equals the interpreter's. MobileNetV3Small's logits are so small that the
+    reference SOFTMAX's fixed-point multiplier is below 1: TF-Lite's reference kernel aborts the process
+    there (TFLITE_CHECK_GT), and the importer refuses the model with that reason instead."""
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, app)(input_shape=(64, 64, 3), weights=None, classes=10)
+    x = np.random.default_rng(0).uniform(0, 255, size=(40, 64, 64, 3)).astype(np.float32)
+    content = convert(model, [x[:30]])
+    path = tmp_path / f"{app}.tflite"
+    path.write_bytes(content)
+    for kernels in KERNELS:
+        if app == "MobileNetV3Small" and kernels == "reference":
+            with pytest.raises(ValueError, match=r"SOFTMAX .*TFLITE_CHECK_GT.* <= 1"):
+                load_tflite(path, kernels=kernels)
+            continue
+        net = load_tflite(path, kernels=kernels)
+        np.testing.assert_array_equal(hwsim.run(net, x[30:]), interpreter_outputs(content, kernels, x[30:]))
