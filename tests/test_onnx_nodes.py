@@ -13,6 +13,7 @@ from onnx import helper as oh
 from onnx import numpy_helper as nh
 
 import onnxruntime as ort
+import torch
 from hwsim.frontends.onnx import load_onnx
 from hwsim.graph.runner import forward, resolve_specs
 
@@ -110,3 +111,70 @@ def test_constant_along_height_is_refused_by_tflite_float(tmp_path):
     path = tflite.convert_keras_float(keras.Model(inp, out), tmp_path / "h.tflite")
     with pytest.raises(ValueError, match="vectors along the last axis only"):
         tflite.load_tflite(path)
+
+
+# ------------------------------------------------------- ops torch writes, against onnxruntime and torch
+class _Up(torch.nn.Module):
+    def __init__(self, **kw):
+        super().__init__()
+        self.conv, self.kw = torch.nn.Conv2d(3, 4, 3, padding=1), kw
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(self.conv(x), **self.kw)
+
+
+TORCH_CASES = {
+    "conv_transpose_s2_p1_op1": lambda: torch.nn.ConvTranspose2d(3, 5, 3, stride=2, padding=1, output_padding=1),
+    "conv_transpose_k4_s2": lambda: torch.nn.ConvTranspose2d(3, 4, 4, stride=2, padding=1),
+    "conv_transpose_k2_s3_p0": lambda: torch.nn.ConvTranspose2d(3, 2, (2, 3), stride=(3, 2)),
+    "upsample_nearest_x2": lambda: _Up(scale_factor=2, mode="nearest"),
+    "upsample_bilinear_x2": lambda: _Up(scale_factor=2, mode="bilinear", align_corners=False),
+    "resize_bilinear_align_corners": lambda: _Up(size=(11, 5), mode="bilinear", align_corners=True),
+    "resize_bilinear_down": lambda: _Up(size=(4, 3), mode="bilinear", align_corners=False),
+    "leaky_relu": lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.LeakyReLU(0.2)),
+    "max_pool_ceil": lambda: torch.nn.MaxPool2d(3, 2, ceil_mode=True),  # 8 -> 4 (floor: 3)
+    "max_pool_ceil_padded": lambda: torch.nn.MaxPool2d(3, 2, padding=1, ceil_mode=True),  # 8 -> 5 (floor: 4)
+    # 6 -> 2: ceil would give 3, but the third window would start in the trailing padding (floor: 2 too)
+    "max_pool_ceil_last_window_dropped": lambda: torch.nn.MaxPool2d(3, 4, padding=1, ceil_mode=True),
+    "avg_pool_ceil": lambda: torch.nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False),
+}
+SIZE = {"max_pool_ceil_last_window_dropped": 6}
+
+
+@pytest.mark.parametrize("case", sorted(TORCH_CASES))
+def test_torch_ops_match_onnxruntime_and_torch(tmp_path, case):
+    from _torchnets import randomize
+
+    model = randomize(TORCH_CASES[case]())
+    hw = SIZE.get(case, 8)
+    x = np.random.default_rng(5).normal(size=(2, 3, hw, hw)).astype(np.float32)
+    path = tmp_path / f"{case}.onnx"
+    torch.onnx.export(model, (torch.from_numpy(x[:1]),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    want_op = {"conv": "ConvTranspose", "upsa": "Resize", "resi": "Resize", "leak": "LeakyRelu", "max_": "MaxPool",
+               "avg_": "AveragePool"}[case[:4]]
+    assert want_op in ops
+    net = load_onnx(str(path))
+    y = forward(net, x, resolve_specs(net, "fp32"))
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with torch.no_grad():
+        tor = model(torch.from_numpy(x)).numpy()
+    for other in (ref, tor):
+        assert y.shape == other.shape
+        np.testing.assert_allclose(y, other, rtol=1e-5, atol=1e-5)
+
+
+def test_resize_modes_outside_the_supported_set_are_named():
+    node = oh.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic")
+    m = _model([node], [None, 3, 7, 7], 4, inits=[("s", np.array([1, 1, 2, 2], np.float32))])
+    with pytest.raises(ValueError, match="mode='cubic'.*supported: linear"):
+        load_onnx(m, name="t")
+
+
+@pytest.mark.parametrize("attrs", [dict(auto_pad="SAME_UPPER"), dict(auto_pad="SAME_LOWER"),
+                                   dict(output_shape=[14, 13]), dict(pads=[1, 0, 2, 1], output_padding=[1, 0])])
+def test_conv_transpose_padding_attributes(attrs):
+    w = np.random.default_rng(6).normal(size=(3, 2, 3, 3)).astype(np.float32)
+    node = oh.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], **attrs)
+    _check(_model([node], [None, 3, 7, 7], 4, inits=[("w", w)]), X)

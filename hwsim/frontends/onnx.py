@@ -18,15 +18,21 @@ ONNX                                       IR
 =========================================  ===========================================================
 Conv (groups 1, depthwise, any groups;     Conv2D / DepthwiseConv2D; explicit pads other than
 strides, dilations, pads)                  TensorFlow's "same" become a ZeroPad2D before a "valid" conv
+ConvTranspose (group 1; strides, pads,     Conv2DTranspose (explicit leading pads and output size)
+output_padding, output_shape, auto_pad)
+Resize of H, W (linear: half_pixel,        Resize2D (TensorFlow's coordinate rules, which these equal)
+pytorch_half_pixel, align_corners,
+asymmetric; nearest: asymmetric + floor)
 Gemm (transB, alpha, beta; transA 0),      Dense (kernel ``alpha * B``, bias ``beta * C``)
 MatMul by a constant
 Add, Mul (broadcasting), Sub, Div by a     Add / Mul; Affine for a scalar or per-channel constant
 constant
 BatchNormalization                         Affine, folded into the conv before it (graph pass)
 Relu, Sigmoid, Tanh, HardSwish, Softmax    Activation (softmax over the channel / last axis)
+LeakyRelu                                  LeakyRelu
 Clip, HardSigmoid                          Clip (HardSigmoid: Affine then Clip to [0, 1])
-MaxPool, AveragePool (pads,                Pool2D (``ceil_mode`` only where it changes nothing)
-count_include_pad), GlobalAveragePool,
+MaxPool, AveragePool (pads, ceil_mode,     Pool2D (``ceil_mode``: trailing padding for the extra
+count_include_pad), GlobalAveragePool,     window, except with count_include_pad where it grows)
 ReduceMean over H and W                    GlobalAvgPool2D
 Flatten, Reshape, Squeeze, Unsqueeze       Reshape (through CHW order for image tensors)
 Concat                                     Concat
@@ -203,6 +209,92 @@ def _conv(ctx, node, i):
     ctx.out(node, ctx.add(layer), IMAGE)
 
 
+def _conv_transpose(ctx, node, i):
+    a = _attrs(node)
+    w = ctx.const(node, 1).astype(np.float32)  # (C_in, C_out / group, kh, kw)
+    if w.ndim != 4:
+        raise ctx.error(node, f"a {w.ndim - 2}-D transposed convolution (only 2-D)")
+    for key, ok in (("group", 1), ("dilations", [1, 1])):
+        if key in a and list(np.atleast_1d(a[key])) != list(np.atleast_1d(ok)):
+            raise ctx.error(node, f"attribute {key}={a[key]} (only {ok})")
+    _, _, h, wd = ctx.onnx_shape(node.input[0])
+    kh, kw = w.shape[2:]
+    s = tuple(int(v) for v in a.get("strides", (1, 1)))
+    op_ = tuple(int(v) for v in a.get("output_padding", (0, 0)))
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    full = [(n - 1) * st + k + o for n, st, k, o in zip((h, wd), s, (kh, kw), op_)]
+    if "output_shape" in a or auto in ("SAME_UPPER", "SAME_LOWER"):  # pads from the output size (ONNX spec)
+        size = tuple(int(v) for v in a["output_shape"][-2:]) if "output_shape" in a else (h * s[0], wd * s[1])
+        total = [f - o for f, o in zip(full, size)]
+        begin = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+    elif auto in ("NOTSET", "VALID"):
+        p = [int(v) for v in a.get("pads", (0, 0, 0, 0))] if auto == "NOTSET" else [0, 0, 0, 0]
+        begin = [p[0], p[1]]
+        size = (full[0] - p[0] - p[2], full[1] - p[1] - p[3])
+    else:
+        raise ctx.error(node, f"attribute auto_pad={auto!r} (valid: NOTSET, SAME_UPPER, SAME_LOWER, VALID)")
+    if min(begin) < 0 or min(size) < 1:
+        raise ctx.error(node, f"pads / output_shape giving output {size} with leading pads {begin}")
+    bias = ctx.const(node, 2, required=False)
+    x = ctx.as_layout(node.input[0], IMAGE, _name(ctx, node))
+    layer = ir.Conv2DTranspose(_name(ctx, node), (x,), kernel=np.ascontiguousarray(w.transpose(2, 3, 0, 1)),
+                               bias=None if bias is None else bias.astype(np.float32), strides=s, size=size,
+                               pad_begin=tuple(begin))
+    ctx.out(node, ctx.add(layer), IMAGE)
+
+
+def _resize(ctx, node, i):
+    """Resize of H and W as :class:`hwsim.graph.ir.Resize2D` computes it: linear with half_pixel /
+    pytorch_half_pixel (output > 1), align_corners or asymmetric coordinates; nearest with asymmetric
+    coordinates and ``nearest_mode=floor`` (what ``torch.onnx.export`` writes for F.interpolate)."""
+    a = _attrs(node)
+    dec = lambda k, d: (a.get(k, d).decode() if isinstance(a.get(k, d), bytes) else a.get(k, d))  # noqa: E731
+    mode, coord, nearest = dec("mode", "nearest"), dec("coordinate_transformation_mode", "half_pixel"), \
+        dec("nearest_mode", "round_prefer_floor")
+    if a.get("antialias", 0) or a.get("exclude_outside", 0) or "axes" in a:
+        raise ctx.error(node, "attributes antialias / exclude_outside / axes (only their defaults)")
+    shape = ctx.onnx_shape(node.input[0])
+    if len(shape) != 4:
+        raise ctx.error(node, f"a resize of a rank-{len(shape)} tensor (only N, C, H, W)")
+    sizes = ctx.const(node, 3, required=False) if len(node.input) > 3 and node.input[3] else None
+    scales = ctx.const(node, 2, required=False) if len(node.input) > 2 and node.input[2] else None
+    if sizes is not None and np.size(sizes):
+        out = tuple(int(v) for v in np.asarray(sizes).reshape(-1))
+    elif scales is not None and np.size(scales):
+        sc = np.asarray(scales, np.float32).reshape(-1)
+        out = tuple(int(math.floor(n * float(f))) for n, f in zip(shape, sc))
+        if any(abs(float(f) * n - o) > 1e-6 for n, f, o in zip(shape, sc, out)):
+            raise ctx.error(node, f"scales {sc.tolist()} that do not give whole output sizes")
+    else:
+        raise ctx.error(node, "neither scales nor sizes given as constants")
+    if out[:2] != shape[:2]:
+        raise ctx.error(node, f"a resize of N or C ({shape} -> {out})")
+    flags = None
+    if mode == "linear":
+        if coord == "half_pixel" or (coord == "pytorch_half_pixel" and min(out[2:]) > 1):
+            flags = dict(half_pixel_centers=True)
+        elif coord == "align_corners":
+            flags = dict(align_corners=True)
+        elif coord == "asymmetric":
+            flags = {}
+    elif mode == "nearest" and coord == "asymmetric" and nearest == "floor":
+        flags = {}
+    if flags is None:
+        raise ctx.error(node, f"attributes mode={mode!r}, coordinate_transformation_mode={coord!r}, "
+                        f"nearest_mode={nearest!r} (supported: linear with half_pixel, pytorch_half_pixel, "
+                        "align_corners or asymmetric; nearest with asymmetric and floor)")
+    x = ctx.as_layout(node.input[0], IMAGE, _name(ctx, node))
+    ctx.out(node, ctx.add(ir.Resize2D(_name(ctx, node), (x,), size=out[2:],
+                                      method="bilinear" if mode == "linear" else "nearest", **flags)), IMAGE)
+
+
+def _leaky_relu(ctx, node, i):
+    src, layout = ctx.src(node)
+    alpha = float(_attrs(node).get("alpha", 0.01))
+    ctx.out(node, ctx.add(ir.LeakyRelu(_name(ctx, node), (src,), alpha=alpha)), layout)
+
+
 def _dense(ctx, node, i, kernel, bias):
     x = ctx.src(node)
     if x[1] == IMAGE:
@@ -335,10 +427,21 @@ def _pool(ctx, node, i):
     layer = ir.Pool2D(_name(ctx, node), (x,), op="max" if node.op_type == "MaxPool" else "avg", pool_size=k, strides=s,
                       padding=pads, count_pad=bool(a.get("count_include_pad", 0)))
     if a.get("ceil_mode", 0):
+        # the output size rounds up, but a window must start inside the input or its leading padding
+        # (ONNX's and torch's rule); the last windows then reach past the trailing padding
         _, _, h, w = ctx.onnx_shape(node.input[0])
-        ceil = [math.ceil((n + sum(pp) - kk) / ss) + 1 for n, pp, kk, ss in zip((h, w), pads, k, s)]
-        if tuple(ceil) != layer.output_shape([ctx.shapes[x]])[:2]:
-            raise ctx.error(node, "attribute ceil_mode=1 where it changes the output size")
+        ceil = []
+        for n, pp, kk, ss in zip((h, w), pads, k, s):
+            o = math.ceil((n + sum(pp) - kk) / ss) + 1
+            ceil.append(o - 1 if (o - 1) * ss >= n + pp[0] else o)
+        floor = layer.output_shape([ctx.shapes[x]])[:2]
+        if tuple(ceil) != floor:
+            if layer.op == "avg" and layer.count_pad:
+                raise ctx.error(node, "attribute ceil_mode=1 with count_include_pad=1 where it changes the output "
+                                "size (the divisor would count cells past the padding)")
+            pads = tuple((pb, pe + (o - f) * ss) for (pb, pe), o, f, ss in zip(pads, ceil, floor, s))
+            layer = ir.Pool2D(layer.name, (x,), op=layer.op, pool_size=k, strides=s, padding=pads,
+                              count_pad=layer.count_pad)
     ctx.out(node, ctx.add(layer), IMAGE)
 
 
@@ -461,7 +564,8 @@ def _quantize(ctx, node, i):
 
 
 #: ONNX op type (default domain) -> converter (module docstring)
-CONVERTERS = {"Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "Add": _binary, "Sub": _binary, "Mul": _binary,
+CONVERTERS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "Resize": _resize, "LeakyRelu": _leaky_relu,
+              "Gemm": _gemm, "MatMul": _matmul, "Add": _binary, "Sub": _binary, "Mul": _binary,
               "Div": _binary, "BatchNormalization": _batchnorm, "Clip": _clip, "HardSigmoid": _hard_sigmoid,
               "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _global_pool, "ReduceMean": _global_pool,
               "Flatten": _reshape, "Reshape": _reshape, "Squeeze": _reshape, "Unsqueeze": _reshape, "Concat": _concat,

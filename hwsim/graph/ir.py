@@ -297,8 +297,8 @@ class Conv2DTranspose(MacLayer):
     """Transposed convolution (Keras' ``Conv2DTranspose``, TF-Lite's TRANSPOSE_CONV): ``kernel`` is
     (kh, kw, C_in, C_out). Input pixel (iy, ix) adds ``x[iy, ix] @ kernel[ky, kx]`` to output pixel
     ``(iy * sh - pad_t + ky, ix * sw - pad_l + kx)`` where that lies inside the ``size`` = (OH, OW)
-    output (default ``in * s`` for "same", ``(in - 1) * s + k`` for "valid"); ``pad_t, pad_l`` from
-    :func:`transpose_padding`.
+    output (default ``in * s`` for "same", ``(in - 1) * s + k`` for "valid"); ``pad_t, pad_l`` are
+    ``pad_begin`` (ONNX's explicit pads) or else from :func:`transpose_padding`.
 
     On the MAC array it is the convolution (stride 1, "valid") of the input spread out with ``s - 1``
     filler cells between pixels and ``k - 1 - pad`` around, with the spatially flipped kernel; the filler
@@ -309,6 +309,8 @@ class Conv2DTranspose(MacLayer):
     strides: tuple[int, int] = (1, 1)
     padding: str = "valid"
     size: tuple[int, int] | None = None
+    #: explicit leading (top, left) padding (ONNX ``pads``), instead of the one ``padding`` implies
+    pad_begin: tuple[int, int] | None = None
 
     kind = "conv2d_transpose"
     spatial = True
@@ -323,6 +325,11 @@ class Conv2DTranspose(MacLayer):
             raise ValueError(f"layer {self.name!r}: padding {self.padding!r}; valid: 'same', 'valid'")
         if self.size is not None:
             object.__setattr__(self, "size", _pair(self.size))
+        if self.pad_begin is not None:
+            object.__setattr__(self, "pad_begin", tuple(int(v) for v in self.pad_begin))
+            if self.size is None or min(self.pad_begin) < 0:
+                raise ValueError(f"layer {self.name!r}: pad_begin {self.pad_begin} needs an explicit size and "
+                                 "non-negative values")
 
     def out_hw(self, h: int, w: int) -> tuple[int, int]:
         if self.size is not None:
@@ -338,8 +345,11 @@ class Conv2DTranspose(MacLayer):
         n, h, w, c = x.shape
         kh, kw = self.kernel.shape[:2]
         (sh, sw), (oh, ow) = self.strides, self.out_hw(h, w)
-        top = kh - 1 - transpose_padding(oh, kh, sh, self.padding)
-        left = kw - 1 - transpose_padding(ow, kw, sw, self.padding)
+        if self.pad_begin is not None:
+            top, left = kh - 1 - self.pad_begin[0], kw - 1 - self.pad_begin[1]
+        else:
+            top = kh - 1 - transpose_padding(oh, kh, sh, self.padding)
+            left = kw - 1 - transpose_padding(ow, kw, sw, self.padding)
         hs, ws = oh + kh - 1, ow + kw - 1
         canvas = np.full((n, hs + max(0, -top), ws + max(0, -left), c), fill, dtype=x.dtype)
         t0, l0 = max(top, 0), max(left, 0)
