@@ -1,4 +1,4 @@
-"""onnxruntime QOperator models (QLinearConv, QLinearAdd, QLinearGlobalAveragePool, QGemm) against
+"""onnxruntime QOperator models (QLinearConv, QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QGemm) against
 onnxruntime with ``session.x64quantprecision = 1``: logits and every intermediate tensor bit-identical
 on 500 CIFAR-10 test images; QLinearAdd on 800k random elements per type."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from _torchnets import MobileNetV2Like, ResNetLike, export, randomize
+from _torchnets import MobileNetV2Like, MobileNetV3Like, ResNetLike, export, randomize
 from onnx import TensorProto as TP
 from onnx import helper as oh
 from onnx import numpy_helper as nh
@@ -37,7 +37,8 @@ def _all_values(net, x):
     return vals
 
 
-@pytest.mark.parametrize("cls", [ResNetLike, MobileNetV2Like], ids=["resnet", "mobilenet_v2"])
+@pytest.mark.parametrize("cls", [ResNetLike, MobileNetV2Like, MobileNetV3Like],
+                         ids=["resnet", "mobilenet_v2", "mobilenet_v3"])
 def test_qoperator_model_is_bit_identical(tmp_path, cls):
     from _torchnets import quantize_onnx
     from onnxruntime.quantization import QuantType
@@ -100,3 +101,34 @@ def test_unsupported_qoperator_node_is_named(tmp_path):
     m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("com.microsoft", 1)])
     with pytest.raises(ValueError, match="QLinearSigmoid.*com.microsoft.*QLinearAdd"):
         load_onnx(m, name="t")
+
+
+@pytest.mark.parametrize("dtype,tp", [(np.uint8, TP.UINT8), (np.int8, TP.INT8)], ids=["uint8", "int8"])
+@pytest.mark.parametrize("b_shape", [(1, 16, 50, 50), (1, 16, 1, 1)], ids=["same", "gate"])
+def test_qlinear_mul_random(dtype, tp, b_shape):
+    """QLinearMul on 40k elements per trial, same shapes and a broadcast gate, against onnxruntime."""
+    from hwsim.frontends.onnx_qop import QLinearMulRecord
+
+    rng = np.random.default_rng(1)
+    info = np.iinfo(dtype)
+    a_shape = (1, 16, 50, 50)
+    for trial in range(3):
+        sa, sb = (np.float32(v) for v in rng.uniform(0.005, 0.2, 2))
+        sc = np.float32(sa * sb * rng.uniform(40, 70))  # outputs span the range, the ends saturate
+        mid = (int(info.min) + int(info.max)) // 2
+        za, zb, zc = (dtype(mid + v) for v in rng.integers(-30, 30, 3))
+        node = oh.make_node("QLinearMul", ["a", "sa", "za", "b", "sb", "zb", "sc", "zc"], ["c"], domain="com.microsoft")
+        inits = [nh.from_array(np.array(v), k) for k, v in
+                 (("sa", sa), ("za", za), ("sb", sb), ("zb", zb), ("sc", sc), ("zc", zc))]
+        g = oh.make_graph([node], "g", [oh.make_tensor_value_info("a", tp, a_shape), oh.make_tensor_value_info("b", tp, b_shape)],
+                          [oh.make_tensor_value_info("c", tp, a_shape)], inits)
+        m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("com.microsoft", 1)])
+        m.ir_version = 8
+        a = rng.integers(info.min, info.max + 1, a_shape).astype(dtype)
+        b = rng.integers(info.min, info.max + 1, b_shape).astype(dtype)
+        ref = _session(m).run(None, {"a": a, "b": b})[0]
+        ratio = float(np.float32(np.float32(sa * sb) / sc))
+        rec = QLinearMulRecord(ratio, int(za), int(zb), int(zc), info.min, info.max)
+        got = rec.run(None, [a.astype(np.float32), b.astype(np.float32)])
+        assert 0 < np.mean(got == info.max) + np.mean(got == info.min) < 0.5  # saturation is exercised, not dominant
+        np.testing.assert_array_equal(got, ref.astype(np.float32))

@@ -1,5 +1,5 @@
 """onnxruntime's QOperator models in hwsim: QLinearConv, QLinearMatMul and the com.microsoft QGemm,
-QLinearAdd and QLinearGlobalAveragePool, executed with onnxruntime's integer arithmetic.
+QLinearAdd, QLinearMul and QLinearGlobalAveragePool, executed with onnxruntime's integer arithmetic.
 
 Tensors between these layers are uint8 / int8 codes held as float32 (QuantizeLinear and
 DequantizeLinear at the graph's edges, :mod:`hwsim.graph.ir`). Per layer (``zp`` zero points, ``s``
@@ -16,6 +16,8 @@ scales, ``[lo, hi]`` the output type's range, ``f32(.)`` one float32 operation, 
 * **QLinearAdd** (MLAS's AVX2 kernel with FMA, ``qladd_avx2.cpp``, the "XNN float multiply" form):
   ``r_a = f32(s_a / s_c)``, ``r_b = f32(s_b / s_c)``, ``K = f32(zp_c - fma(r_a, zp_a, f32(r_b * zp_b)))``,
   ``y = clamp(RNE(fma(a, r_a, fma(b, r_b, K))), lo, hi)`` on the codes ``a``, ``b``.
+* **QLinearMul** (MLAS's SSE2 kernel, ``qlmul.cpp``): ``ratio = f32(f32(s_a * s_b) / s_c)``,
+  ``y = clamp(RNE(f32(f32((a - zp_a) * (b - zp_b)) * ratio) + zp_c), lo, hi)``, broadcasting.
 * **QLinearGlobalAveragePool** (NCHW): ``acc = sum(x) - zp_x * N`` over the ``N = H * W`` pixels, then the
   same requantization with ``scale = f32(s_x / f32(s_y * N))`` (``qlinear_global_average_pool.cc``,
   ``CheckQLinearGlobalAveragePoolScaleAndSize``).
@@ -85,6 +87,27 @@ class QLinearAddRecord:
         a, b = (np.asarray(v, np.float64) for v in inputs)
         t = _f32(b * self.rb + self.k).astype(np.float64)  # fma: the product is exact in float64
         t = _f32(a * self.ra + t)
+        return np.clip(np.rint(t), self.lo, self.hi).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class QLinearMulRecord:
+    """``QLinearMul`` as MLAS's SSE2 kernel (``qlmul.cpp``, ``MlasQLinearMulKernel``) computes it:
+    ``ratio = f32(f32(s_a * s_b) / s_c)``, the exact product ``p = (a - zp_a) * (b - zp_b)``,
+    ``y = clamp(RNE(f32(f32(p) * ratio) + zp_c), lo, hi)`` (``_mm_cvtps_epi32`` rounds half to even; the
+    int16 and 8-bit saturating packs are the clamp). Inputs broadcast as numpy does."""
+
+    ratio: float
+    za: int
+    zb: int
+    zc: int
+    lo: int
+    hi: int
+
+    def run(self, layer, inputs, seed=None, offset=0):
+        a, b = (np.rint(np.asarray(v, np.float64)).astype(np.int64) for v in inputs)
+        p = (a - self.za) * (b - self.zb)
+        t = _f32(_f32(p.astype(np.float32).astype(np.float64) * self.ratio).astype(np.float64) + self.zc)
         return np.clip(np.rint(t), self.lo, self.hi).astype(np.float32)
 
 
@@ -220,6 +243,23 @@ def qlinear_add(ctx, node, i):
     ctx.out(node, ctx.add(ir.Add(names, (a_src, b_src), quant=rec)), la)
 
 
+def qlinear_mul(ctx, node, i):
+    """QLinearMul (com.microsoft): A, A_scale, A_zp, B, B_scale, B_zp, C_scale, C_zp; B may broadcast (a
+    squeeze-and-excite gate of shape (N, C, 1, 1))."""
+    names = _layer_name(ctx, node)
+    sa, za, _, _, _ = _io(ctx, node, 1, 2)
+    sb, zb, _, _, _ = _io(ctx, node, 4, 5)
+    sc, zc, lo, hi, _ = _io(ctx, node, 6, 7)
+    (a_src, la), (b_src, lb) = ctx.src(node, 0), ctx.src(node, 3)
+    if len(ctx.onnx_shape(node.input[0])) != len(ctx.onnx_shape(node.input[3])):
+        raise ctx.error(node, "inputs of different ranks (equal ranks only)")
+    if lb != la:
+        b_src = ctx.as_layout(node.input[3], la, names)
+    ratio = float(_f32(np.float64(_f32(np.float64(sa) * np.float64(sb))) / np.float64(sc)))
+    rec = QLinearMulRecord(ratio, za, zb, zc, lo, hi)
+    ctx.out(node, ctx.add(ir.Mul(names, (a_src, b_src), quant=rec)), la)
+
+
 def qlinear_global_pool(ctx, node, i):
     """QLinearGlobalAveragePool (com.microsoft, channels_last=0): X, x_scale, x_zp, y_scale, y_zp."""
     names = _layer_name(ctx, node)
@@ -239,4 +279,5 @@ def qlinear_global_pool(ctx, node, i):
 #: op type -> converter, default domain
 CONVERTERS = {"QLinearConv": qlinear_conv, "QLinearMatMul": qgemm}
 #: op type -> converter, com.microsoft domain
-MS_CONVERTERS = {"QGemm": qgemm, "QLinearAdd": qlinear_add, "QLinearGlobalAveragePool": qlinear_global_pool}
+MS_CONVERTERS = {"QGemm": qgemm, "QLinearAdd": qlinear_add, "QLinearMul": qlinear_mul,
+                 "QLinearGlobalAveragePool": qlinear_global_pool}
