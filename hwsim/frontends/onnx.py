@@ -48,8 +48,10 @@ constants (Gather, Unsqueeze, Cast, ...)
 the graph's own semantics, what onnxruntime computes with graph optimizations disabled: activations
 are quantized and dequantized where the graph says, and every Conv / Gemm runs in float32 on
 dequantized values (``hwsim.run``'s default ``mac="fp32"``; another MAC spec emulates other hardware).
-QOperator models (QLinearConv, QLinearMatMul, and com.microsoft QGemm, QLinearAdd, QLinearGlobalAveragePool)
-run with onnxruntime's integer arithmetic: :mod:`hwsim.frontends.onnx_qop`.
+QOperator models (QLinearConv, QLinearMatMul, and com.microsoft QGemm, QLinearAdd, QLinearMul,
+QLinearGlobalAveragePool) run with onnxruntime's integer arithmetic: :mod:`hwsim.frontends.onnx_qop`.
+QONNX models (Brevitas' ``export_qonnx``: Quant, BipolarQuant, Trunc) run with qonnx's executor
+semantics: :mod:`hwsim.frontends.onnx_qonnx`.
 
 Anything else raises ``ValueError`` naming the node, its op type and domain, and the supported ops;
 an unsupported attribute value names the attribute.
@@ -594,6 +596,7 @@ def load_onnx(path, *, name=None) -> ir.Network:
         raise ValueError(f"{where}: corrupt or invalid ONNX model ({type(exc).__name__}: {str(exc).strip()[:200]})") from None
     graph = model.graph
     ctx = _Ctx(where, graph)
+    ctx.opsets = {o.domain or "": o.version for o in model.opset_import}
     ctx.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     inputs = [v for v in graph.input if v.name not in ctx.consts]
     if len(inputs) != 1 or len(graph.output) != 1:
@@ -624,16 +627,21 @@ def load_onnx(path, *, name=None) -> ir.Network:
         used.add(n)
         ctx.names.append(n)
     ctx.reserved = used
+    from . import onnx_qonnx, onnx_qop
+
     for i, node in enumerate(graph.node):
         ctx.current = i
-        from . import onnx_qop
-
         table = {**CONVERTERS, **onnx_qop.CONVERTERS} if node.domain in ("", "ai.onnx") else \
-            onnx_qop.MS_CONVERTERS if node.domain == "com.microsoft" else None
+            onnx_qop.MS_CONVERTERS if node.domain == "com.microsoft" else \
+            onnx_qonnx.QONNX_CONVERTERS if node.domain in onnx_qonnx.DOMAINS else None
         if table is None:
             raise ctx.error(node, f"domain {node.domain!r}; supported: the default ONNX domain "
-                            f"({', '.join(sorted({**CONVERTERS, **onnx_qop.CONVERTERS}))}) and com.microsoft "
-                            f"({', '.join(sorted(onnx_qop.MS_CONVERTERS))})")
+                            f"({', '.join(sorted({**CONVERTERS, **onnx_qop.CONVERTERS}))}), com.microsoft "
+                            f"({', '.join(sorted(onnx_qop.MS_CONVERTERS))}) and {onnx_qonnx.DOMAINS[0]} "
+                            f"({', '.join(sorted(onnx_qonnx.QONNX_CONVERTERS))})")
+        if table is onnx_qonnx.QONNX_CONVERTERS and node.op_type in table:  # on constants (weights) too
+            table[node.op_type](ctx, node, i)
+            continue
         if node.op_type == "Constant":
             ctx.consts[node.output[0]] = onnx.numpy_helper.to_array(_attrs(node)["value"]) \
                 if "value" in _attrs(node) else np.asarray(next(iter(_attrs(node).values())))

@@ -922,10 +922,108 @@ def affine_of(op: str, c, tensor_first: bool):
     raise ValueError(f"unknown elementwise op {op!r}; valid: add, sub, mul, div")
 
 
+QUANT_ROUNDING = ("ROUND", "HALF_EVEN", "CEIL", "FLOOR", "UP", "DOWN", "HALF_UP", "HALF_DOWN")
+
+
+def _round_mode(y, mode: str):
+    """Round float array ``y`` to integers in its own dtype: ROUND / HALF_EVEN half to even, CEIL, FLOOR,
+    UP (away from zero), DOWN (toward zero), HALF_UP (half away from zero, ``floor(|y| + 0.5)`` in y's
+    dtype), HALF_DOWN (half toward zero, ``ceil(|y| - 0.5)``) -- qonnx's ``resolve_rounding_mode``."""
+    half = y.dtype.type(0.5)
+    return {"ROUND": np.rint, "HALF_EVEN": np.rint, "CEIL": np.ceil, "FLOOR": np.floor, "DOWN": np.trunc,
+            "UP": lambda v: np.sign(v) * np.ceil(np.abs(v)),
+            "HALF_UP": lambda v: np.sign(v) * np.floor(np.abs(v) + half),
+            "HALF_DOWN": lambda v: np.sign(v) * np.ceil(np.abs(v) - half)}[mode](y)
+
+
+def _int_range(bits: float, signed: bool, narrow: bool) -> tuple[np.float32, np.float32]:
+    """The integer grid's ends, in float32 as qonnx computes them (``min_int`` / ``max_int``)."""
+    b, two, one = np.float32(bits), np.float32(2), np.float32(1)
+    if signed:
+        return np.float32(-(two ** (b - one)) + (one if narrow else np.float32(0))), np.float32(two ** (b - one) - one)
+    return np.float32(0), np.float32(two ** b - (two if narrow else one))
+
+
+@dataclass(frozen=True, eq=False)
+class IntQuant(Layer):
+    """Fake quantization onto an integer grid (QONNX's ``Quant`` and ``BipolarQuant``, Brevitas' quantizers),
+    every step in float32 in this order (``qonnx/custom_op/general/intquant.py``): ``y = x / scale``,
+    ``y = y + zero_point``; then for a signed 1-bit grid ``y = 1 if y >= 0 else -1``, else ``y`` clamped to
+    the ``bits``-bit grid (signed or not; ``narrow`` drops the most negative code, or for unsigned the
+    largest) and rounded with ``rounding`` (:data:`QUANT_ROUNDING`); the output is
+    ``(y - zero_point) * scale``. ``scale`` and ``zero_point`` broadcast against the tensor without its batch.
+    The grid's ends are computed in float32 too (above 24 bits they round, as in qonnx: a 32-bit bias grid
+    ends at 2**31)."""
+
+    scale: np.ndarray | float = 1.0
+    zero_point: np.ndarray | float = 0.0
+    bits: float = 8
+    signed: bool = True
+    narrow: bool = False
+    rounding: str = "ROUND"
+    kind = "int_quant"
+
+    def __post_init__(self):
+        object.__setattr__(self, "rounding", str(self.rounding).upper())
+        if self.rounding not in QUANT_ROUNDING:
+            raise ValueError(f"layer {self.name!r}: rounding {self.rounding!r} unknown; valid: {', '.join(QUANT_ROUNDING)}")
+        if not 1 <= float(self.bits) <= 32:
+            raise ValueError(f"layer {self.name!r}: bits={self.bits} outside 1..32")
+        if np.any(np.asarray(self.scale) <= 0):
+            raise ValueError(f"layer {self.name!r}: scales must be positive")
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        f = np.float32
+        s, z = np.asarray(self.scale, f), np.asarray(self.zero_point, f)
+        y = ins[0].astype(f) / s + z
+        if float(self.bits) == 1.0 and self.signed:
+            y = np.where(y >= f(0), f(1), f(-1))
+        else:
+            lo, hi = _int_range(self.bits, self.signed, self.narrow)
+            y = _round_mode(np.clip(y, lo, hi).astype(f), self.rounding)
+        return ((y - z) * s).astype(f)
+
+    def output_shape(self, in_shapes):
+        (shape,) = in_shapes
+        return _broadcast(self.name, "IntQuant", [shape, np.shape(self.scale), np.shape(self.zero_point)])
+
+
+@dataclass(frozen=True, eq=False)
+class TruncQuant(Layer):
+    """QONNX's ``Trunc`` (version 2, ``qonnx/custom_op/general/trunc.py``), in float32: the input's integer
+    ``y = RNE(x / scale + zero_point)`` is divided by ``t = 2 ** RNE(log2(out_scale / scale))``, clamped
+    to the ``bits``-bit grid, rounded with ``rounding`` and returned as ``(y - zero_point / t) * out_scale``
+    (the least significant bits dropped, as Brevitas' TruncAvgPool2d does)."""
+
+    scale: np.ndarray | float = 1.0
+    zero_point: np.ndarray | float = 0.0
+    out_scale: np.ndarray | float = 1.0
+    bits: float = 8
+    signed: bool = True
+    narrow: bool = False
+    rounding: str = "FLOOR"
+    kind = "trunc_quant"
+
+    __post_init__ = IntQuant.__post_init__
+
+    def run(self, ins, spec=None, seed=None, offset=0):
+        f = np.float32
+        s, z, o = (np.asarray(v, f) for v in (self.scale, self.zero_point, self.out_scale))
+        y = np.rint(ins[0].astype(f) / s + z)
+        t = f(2) ** np.rint(np.log2(o / s))
+        lo, hi = _int_range(self.bits, self.signed, self.narrow)
+        y = _round_mode(np.clip(y / t, lo, hi).astype(f), self.rounding)
+        return ((y - z / t) * o).astype(f)
+
+    def output_shape(self, in_shapes):
+        (shape,) = in_shapes
+        return _broadcast(self.name, "TruncQuant", [shape, np.shape(self.scale), np.shape(self.out_scale)])
+
+
 #: The op registry: kind -> class.
 OPS = {cls.kind: cls for cls in (Conv2D, DepthwiseConv2D, Dense, Conv2DTranspose, Pool2D, GlobalAvgPool2D, Reshape, ZeroPad2D, Affine,
                                  Activation, Add, Mul, Binary, LeakyRelu, Mean, Resize2D, Concat, UpSample2D, LayerNorm,
-                                 Transpose, Clip, QuantizeLinear, DequantizeLinear)}
+                                 Transpose, Clip, QuantizeLinear, DequantizeLinear, IntQuant, TruncQuant)}
 
 
 def _broadcast(name: str, what: str, in_shapes) -> tuple[int, ...]:
