@@ -45,7 +45,7 @@ def test_every_op_states_its_rules():
     assert set(ir.OPS) == {"conv2d", "depthwise", "dense", "pool", "global_avg_pool", "reshape", "zero_pad",
                            "affine", "activation", "add", "mul", "concat", "upsample", "layer_norm", "transpose", "clip",
                            "quantize_linear", "dequantize_linear", "binary", "leaky_relu", "mean", "resize",
-                           "conv2d_transpose"}
+                           "conv2d_transpose", "int_quant", "trunc_quant"}
     for kind, cls in ir.OPS.items():
         assert cls.kind == kind
         assert callable(cls.run) and callable(cls.output_shape)
