@@ -93,14 +93,14 @@ def test_bad_files_and_unsupported_nodes(tmp_path):
     bad.write_bytes(b"not a protobuf at all")
     with pytest.raises(ValueError, match="bad.onnx.*corrupt or invalid ONNX"):
         hwsim.load_model(bad)
-    path = export(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.LeakyReLU(0.1)).eval(), tmp_path / "l.onnx")
+    path = export(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.PixelShuffle(2)).eval(), tmp_path / "l.onnx")
     with pytest.raises(ValueError) as exc:
         hwsim.load_model(path)
     msg = str(exc.value)
-    assert "LeakyRelu" in msg and "domain ai.onnx" in msg and "Conv" in msg and "node" in msg
-    assert "LeakyRelu" not in CONVERTERS
-    pool = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(2, 2, ceil_mode=True)).eval()
-    with pytest.raises(ValueError, match="ceil_mode=1"):
+    assert "DepthToSpace" in msg and "domain ai.onnx" in msg and "Conv" in msg and "node" in msg
+    assert "DepthToSpace" not in CONVERTERS
+    pool = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AvgPool2d(2, 2, ceil_mode=True)).eval()
+    with pytest.raises(ValueError, match="ceil_mode=1 with count_include_pad=1"):
         hwsim.load_model(export(pool, tmp_path / "p.onnx", hw=31))
 
 
