@@ -210,3 +210,69 @@ def test_keras_applications_int8(tmp_path, app):
             continue
         net = load_tflite(path, kernels=kernels)
         np.testing.assert_array_equal(hwsim.run(net, x[30:]), interpreter_outputs(content, kernels, x[30:]))
+
+
+def _int16_model(seed):
+    """Every op an int16x8 model may hold: conv + ReLU6, depthwise with a depth multiplier, a residual
+    ADD, average and max pooling, MEAN, Flatten, Dense with and without bias."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((12, 10, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu6")(inp)
+    y = layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(x)
+    y = layers.Conv2D(8, 1)(y)
+    x = layers.Add()([x, y])
+    x = layers.AveragePooling2D(2)(x)
+    x = layers.MaxPooling2D(2, padding="same")(x)
+    a = layers.Dense(6, use_bias=False)(layers.Flatten()(x))
+    b = layers.Dense(6, activation="relu")(layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, layers.Add()([a, b]))
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:  # nonzero biases (the converter drops an all-zero Dense bias)
+        if getattr(layer, "use_bias", False):
+            w = layer.get_weights()
+            layer.set_weights([*w[:-1], rng.normal(0, 0.3, w[-1].shape).astype(np.float32)])
+    return model
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_int16x8_models(tmp_path, seed):
+    """int16 activations, int8 weights, int64 biases (the converter's 16x8 mode): XNNPACK takes nothing,
+    so the default interpreter runs TF-Lite's optimized kernels, whose QUANTIZE and ADD round the vector
+    part of a tensor unlike its tail; every output equals the interpreter's in both arithmetics."""
+    from hwsim.frontends.tflite import _quiet_tf
+
+    tf = _quiet_tf()
+    model = _int16_model(seed)
+    x = np.random.default_rng(seed).normal(size=(60, 12, 10, 3)).astype(np.float32)
+    c = tf.lite.TFLiteConverter.from_keras_model(model)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = lambda: ([x[i:i + 1]] for i in range(40))
+    c.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    content = c.convert()
+    path = tmp_path / "m16.tflite"
+    path.write_bytes(content)
+    from hwsim.frontends.tflite import interpreter
+
+    assert {"int16"} <= {np.dtype(t["dtype"]).name for t in interpreter(content, "builtin").get_tensor_details()}
+    for kernels in KERNELS:
+        net = load_tflite(path, kernels=kernels)
+        assert net.meta["mac"] == "int16x8_exact"
+        np.testing.assert_array_equal(hwsim.run(net, x[40:]), interpreter_outputs(content, kernels, x[40:]))
+
+
+def test_int16x8_unsupported_op_is_named(tmp_path):
+    from hwsim.frontends.tflite import _quiet_tf
+
+    tf = _quiet_tf()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8,))
+    model = keras.Model(inp, layers.Activation("sigmoid")(layers.Dense(4)(inp)))
+    x = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
+    c = tf.lite.TFLiteConverter.from_keras_model(model)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = lambda: ([x[i:i + 1]] for i in range(20))
+    c.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    path = tmp_path / "s16.tflite"
+    path.write_bytes(c.convert())
+    with pytest.raises(ValueError, match=r"LOGISTIC .* not supported in an int16x8 model; supported ops: QUANTIZE"):
+        load_tflite(path)

@@ -108,12 +108,19 @@ The other ops' arithmetic is written in their records (:mod:`.records`), with th
 * RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR: :class:`.records.ResizeOp`. CONCATENATION, PADV2,
   EXPAND_DIMS, SQUEEZE: exact copies.
 
+**int16x8 models** (int16 activations with zero point 0, int8 weights, int64 biases: the converter's
+``EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8``): QUANTIZE, DEQUANTIZE, CONV_2D,
+DEPTHWISE_CONV_2D, FULLY_CONNECTED (with or without bias), same-shape ADD, MEAN over H and W, the pools and
+the reshapes (:data:`.convert.INT16_OPS`), with :mod:`.int16`'s arithmetic. XNNPACK takes none of them, so
+the default interpreter runs TF-Lite's optimized kernels there. Their MAC sums run on
+:data:`INT16_MAC` (int16 x int8, exact) unless ``mac`` says otherwise.
+
 Which ops the XNNPACK delegate takes (some only for some parameters, e.g. LEAKY_RELU's scale ratio,
 TRANSPOSE_CONV's constant output shape) is stated per op in :data:`.convert.CONVERTERS` and checked
 against the interpreter's real partition at load time.
 
-Any other op, or an op configuration outside these (broadcasting ADD, int16 activations, ...), raises
-``ValueError`` naming it and listing the supported ops.
+Any other op, or an op configuration outside these (int16 LOGISTIC, a per-channel-quantized activation,
+...), raises ``ValueError`` naming it and listing the supported ops.
 
 The MAC spec: ``load_tflite(path, mac=...)`` (default the ``int8_int32`` preset) is the MAC unit the
 convolution and dense sums run on; the TF-Lite bit-exactness holds for ``int8_int32``. Another spec
@@ -133,9 +140,9 @@ from pathlib import Path
 import numpy as np
 
 from hwsim.graph import ir
-from kernels.mac import as_spec
+from kernels.mac import MacSpec, as_spec
 
-from .convert import CONVERTERS, SUPPORTED_OPS, Ctx, Op, tensor_of, unsupported
+from .convert import CONVERTERS, INT16_OPS, SUPPORTED_OPS, Ctx, Op, tensor_of, unsupported
 from .records import TensorQ, TFLiteOp
 from .runtime import interpreter, quiet_tf as _quiet_tf, schema
 
@@ -234,18 +241,23 @@ def _shape_only_ops(ops, tensors) -> set[int]:
 
 
 
-def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
+#: the MAC unit an int16x8 model's sums run on by default: int16 x int8 products, exact sums (a 53-bit
+#: significand holds TF-Lite's int64 accumulator exactly while |acc| < 2**53)
+INT16_MAC = MacSpec(a="int16", b="int8", accum="e10m52", name="int16x8_exact")
+
+
+def load_tflite(path, kernels: str = "xnnpack", mac=None) -> ir.Network:
     """Import the TF-Lite int8 model at ``path`` into a :class:`hwsim.graph.ir.Network` that
     :func:`hwsim.run` executes bit-exactly as ``tf.lite.Interpreter`` (``kernels="xnnpack"``, the
     interpreter's default) or its reference kernels (``kernels="reference"``); see the module
-    docstring for the arithmetic of every op. ``mac``: the MAC spec for the conv/dense sums.
+    docstring for the arithmetic of every op. ``mac``: the MAC spec for the conv/dense sums (default
+    ``int8_int32``, or :data:`INT16_MAC` for an int16x8 model).
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a corrupt file, an
     unsupported op (named) or configuration. Reading never writes anything.
     """
     if kernels not in KERNELS:
         raise ValueError(f"unknown kernels {kernels!r}; valid: {', '.join(KERNELS)}")
-    mac = as_spec(mac)
     where = str(path)
     data = _read_model(path)
     it = _open(data, where, "builtin")
@@ -263,8 +275,11 @@ def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
     if tflite_float.is_float_model(ops, tensors):  # float32 / float16-weight models: plain IR, any MAC spec
         return tflite_float.load_float_tflite(where, it, ops, opts, tensors, _shape_only_ops(ops, tensors))
 
+    int16 = any(np.dtype(tensors[int(t)]["dtype"]) == np.int16 for op in ops for t in op["outputs"])
+    mac = as_spec(mac if mac is not None else INT16_MAC if int16 else "int8_int32")
     ctx = Ctx(where=where, it=it, ops=ops, tensors=tensors, kernels=kernels, mac=mac, opts=opts,
-              produced={int(t) for op in ops for t in op["outputs"]}, shape_only=_shape_only_ops(ops, tensors))
+              produced={int(t) for op in ops for t in op["outputs"]}, shape_only=_shape_only_ops(ops, tensors),
+              act="int16" if int16 else "int8")
     ctx.producer[in_t.index] = ir.INPUT
     for i, (op, (oname, opt)) in enumerate(zip(ops, opts)):
         name = op["op_name"]
@@ -278,9 +293,11 @@ def load_tflite(path, kernels: str = "xnnpack", mac="int8_int32") -> ir.Network:
         outs_i = [int(t) for t in op["outputs"]]
         if len(outs_i) != 1:
             raise unsupported(where, i, name, f"{len(outs_i)} outputs")
-        ctx.delegated[i] = kernels == "xnnpack" and bool(conv.xnnpack(ctx, i))
+        if int16 and name not in INT16_OPS:
+            raise unsupported(where, i, name, supported=INT16_OPS, what=" in an int16x8 model")
+        ctx.delegated[i] = kernels == "xnnpack" and not int16 and bool(conv.xnnpack(ctx, i))
         mode = "reference" if kernels == "reference" else ("xnnpack" if ctx.delegated[i] else "builtin")
-        if mode == "builtin" and not conv.builtin:
+        if mode == "builtin" and not conv.builtin and not int16:
             raise unsupported(where, i, name, "it would run outside the XNNPACK delegate on TF-Lite's optimized "
                               "built-in kernel, whose arithmetic is not emulated")
         o = Op(ctx, i, name, opt, [int(t) for t in op["inputs"]], outs_i, mode)

@@ -86,6 +86,8 @@ class Ctx:
     #: SPACE_TO_BATCH_ND outputs awaiting their convolution: tensor -> (padded source layer, dilation, input)
     pending_dilation: dict = field(default_factory=dict)
     values: dict = field(default_factory=dict)  # int32 shape tensors evaluated by shape_value
+    #: the activations' type: "int8", or "int16" for an int16x8 model (:mod:`.int16`)
+    act: str = "int8"
 
     def T(self, i) -> TensorQ:
         return tensor_of(self.tensors[int(i)])
@@ -192,10 +194,13 @@ class Op:
         return R.act_bounds(act, y, "xnnpack" if self.mode == "xnnpack" else "reference")
 
     def int8(self, *ts: TensorQ) -> None:
+        """Each tensor is a per-tensor activation of the model's type (int8; int16 in an int16x8 model)."""
         for t in ts:
-            if t.dtype != "int8" or t.scale.size != 1:
+            if t.dtype != self.ctx.act or t.scale.size != 1:
                 raise self.fail(f"tensor {t.name!r} is {t.dtype} with {t.scale.size} scales "
-                                "(int8 per-tensor activations expected)")
+                                f"({self.ctx.act} per-tensor activations expected)")
+            if t.dtype == "int16" and np.any(t.zero_point != 0):
+                raise self.fail(f"int16 tensor {t.name!r} with zero point {t.zp} (int16x8 models have 0)")
 
     def record(self, cls, inputs, y, **kw):
         return cls(self.name, self.index, self.mode, tuple(inputs), y, **kw)
@@ -233,6 +238,8 @@ def _quantize(ctx: Ctx, op: Op):
     if x.dtype != "float32":
         raise op.fail(f"{x.dtype} -> {y.dtype} (float32, int8 or uint8 inputs expected)")
     op.int8(y)
+    if y.dtype == "int16":
+        return ir.Affine(op.lname, (op.src(x),), quant=op.record(R.Quantize16Op, (x,), y))
     if op.mode == "builtin":  # pragma: no cover - XNNPACK takes every float32 -> int8 QUANTIZE
         raise op.fail("float32 -> int8 on TF-Lite's optimized built-in kernel, whose arithmetic is not emulated")
     return ir.Affine(op.lname, (op.src(x),), quant=op.record(R.QuantizeOp, (x,), y))
@@ -312,7 +319,8 @@ def _dequantize(ctx: Ctx, op: Op):
 
 
 def _mac_weights(ctx: Ctx, op: Op, nout_axis: int):
-    """(int64 weights, the weight tensor, int64 biases, per-channel float32 weight scales)."""
+    """(int64 weights, the weight tensor, int64 biases, per-channel float32 weight scales); biases are int32
+    (int64 in an int16x8 model)."""
     w_t = ctx.T(op.ins[1])
     if w_t.dtype != "int8":
         raise op.fail(f"{w_t.dtype} weights (int8 expected)")
@@ -323,8 +331,9 @@ def _mac_weights(ctx: Ctx, op: Op, nout_axis: int):
     bias_idx = op.ins[2] if len(op.ins) > 2 else -1
     if bias_idx >= 0:
         b_t = ctx.T(bias_idx)
-        if b_t.dtype != "int32":
-            raise op.fail(f"{b_t.dtype} bias (int32 expected)")
+        want = "int64" if ctx.act == "int16" else "int32"
+        if b_t.dtype != want:
+            raise op.fail(f"{b_t.dtype} bias ({want} expected{' in an int16x8 model' if want == 'int64' else ''})")
         bias = ctx.const(bias_idx).astype(np.int64).reshape(-1)
     else:
         bias = np.zeros(nout, np.int64)
@@ -397,8 +406,13 @@ def _mac(ctx: Ctx, op: Op):
 
 
 def _mac_record(op, x, w_t, y, colsum, bias, lo, hi, fkw):
-    return op.record(R.MacOp, (x, w_t), y, mac=op.ctx.mac, colsum=colsum.astype(np.int64), bias=bias, lo=lo, hi=hi,
-                     **fkw)
+    common = dict(mac=op.ctx.mac, colsum=colsum.astype(np.int64), bias=bias, lo=lo, hi=hi)
+    if op.ctx.act == "int16":
+        kind = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "dw", "FULLY_CONNECTED": "fc"}[op.name]
+        has_bias = len(op.ins) > 2 and op.ins[2] >= 0
+        return op.record(R.Mac16Op, (x, w_t), y, layer_op=kind, w_scales=w_t.scale.astype(np.float32),
+                         bias_bits=64 if has_bias else "none", **common)
+    return op.record(R.MacOp, (x, w_t), y, **fkw, **common)
 
 
 def _transpose_conv(ctx: Ctx, op: Op):
@@ -449,6 +463,8 @@ def _mean(ctx: Ctx, op: Op):
     if not axes or 0 in axes:
         raise op.fail(f"mean over axes {list(axes)} (the batch axis 0 must stay)")
     keep = bool(op.opt.keepDims)
+    if ctx.act == "int16" and (rank != 4 or axes != (1, 2)):
+        raise op.fail(f"int16 mean over axes {list(axes)} (int16x8 models: over H and W of NHWC only)")
     rec = op.record(R.MeanOp, (x,), y, axes=axes, keepdims=keep)
     if rank == 4 and axes == (1, 2):
         return ir.GlobalAvgPool2D(op.lname, (op.src(x),), keepdims=keep, quant=rec)
@@ -466,6 +482,10 @@ def _binary(ctx: Ctx, op: Op):
     act = op.act() if op.name in ("ADD", "SUB", "MUL") else "linear"
     lo, hi = op.bounds(act, y)
     kw = dict(lo=lo, hi=hi)
+    if ctx.act == "int16":
+        if op.name != "ADD" or const_pos or ta.shape != tb.shape:
+            raise op.fail("int16x8 models: only ADD of two computed tensors of the same shape")
+        return ir.Add(op.lname, (op.src(ta), op.src(tb)), quant=op.record(R.Add16Op, (ta, tb), y, **kw))
     if not const_pos:
         rec = op.record(R.BinaryOp, (ta, tb), y, **kw)
         srcs = (op.src(ta), op.src(tb))
@@ -703,3 +723,7 @@ CONVERTERS: dict[str, OpConverter] = {
 
 #: The TF-Lite builtin ops the importer maps (int8 activations, int8 weights, int32 biases).
 SUPPORTED_OPS = tuple(CONVERTERS)
+
+#: the ops an int16x8 model may hold (XNNPACK takes none of them: they run on TF-Lite's kernels)
+INT16_OPS = ("QUANTIZE", "DEQUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN",
+             "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "EXPAND_DIMS", "SQUEEZE")

@@ -66,9 +66,13 @@ def _out(q) -> np.ndarray:
     return np.asarray(q).astype(np.float32)
 
 
+#: the code range of each activation type
+QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+
+
 def act_bounds(activation: str, y: TensorQ, kernels_: str) -> tuple[int, int]:
-    """int8 output bounds of a fused activation (see the module docstring)."""
-    lo, hi = -128, 127
+    """Output bounds of a fused activation, in the codes of ``y``'s type (see the module docstring)."""
+    lo, hi = QRANGE[y.dtype]
     if activation == "linear":
         return lo, hi
     s, zp = y.s, y.zp
@@ -76,7 +80,7 @@ def act_bounds(activation: str, y: TensorQ, kernels_: str) -> tuple[int, int]:
     def q(v):
         if kernels_ == "xnnpack":  # xnn_qs8_quantize: lrintf(clamp(v / scale + zp))
             f = np.float32(np.float32(np.float32(v) / s) + np.float32(zp))
-            return int(np.rint(np.clip(f, np.float32(-128), np.float32(127))))
+            return int(np.rint(np.clip(f, np.float32(lo), np.float32(hi))))
         return zp + int(_round_away(np.float32(np.float32(v) / s)))  # CalculateActivationRangeQuantized
 
     lo = max(lo, q(0.0))
@@ -268,7 +272,7 @@ class MeanOp(TFLiteOp):
         m, shift = rq.quantize_multiplier(np.float64(x.s) / np.float64(y.s))
         k = min(n.bit_length() - 1, 32, 31 + shift)
         m2 = (m << k) // n
-        return _out(np.clip(rq.multiply_by_quantized_multiplier(S, m2, shift - k) + y.zp, -128, 127))
+        return _out(np.clip(rq.multiply_by_quantized_multiplier(S, m2, shift - k) + y.zp, *QRANGE[y.dtype]))
 
 
 @dataclass(frozen=True, eq=False)
@@ -465,3 +469,57 @@ class SoftmaxOp(TFLiteOp):
 
         x, y = self.inputs[0], self.output
         return _out(softmax(_codes(inputs[0]), x.s, x.zp, y.s, y.zp, self.beta, self.kernels))
+
+
+# ------------------------------------------------------------------------------------------------
+# int16x8 models (:mod:`.int16`)
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Mac16Op(MacOp):
+    """int16x8 CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED: the exact accumulator ``sum(x * w) + bias``
+    (zero points 0; the MAC array's default spec for these models is int16 x int8 with an exact 53-bit
+    accumulator, TF-Lite's int64 one while |acc| < 2**53), requantized by :func:`.int16.mac_requant`
+    (``layer_op``: "conv", "dw" or "fc"; ``bias_bits``: 64, or "none" for a FULLY_CONNECTED without bias)."""
+
+    layer_op: str = "conv"
+    w_scales: np.ndarray = field(default=None, repr=False)
+    bias_bits: object = 64
+
+    def requantize(self, acc) -> np.ndarray:
+        from .int16 import mac_requant
+
+        return mac_requant(acc, self.inputs[0].s, self.w_scales, self.output.s, self.layer_op, self.kernels, self.lo,
+                           self.hi, self.bias_bits)
+
+
+def _per_image(fn, *xs):
+    """``fn`` on each image's own tensors (kernels whose rounding depends on an element's position in the
+    tensor of one invocation), stacked."""
+    return np.concatenate([fn(*(x[i:i + 1] for x in xs)) for i in range(len(xs[0]))])
+
+
+@dataclass(frozen=True, eq=False)
+class Quantize16Op(TFLiteOp):
+    """QUANTIZE float32 -> int16 (:func:`.int16.quantize_f32_to_i16`)."""
+
+    def run(self, layer, inputs, seed=None, offset=0):
+        from .int16 import quantize_f32_to_i16
+
+        x = np.asarray(inputs[0], dtype=np.float32)
+        return _out(_per_image(lambda v: quantize_f32_to_i16(v, self.output.s, self.kernels), x))
+
+
+@dataclass(frozen=True, eq=False)
+class Add16Op(TFLiteOp):
+    """ADD of two same-shape int16 tensors (:func:`.int16.add`)."""
+
+    lo: int = -32768
+    hi: int = 32767
+
+    def run(self, layer, inputs, seed=None, offset=0):
+        from .int16 import add
+
+        (ta, tb), y = self.inputs, self.output
+        return _out(_per_image(lambda a, b: add(a, b, ta.s, tb.s, y.s, self.kernels, self.lo, self.hi),
+                               _codes(inputs[0]), _codes(inputs[1])))
