@@ -24,7 +24,13 @@ Exact semantics of every MAC kernel (:func:`kernels.matmul`, :func:`kernels.conv
      term (K = 1) is rounded once, ``t = 0``;
    * ``chunked``: partial sums of ``chunk`` consecutive terms, each accumulated sequentially from +0
      (``t = k`` for the term ``p_k``); then the partial sums are added sequentially into the
-     accumulator from +0 (``t = K + c`` for partial sum ``c``).
+     accumulator from +0 (``t = K + c`` for partial sum ``c``). With an ``inner`` format the partial
+     sums are a second, narrower accumulator: each of their additions is rounded into ``inner`` with
+     ``inner_rounding`` (default ``accum_rounding``) and ``inner_overflow`` (default: the format's own;
+     ``"saturate"`` clamps), and only the additions of partial sums into the accumulator use ``accum``.
+     This is a two-level accumulator: onnxruntime's x86 u8s8 GEMM without VNNI (``vpmaddubsw``
+     saturates each pair of adjacent products to int16 before the int32 sums: preset
+     ``ort_u8s8_pairs``), or a tensor core's multi-term adder feeding a wider register.
 
    K = 0 gives +0.
 4. **Output.** The accumulator is rounded into ``out`` (when given) with ``accum_rounding`` (stage 2,
@@ -81,7 +87,7 @@ def _check_range(spec) -> None:
     if hi >= 1022:
         raise ValueError(f"operands {spec.a.name} x {spec.b.name}: products up to 2**{hi:.0f} exceed the float64 range "
                          "the emulator computes in (at most 2**1022)")
-    for role in ("product", "accum", "out"):
+    for role in ("product", "accum", "out", "inner"):
         f = getattr(spec, role)
         if f is not None and f.max > 2.0 ** 1022:
             raise ValueError(f"{role} format {f.name} has max {f.max:.4g} > 2**1022: the emulator's float64 sums "
@@ -111,6 +117,9 @@ class MacSpec:
     chunk: int | None = None
     out: object = None
     rand_bits: int | None = None
+    inner: object = None
+    inner_rounding: str | None = None
+    inner_overflow: str | None = None
     name: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -125,7 +134,21 @@ class MacSpec:
             set_("product", parse_format(self.product))
         if self.out is not None:
             set_("out", parse_format(self.out))
-        for role in ("accum", "product", "out"):
+        if self.inner is not None:
+            set_("inner", parse_format(self.inner))
+            if self.order != "chunked":
+                raise ValueError(f"inner={self.inner.name} is the accumulator of the partial sums of order='chunked', "
+                                 f"not of order={self.order!r}")
+            set_("inner_rounding", self.inner_rounding or self.accum_rounding or self.rounding)
+            rounding_code(self.inner_rounding)
+            if self.inner_overflow not in (None, "saturate", "wrap", "ieee"):
+                raise ValueError(f"unknown inner_overflow {self.inner_overflow!r}; valid: None, 'saturate', 'wrap', "
+                                 "'ieee'")
+            if self.inner_overflow == "wrap" and not isinstance(self.inner, FixedFormat):
+                raise ValueError(f"inner_overflow='wrap' needs an integer/fixed inner format, not {self.inner.name}")
+        elif self.inner_rounding is not None or self.inner_overflow is not None:
+            raise ValueError("inner_rounding / inner_overflow need an inner format")
+        for role in ("accum", "product", "out", "inner"):
             f = getattr(self, role)
             if isinstance(f, MXFormat):
                 raise ValueError(f"MacSpec {role}={f.name}: MX block formats are operand formats only; "
@@ -188,6 +211,8 @@ class MacSpec:
             parts.append(self.rounding)
         if self.order != "sequential":
             parts.append(self.order + (f"({self.chunk})" if self.chunk else ""))
+        if self.inner is not None:
+            parts.append(f"inner={self.inner.name}" + (f" {self.inner_overflow}" if self.inner_overflow else ""))
         if self.overflow:
             parts.append(self.overflow)
         return " ".join(parts)
@@ -210,6 +235,10 @@ class MacSpec:
         if self.overflow == "ieee" and isinstance(fmt, FixedFormat):
             return "saturate"
         return self.overflow
+
+    def inner_overflow_for(self) -> str:
+        """The overflow mode of the partial sums' rounding into ``inner``."""
+        return self.inner_overflow or default_overflow(self.inner)
 
     def with_(self, **changes) -> "MacSpec":
         """A copy with some fields changed (re-validated)."""
@@ -248,5 +277,9 @@ PRESETS = {
     "fp8_e4m3_fp32": MacSpec("fp8_e4m3", "fp32", fma=True, name="fp8_e4m3_fp32"),
     "fp8_e5m2_fp16": MacSpec("fp8_e5m2", "fp16", fma=True, name="fp8_e5m2_fp16"),
     "fp32": MacSpec("fp32", "fp32", product="fp32", name="fp32"),
+    # onnxruntime's x86 u8s8 GEMM without AVX-VNNI: vpmaddubsw adds each pair of adjacent u8 x s8 products
+    # and saturates the pair to int16 (MLAS qgemm_kernel_avx2 / sse41), then int32 sums
+    "ort_u8s8_pairs": MacSpec("uint8", "int32", b="int8", order="chunked", chunk=2, inner="int16",
+                              inner_overflow="saturate", overflow="wrap", name="ort_u8s8_pairs"),
     "fp32_fma": MacSpec("fp32", "fp32", fma=True, name="fp32_fma"),
 }

@@ -31,7 +31,8 @@ or fixed-point accumulator also runs in float32 lanes when the operands' product
 (:func:`_lane_stoch32`, gated by :func:`_stoch32_lane`): same random words, same decisions.
 
 Fast exact path: integer / fixed operands with a fixed-point accumulator whose grid holds every
-product, no product rounding, and either no possible overflow (K * max|a| * max|b| <= accum max)
+product, no product rounding, partial sums (with an ``inner`` format) that can neither round nor
+overflow there, and either no possible overflow (K * max|a| * max|b| <= accum max)
 or ``overflow="wrap"`` (wrapping is order-independent): the exact sums come from BLAS in float32
 (when every partial sum stays below 2**24 quanta) or float64 (below 2**53), then wrap.
 """
@@ -778,7 +779,8 @@ def _row_product(K, N, get_a, a_row, a_lanes, B, e0, acc, p, y, s, err, ok, ipP,
 
 @njit(cache=True)
 def _row_generic(K, N, get_a, a_row, a_lanes, B, e0, wk, ok, occupied, idx,
-                 has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA, order, chunk, key, rbits, evc):
+                 has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA, ipI, fpI, modeI, ovfI, vecI,
+                 order, chunk, key, rbits, evc):
     """GENERIC: the per-stage loop. Each product (rounded into the product format when there is one)
     and each addition goes through :func:`_round_lanes`; ``order`` 0 sequential, 1 pairwise (a stack of
     tree nodes per level, binary-counter insertion), 2 chunked. ``wk`` (nws, N) float64, ``occupied``
@@ -813,7 +815,7 @@ def _row_generic(K, N, get_a, a_row, a_lanes, B, e0, wk, ok, occupied, idx,
             if k % chunk == 0:
                 for j in range(N):
                     part[j] = 0.0
-            _add(part, p, N, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, k, evc)
+            _add(part, p, N, s, err, ok, ipI, fpI, modeI, ovfI, vecI, key, rbits, e0, k, evc)
             if (k + 1) % chunk == 0 or k == K - 1:
                 _add(acc, part, N, s, err, ok, ipA, fpA, modeA, ovfA, vecA, key, rbits, e0, K + cidx, evc)
                 cidx += 1
@@ -895,7 +897,7 @@ def _make_kernel(layout, path, has_out):
         n, H, Wd, Cin = X.shape
         _, OH, OW, NC = out.shape
         (has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
-         has_outp, ipO, fpO, modeO, ovfO, vecO) = P
+         has_outp, ipO, fpO, modeO, ovfO, vecO, ipI, fpI, modeI, ovfI, vecI) = P
         K = kh * kw
         if layout == _CONV:
             K = K * Cin
@@ -967,7 +969,8 @@ def _make_kernel(layout, path, has_out):
                                      modeA, ovfA, key, rbits, evc)
                 else:
                     _row_generic(K, NC, layout, a_row, lanes, W2, e0, wk, ok, occupied, idx, has_prod, ipP, fpP,
-                                 modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA, order, chunk, key, rbits, evc)
+                                 modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA, ipI, fpI, modeI, ovfI, vecI, order,
+                                 chunk, key, rbits, evc)
                 if has_out == 1:
                     zero = wk[5]
                     for j in range(NC):
@@ -1107,8 +1110,12 @@ def _params(spec: MacSpec):
         ipO, fpO, mO, oO, vO = _stage_params(spec.out, spec.accum_rounding, spec.overflow_for(spec.out), rbits)
     else:
         ipO, fpO, mO, oO, vO = ipA, fpA, mA, oA, vA
+    if spec.inner is not None:  # the partial sums' accumulator (order chunked)
+        ipI, fpI, mI, oI, vI = _stage_params(spec.inner, spec.inner_rounding, spec.inner_overflow_for(), rbits)
+    else:
+        ipI, fpI, mI, oI, vI = ipA, fpA, mA, oA, vA
     return (spec.product is not None, ipP, fpP, mP, oP, vP, ipA, fpA, mA, oA, vA,
-            spec.out is not None, ipO, fpO, mO, oO, vO), np.int64(rbits)
+            spec.out is not None, ipO, fpO, mO, oO, vO, ipI, fpI, mI, oI, vI), np.int64(rbits)
 
 
 def _out_dtype(spec):
@@ -1141,6 +1148,12 @@ def _exact_path(spec: MacSpec, K: int, stats: bool):
         return None
     if spec.out is not None and (spec.accum_rounding == "stochastic" or stats):
         return None  # the output rounding draws from the MAC counter layout / reports its events
+    inner = spec.inner
+    if inner is not None:  # partial sums in a narrower accumulator: exact only if they can neither round nor overflow
+        part = spec.chunk * _max_abs(a) * _max_abs(b)
+        if not (isinstance(inner, FixedFormat) and inner.frac >= a.frac + b.frac and part <= inner.max
+                and part <= -inner.min):
+            return None
     quanta = K * (_max_abs(a) * 2.0 ** a.frac) * (_max_abs(b) * 2.0 ** b.frac)  # in product quanta
     if quanta >= 2.0 ** 53:
         return None

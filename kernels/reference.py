@@ -99,9 +99,9 @@ class _Rounder:
         base = (self.e * np.uint64(4) + np.uint64(stage)) << np.uint64(32)
         return base.reshape((-1,) + (1,) * t.ndim) + t
 
-    def __call__(self, x, resid, fmt, rounding, stage, t):
+    def __call__(self, x, resid, fmt, rounding, stage, t, overflow=None):
         counters = np.broadcast_to(self.counters(stage, t), x.shape)
-        values, events = _round_array(x, resid, fmt, rounding, self.spec.overflow_for(fmt), self.key,
+        values, events = _round_array(x, resid, fmt, rounding, overflow or self.spec.overflow_for(fmt), self.key,
                                       self.spec.rand_bits, counters)
         self.stats.add(events)
         return values
@@ -120,13 +120,16 @@ def _mac(x: np.ndarray, w: np.ndarray, spec, key, offset: int, stats: RefStats) 
         p = R(p, np.zeros_like(p), spec.product, spec.product_rounding, STAGE_PRODUCT, np.arange(K))
 
     # 3. accumulation: each addition acc + p is exact (s + err) and rounded once into accum
-    def add(acc, term, t):
+    def add(acc, term, t, inner=False):
+        """``acc + term`` rounded once into the accumulator (``inner``: into the partial sums' format)."""
+        fmt, rounding, ovf = ((spec.inner, spec.inner_rounding, spec.inner_overflow_for()) if inner and spec.inner
+                              else (spec.accum, spec.accum_rounding, None))
         s, err = _two_sum(acc, term)
-        if spec.accum_rounding == "down":
+        if rounding == "down":
             # IEEE 754 6.3: an exact zero sum is -0 under roundTowardNegative unless both operands are +0
             both_pos_zero = (acc == 0) & (term == 0) & ~np.signbit(acc) & ~np.signbit(term)
             s = np.where((s == 0) & ~both_pos_zero, -0.0, s)
-        return R(s, err, spec.accum, spec.accum_rounding, STAGE_ACCUM, t)
+        return R(s, err, fmt, rounding, STAGE_ACCUM, t, ovf)
 
     if K == 0:
         acc = np.zeros(E)  # +0
@@ -153,7 +156,7 @@ def _mac(x: np.ndarray, w: np.ndarray, spec, key, offset: int, stats: RefStats) 
         for c in range(n_chunks):
             part = np.zeros(E)  # each partial sum starts from +0, t = k for the term p_k
             for k in range(c * spec.chunk, min((c + 1) * spec.chunk, K)):
-                part = add(part, p[:, k], k)
+                part = add(part, p[:, k], k, inner=True)
             acc = add(acc, part, K + c)  # partial sums added sequentially, t = K + c
 
     # 4. output rounding, t = 0
