@@ -128,6 +128,10 @@ TORCH_CASES = {
     "conv_transpose_k4_s2": lambda: torch.nn.ConvTranspose2d(3, 4, 4, stride=2, padding=1),
     "conv_transpose_k2_s3_p0": lambda: torch.nn.ConvTranspose2d(3, 2, (2, 3), stride=(3, 2)),
     "upsample_nearest_x2": lambda: _Up(scale_factor=2, mode="nearest"),
+    # 8 -> 14 and 8 -> 11: sizes where dividing by onnxruntime's float32 factor and multiplying by in/out
+    # (TensorFlow's rule) pick different source pixels
+    "resize_nearest_odd_sizes": lambda: _Up(size=(14, 11), mode="nearest"),
+    "resize_bilinear_odd_sizes": lambda: _Up(size=(14, 11), mode="bilinear", align_corners=False),
     "upsample_bilinear_x2": lambda: _Up(scale_factor=2, mode="bilinear", align_corners=False),
     "resize_bilinear_align_corners": lambda: _Up(size=(11, 5), mode="bilinear", align_corners=True),
     "resize_bilinear_down": lambda: _Up(size=(4, 3), mode="bilinear", align_corners=False),
@@ -163,6 +167,20 @@ def test_torch_ops_match_onnxruntime_and_torch(tmp_path, case):
     for other in (ref, tor):
         assert y.shape == other.shape
         np.testing.assert_allclose(y, other, rtol=1e-5, atol=1e-5)
+
+
+def test_resize_nearest_14_to_16_from_sizes():
+    node = oh.make_node("Resize", ["x", "", "", "sz"], ["y"], mode="nearest", coordinate_transformation_mode="asymmetric",
+                        nearest_mode="floor")
+    x = np.random.default_rng(9).normal(size=(1, 2, 14, 14)).astype(np.float32)
+    _check(_model([node], [None, 2, 14, 14], 4, inits=[("sz", np.array([1, 2, 16, 16], np.int64))]), x)
+
+
+def test_conv_transpose_output_padding_not_below_stride_is_refused():
+    w = np.ones((3, 2, 3, 3), np.float32)
+    node = oh.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], output_padding=[2, 0])
+    with pytest.raises(ValueError, match=r"output_padding=\[2, 0\] \(each must be >= 0 and < its stride \[2, 2\]\)"):
+        load_onnx(_model([node], [None, 3, 7, 7], 4, inits=[("w", w)]), name="t")
 
 
 def test_resize_modes_outside_the_supported_set_are_named():

@@ -192,8 +192,8 @@ def test_bipolar_quant_and_trunc_nodes():
     rng = np.random.default_rng(8)
     shape = [1, 4, 5, 5]
     x = rng.normal(size=shape).astype(np.float32)
-    x[0, 0, 0, :2] = [0.0, -0.0]
-    mine, ref = _both(_single("BipolarQuant", [np.float32(0.25)], {}, shape), x)
+    x[0, 0, 0, :4] = [0.0, -0.0, -1e-45, -1e-40]  # negative subnormals: x / scale underflows to -0, x is < 0
+    mine, ref = _both(_single("BipolarQuant", [np.float32(4.0)], {}, shape), x)
     np.testing.assert_array_equal(mine, ref)
     s = np.float32(0.0125)
     xq = (np.round(rng.normal(size=shape) * 40) * s).astype(np.float32)  # on the input's grid, as Trunc expects

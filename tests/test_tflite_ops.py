@@ -83,6 +83,7 @@ CASES = {
     "sub_from_constant": ((8,), lambda i: 1.5 - layers.Dense(6)(i), {"SUB"}),
     "add_broadcast": ((5, 4, 8), lambda i: layers.Add()([i, layers.Dense(8)(layers.GlobalAveragePooling2D(
         keepdims=True)(i))]), {"ADD"}),
+    "add_lower_rank": ((4, 4, 8), lambda i: _conv(i, 8) + keras.ops.mean(_conv(i, 8), axis=(1, 2)), {"ADD"}),
     "add_constant": ((6, 6, 3), lambda i: layers.Concatenate()([_conv(i), _conv(i)]) + 0.25, {"ADD"}),
     "maximum": ((6, 6, 3), lambda i: layers.Maximum()([_conv(i), _conv(i)]), {"MAXIMUM"}),
     "minimum_constant": ((6, 6, 3), lambda i: keras.ops.minimum(_conv(i), 0.5), {"MINIMUM"}),

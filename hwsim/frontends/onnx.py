@@ -20,7 +20,7 @@ Conv (groups 1, depthwise, any groups;     Conv2D / DepthwiseConv2D; explicit pa
 strides, dilations, pads)                  TensorFlow's "same" become a ZeroPad2D before a "valid" conv
 ConvTranspose (group 1; strides, pads,     Conv2DTranspose (explicit leading pads and output size)
 output_padding, output_shape, auto_pad)
-Resize of H, W (linear: half_pixel,        Resize2D (TensorFlow's coordinate rules, which these equal)
+Resize of H, W (linear: half_pixel,        Resize2D (source coordinates divided by ONNX's float32 scales)
 pytorch_half_pixel, align_corners,
 asymmetric; nearest: asymmetric + floor)
 Gemm (transB, alpha, beta; transA 0),      Dense (kernel ``alpha * B``, bias ``beta * C``)
@@ -223,6 +223,8 @@ def _conv_transpose(ctx, node, i):
     kh, kw = w.shape[2:]
     s = tuple(int(v) for v in a.get("strides", (1, 1)))
     op_ = tuple(int(v) for v in a.get("output_padding", (0, 0)))
+    if any(o >= st or o < 0 for o, st in zip(op_, s)):
+        raise ctx.error(node, f"attribute output_padding={list(op_)} (each must be >= 0 and < its stride {list(s)})")
     auto = a.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
     full = [(n - 1) * st + k + o for n, st, k, o in zip((h, wd), s, (kh, kw), op_)]
@@ -263,11 +265,13 @@ def _resize(ctx, node, i):
     scales = ctx.const(node, 2, required=False) if len(node.input) > 2 and node.input[2] else None
     if sizes is not None and np.size(sizes):
         out = tuple(int(v) for v in np.asarray(sizes).reshape(-1))
+        factors = tuple(np.float32(o) / np.float32(n) for o, n in zip(out[2:], shape[2:]))  # onnxruntime's
     elif scales is not None and np.size(scales):
         sc = np.asarray(scales, np.float32).reshape(-1)
         out = tuple(int(math.floor(n * float(f))) for n, f in zip(shape, sc))
         if any(abs(float(f) * n - o) > 1e-6 for n, f, o in zip(shape, sc, out)):
             raise ctx.error(node, f"scales {sc.tolist()} that do not give whole output sizes")
+        factors = tuple(sc[2:])
     else:
         raise ctx.error(node, "neither scales nor sizes given as constants")
     if out[:2] != shape[:2]:
@@ -287,7 +291,7 @@ def _resize(ctx, node, i):
                         f"nearest_mode={nearest!r} (supported: linear with half_pixel, pytorch_half_pixel, "
                         "align_corners or asymmetric; nearest with asymmetric and floor)")
     x = ctx.as_layout(node.input[0], IMAGE, _name(ctx, node))
-    ctx.out(node, ctx.add(ir.Resize2D(_name(ctx, node), (x,), size=out[2:],
+    ctx.out(node, ctx.add(ir.Resize2D(_name(ctx, node), (x,), size=out[2:], scales=factors,
                                       method="bilinear" if mode == "linear" else "nearest", **flags)), IMAGE)
 
 

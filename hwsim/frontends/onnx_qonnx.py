@@ -2,7 +2,7 @@
 ``Quant``, ``BipolarQuant`` and ``Trunc`` nodes of the ``qonnx.custom_op.general`` domain, with qonnx's
 executor semantics (``qonnx.core.onnx_exec.execute_onnx``, qonnx 1.0.0).
 
-* ``Quant`` (and ``BipolarQuant``, a signed 1-bit ``Quant`` without zero point) on a computed tensor becomes
+* ``Quant`` (and ``BipolarQuant``, the sign of its input times the scale) on a computed tensor becomes
   :class:`hwsim.graph.ir.IntQuant`, ``Trunc`` (version 2, the one Brevitas writes)
   :class:`hwsim.graph.ir.TruncQuant`; both state the float32 arithmetic.
 * On a constant (Brevitas stores float weights and biases with a ``Quant`` after them) the node is
@@ -54,7 +54,7 @@ def _layer(ctx, node, p, name, src):
 
     a = _attrs(node)
     if node.op_type == "BipolarQuant":
-        return ir.IntQuant(name, (src,), scale=p(1), zero_point=0.0, bits=1, signed=True)
+        return ir.IntQuant(name, (src,), scale=p(1), zero_point=0.0, bits=1, signed=True, bipolar=True)
     if node.op_type == "Quant":
         bits = np.asarray(ctx.const(node, 3))
         if bits.size != 1:

@@ -565,6 +565,7 @@ class Add(Layer):
     kind = "add"
 
     def run(self, ins, spec=None, seed=None, offset=0):
+        ins = _batched(ins)
         y = ins[0]
         for other in ins[1:]:
             y = y + other
@@ -585,6 +586,7 @@ class Mul(Layer):
     kind = "mul"
 
     def run(self, ins, spec=None, seed=None, offset=0):
+        ins = _batched(ins)
         y = ins[0]
         for other in ins[1:]:
             y = y * other
@@ -610,7 +612,7 @@ class Binary(Layer):
             raise ValueError(f"layer {self.name!r}: {self.op} takes 2 inputs, got {len(self.inputs)}")
 
     def run(self, ins, spec=None, seed=None, offset=0):
-        return self.OPS[self.op](ins[0], ins[1])
+        return self.OPS[self.op](*_batched(ins))
 
     def output_shape(self, in_shapes):
         return _broadcast(self.name, self.op, in_shapes)
@@ -674,6 +676,10 @@ class Resize2D(Layer):
     method: str = "bilinear"
     align_corners: bool = False
     half_pixel_centers: bool = False
+    #: ONNX's rule instead of TensorFlow's: the source coordinate divides by these float32 (rows, cols)
+    #: scale factors, ``i / scale`` (``(i + 0.5) / scale - 0.5`` with half-pixel centres), where TensorFlow
+    #: multiplies by ``in / out``; the two round differently for some sizes (14 -> 16 nearest, for one)
+    scales: tuple[float, float] | None = None
     kind = "resize"
 
     def __post_init__(self):
@@ -684,14 +690,23 @@ class Resize2D(Layer):
             raise ValueError(f"layer {self.name!r}: size must be >= 1, got {self.size}")
         if self.align_corners and self.half_pixel_centers:
             raise ValueError(f"layer {self.name!r}: align_corners and half_pixel_centers are exclusive")
+        if self.scales is not None:
+            object.__setattr__(self, "scales", tuple(float(np.float32(v)) for v in self.scales))
+            if len(self.scales) != 2 or min(self.scales) <= 0:
+                raise ValueError(f"layer {self.name!r}: scales {self.scales} must be two positive numbers")
 
     @property
     def quant_rule(self):
         return "same" if self.method == "nearest" else "float"
 
-    def source(self, n_in: int, n_out: int) -> np.ndarray:
+    def source(self, n_in: int, n_out: int, axis: int = 0) -> np.ndarray:
         """The float32 source coordinate of every output index along one axis."""
         i = np.arange(n_out, dtype=np.float32)
+        if self.scales is not None and not self.align_corners:
+            f = np.float32(self.scales[axis])
+            if self.half_pixel_centers:
+                return (i + np.float32(0.5)) / f - np.float32(0.5)
+            return i / f
         if self.align_corners and n_out > 1:
             scale = np.float32((n_in - 1) / (n_out - 1))
         else:
@@ -700,8 +715,10 @@ class Resize2D(Layer):
             return (i + np.float32(0.5)) * scale - np.float32(0.5)
         return i * scale
 
-    def nearest_index(self, n_in: int, n_out: int) -> np.ndarray:
+    def nearest_index(self, n_in: int, n_out: int, axis: int = 0) -> np.ndarray:
         i = np.arange(n_out, dtype=np.float32)
+        if self.scales is not None and not (self.align_corners or self.half_pixel_centers):
+            return np.clip(np.floor(i / np.float32(self.scales[axis])).astype(np.int64), 0, n_in - 1)
         scale = np.float32((n_in - 1) / (n_out - 1)) if self.align_corners and n_out > 1 else np.float32(n_in / n_out)
         if self.half_pixel_centers:
             v = np.floor((i + np.float32(0.5)) * scale)
@@ -716,9 +733,9 @@ class Resize2D(Layer):
         for axis, n_out in ((1, self.size[0]), (2, self.size[1])):
             n_in = x.shape[axis]
             if self.method == "nearest":
-                x = np.take(x, self.nearest_index(n_in, n_out), axis=axis)
+                x = np.take(x, self.nearest_index(n_in, n_out, axis - 1), axis=axis)
                 continue
-            src = self.source(n_in, n_out)
+            src = self.source(n_in, n_out, axis - 1)
             lo_f = np.floor(src)
             frac = (src - lo_f).astype(x.dtype)
             lo = np.clip(lo_f.astype(np.int64), 0, n_in - 1)
@@ -946,7 +963,8 @@ def _int_range(bits: float, signed: bool, narrow: bool) -> tuple[np.float32, np.
 
 @dataclass(frozen=True, eq=False)
 class IntQuant(Layer):
-    """Fake quantization onto an integer grid (QONNX's ``Quant`` and ``BipolarQuant``, Brevitas' quantizers),
+    """Fake quantization onto an integer grid (QONNX's ``Quant``, and ``BipolarQuant`` with ``bipolar``; Brevitas'
+    quantizers),
     every step in float32 in this order (``qonnx/custom_op/general/intquant.py``): ``y = x / scale``,
     ``y = y + zero_point``; then for a signed 1-bit grid ``y = 1 if y >= 0 else -1``, else ``y`` clamped to
     the ``bits``-bit grid (signed or not; ``narrow`` drops the most negative code, or for unsigned the
@@ -961,6 +979,9 @@ class IntQuant(Layer):
     signed: bool = True
     narrow: bool = False
     rounding: str = "ROUND"
+    #: BipolarQuant: ``(1 if x >= 0 else -1) * scale``, the sign of ``x`` itself (a negative subnormal ``x``
+    #: whose ``x / scale`` underflows to -0 stays -1)
+    bipolar: bool = False
     kind = "int_quant"
 
     def __post_init__(self):
@@ -975,6 +996,8 @@ class IntQuant(Layer):
     def run(self, ins, spec=None, seed=None, offset=0):
         f = np.float32
         s, z = np.asarray(self.scale, f), np.asarray(self.zero_point, f)
+        if self.bipolar:
+            return (np.where(ins[0].astype(f) >= f(0), f(1), f(-1)) * s).astype(f)
         y = ins[0].astype(f) / s + z
         if float(self.bits) == 1.0 and self.signed:
             y = np.where(y >= f(0), f(1), f(-1))
@@ -1024,6 +1047,14 @@ class TruncQuant(Layer):
 OPS = {cls.kind: cls for cls in (Conv2D, DepthwiseConv2D, Dense, Conv2DTranspose, Pool2D, GlobalAvgPool2D, Reshape, ZeroPad2D, Affine,
                                  Activation, Add, Mul, Binary, LeakyRelu, Mean, Resize2D, Concat, UpSample2D, LayerNorm,
                                  Transpose, Clip, QuantizeLinear, DequantizeLinear, IntQuant, TruncQuant)}
+
+
+def _batched(ins: list[np.ndarray]) -> list[np.ndarray]:
+    """Batched inputs of an elementwise op with their ranks aligned after the batch axis: an input of
+    lower rank gets size-1 axes right after its batch, so it broadcasts as its shape without the batch
+    does (numpy's trailing alignment on the batched arrays would put the batch against a data axis)."""
+    r = max(v.ndim for v in ins)
+    return [v if v.ndim == r else v.reshape(v.shape[0], *(1,) * (r - v.ndim), *v.shape[1:]) for v in ins]
 
 
 def _broadcast(name: str, what: str, in_shapes) -> tuple[int, ...]:

@@ -72,7 +72,9 @@ half away from zero; ``f32(.)`` one float32 operation):
 * QUANTIZE float32 -> int8: xnnpack ``clamp(round-even(f32(x * f32(1 / s)) ) + zp)``; reference
   ``clamp(round-away(f32(x / s)) + zp)``.
 * DEQUANTIZE int8 -> float32: ``f32(float(q - zp) * s)`` (both).
-* ADD (same shapes): xnnpack (``xnn_init_qs8_add_minmax_scalar_params`` / qs8-vadd):
+* ADD (with broadcasting; SUB, MUL, MAXIMUM, MINIMUM and TF-Lite's optimized kernels, which round some
+  elements of their vector loops differently, are in :mod:`.binary`): xnnpack
+  (``xnn_init_qs8_add_minmax_scalar_params`` / qs8-vadd):
   ``r_a = f32(s_a / s_y)``, ``r_b = f32(s_b / s_y)``, ``shift = 20 - exponent(max(r_a, r_b))``,
   ``m_a = round-even(r_a * 2**shift)``, ``m_b`` alike, ``y = clamp(((2**(shift-1) - m_a zp_a - m_b zp_b
   + m_a a + m_b b) >> shift) + zp_y, lo, hi)``. reference (``reference_integer_ops::Add``):

@@ -548,7 +548,8 @@ def _reshape(ctx: Ctx, op: Op):
     if target[0] != 1:
         # The converter's FULLY_CONNECTED on a rank > 2 input: RESHAPE (1, ..., K) -> (rows, K), batch merged
         if xs[0] != 1 or len(target) != 2 or target[-1] != xs[-1] or target[0] != int(np.prod(xs[:-1])):
-            raise op.fail(f"reshape {xs} -> {target} merges the batch with other axes")
+            raise op.fail(f"reshape {xs} -> {target} does not keep the batch axis first (only a FULLY_CONNECTED on "
+                          "a rank > 2 input may merge it with the leading axes)")
         consumers = [j for j, o in enumerate(ctx.ops) if y.index in (int(t) for t in o["inputs"])]
         if not consumers or any(ctx.ops[j]["op_name"] != "FULLY_CONNECTED" for j in consumers):
             raise op.fail(f"reshape {xs} -> {target} merges the batch with other axes (only before FULLY_CONNECTED)")

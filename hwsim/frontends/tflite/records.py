@@ -289,18 +289,27 @@ class BinaryOp(TFLiteOp):
     def run(self, layer, inputs, seed=None, offset=0):
         from .binary import binary
 
-        ins = [_codes(v) for v in inputs]
-        if self.const is not None:
-            ins.insert(self.const_pos, self.const)
         (ta, tb), y = self.inputs, self.output
         args = ((ta.s, ta.zp), (tb.s, tb.zp), (y.s, y.zp), self.kernels, self.lo, self.hi)
-        if self.kernels != "builtin":
-            return _out(binary(self.op, ins[0], ins[1], *args))
-        # TF-Lite's optimized kernels round some elements differently depending on their position in the
-        # tensor's loops, so each image is computed with the op's real (batch-1) shapes
-        n = max(len(v) for v in ins if v.ndim == len(y.shape))
-        pick = lambda v, i: v[i:i + 1] if v.ndim == len(y.shape) and len(v) == n else v  # noqa: E731
-        return _out(np.concatenate([binary(self.op, pick(ins[0], i), pick(ins[1], i), *args) for i in range(n)]))
+
+        def per_image(i):
+            """The op on image ``i`` with TF-Lite's own tensor shapes (batch 1): numpy's broadcasting of
+            those is TF-Lite's, and the optimized kernels' position-dependent rounding sees the real layout."""
+            ins = [_codes(v)[i:i + 1] for v in inputs]
+            if self.const is not None:
+                ins.insert(self.const_pos, self.const)
+            return binary(self.op, ins[0], ins[1], *args)
+
+        if self.kernels == "builtin":
+            return _out(np.concatenate([per_image(i) for i in range(len(inputs[0]))]))
+        # elementwise arithmetic: all images at once, a lower-rank computed input aligned after its batch
+        # axis (what broadcasting its batch-1 TF-Lite shape means per image)
+        ins = [_codes(v) for v in inputs]
+        r = max(v.ndim for v in ins)
+        ins = [v if v.ndim == r else v.reshape(v.shape[0], *(1,) * (r - v.ndim), *v.shape[1:]) for v in ins]
+        if self.const is not None:
+            ins.insert(self.const_pos, self.const)
+        return _out(binary(self.op, ins[0], ins[1], *args))
 
 
 @dataclass(frozen=True, eq=False)
