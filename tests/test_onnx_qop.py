@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import torch
 from _torchnets import MobileNetV2Like, MobileNetV3Like, ResNetLike, export, randomize
 from onnx import TensorProto as TP
 from onnx import helper as oh
@@ -94,12 +95,12 @@ def test_qlinear_add_800k(dtype, tp):
 
 
 def test_unsupported_qoperator_node_is_named(tmp_path):
-    node = oh.make_node("QLinearSigmoid", ["x", "s", "z", "s", "z"], ["y"], domain="com.microsoft")
+    node = oh.make_node("QLinearSoftmax", ["x", "s", "z", "s", "z"], ["y"], domain="com.microsoft")
     g = oh.make_graph([node], "g", [oh.make_tensor_value_info("x", TP.UINT8, [None, 4])],
                       [oh.make_tensor_value_info("y", TP.UINT8, [None, 4])],
                       [nh.from_array(np.array(np.float32(0.1)), "s"), nh.from_array(np.array(np.uint8(128)), "z")])
     m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("com.microsoft", 1)])
-    with pytest.raises(ValueError, match="QLinearSigmoid.*com.microsoft.*QLinearAdd"):
+    with pytest.raises(ValueError, match="QLinearSoftmax.*com.microsoft.*QLinearAdd"):
         load_onnx(m, name="t")
 
 
@@ -132,3 +133,64 @@ def test_qlinear_mul_random(dtype, tp, b_shape):
         got = rec.run(None, [a.astype(np.float32), b.astype(np.float32)])
         assert 0 < np.mean(got == info.max) + np.mean(got == info.min) < 0.5  # saturation is exercised, not dominant
         np.testing.assert_array_equal(got, ref.astype(np.float32))
+
+
+@pytest.mark.parametrize("op", ["QLinearSigmoid", "QLinearLeakyRelu"])
+@pytest.mark.parametrize("dtype,tp", [(np.uint8, TP.UINT8), (np.int8, TP.INT8)], ids=["uint8", "int8"])
+def test_qlinear_lookup_ops_every_code(op, dtype, tp):
+    """Every input code, for random and edge quantizations (tiny and large scales, zero points at the ends)."""
+    from hwsim.frontends.onnx_qop import QLinearLookupRecord
+
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    codes = np.arange(info.min, info.max + 1).astype(dtype)[None]
+    cases = [(rng.uniform(0.001, 0.2), rng.integers(info.min, info.max + 1), rng.uniform(0.001, 0.02),
+              rng.integers(info.min, info.max + 1)) for _ in range(20)]
+    cases += [(1e-4, info.min, 1 / 256, info.min), (0.5, info.max, 0.004, 0), (0.07, 0, 1e-3, info.max)]
+    for sx, zx, sy, zy in cases:
+        attrs = {"alpha": 0.1} if op == "QLinearLeakyRelu" else {}
+        node = oh.make_node(op, ["x", "sx", "zx", "sy", "zy"], ["y"], domain="com.microsoft", **attrs)
+        inits = [nh.from_array(np.array(v), k) for k, v in (("sx", np.float32(sx)), ("zx", dtype(zx)),
+                                                            ("sy", np.float32(sy)), ("zy", dtype(zy)))]
+        g = oh.make_graph([node], "g", [oh.make_tensor_value_info("x", tp, [None, codes.size])],
+                          [oh.make_tensor_value_info("y", tp, [None, codes.size])], inits)
+        m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("com.microsoft", 1)])
+        m.ir_version = 8
+        ref = _session(m).run(None, {"x": codes})[0]
+        net = load_onnx(m, name="t")
+        (layer,) = [la for la in net.layers if isinstance(la.quant, QLinearLookupRecord)]
+        got = layer.quant.run(layer, [codes.astype(np.float32)])
+        np.testing.assert_array_equal(got, ref.astype(np.float32), err_msg=f"{op} {sx} {zx} {sy} {zy}")
+
+
+class _SigmoidSE(torch.nn.Module):
+    """Convolutions with a sigmoid squeeze-and-excite gate and a leaky ReLU (QLinearSigmoid, QLinearMul,
+    QLinearLeakyRelu in the QOperator model)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.fc1, self.fc2 = torch.nn.Conv2d(8, 4, 1), torch.nn.Conv2d(4, 8, 1)
+        self.head = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.nn.functional.leaky_relu(self.c1(x), 0.1)
+        y = self.c2(x)
+        g = torch.sigmoid(self.fc2(torch.relu(self.fc1(torch.nn.functional.adaptive_avg_pool2d(y, 1)))))
+        return self.head(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(y * g, 1), 1))
+
+
+def test_qoperator_sigmoid_gate_model(tmp_path):
+    from _torchnets import quantize_onnx
+    from onnxruntime.quantization import QuantType
+
+    from hwsim import sweep_exec as X
+
+    path = export(randomize(_SigmoidSE()), tmp_path / "se.onnx")
+    qpath = quantize_onnx(path, tmp_path / "se_qop.onnx", "QOperator", per_channel=False,
+                          activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    ops = {n.op_type for n in onnx.load(qpath).graph.node}
+    assert {"QLinearSigmoid", "QLinearLeakyRelu", "QLinearMul"} <= ops
+    images, _ = X.load_test_images(None, 300)
+    x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255
+    np.testing.assert_array_equal(hwsim.run(hwsim.load_model(qpath), x), _session(qpath).run(None, {"x": x})[0])

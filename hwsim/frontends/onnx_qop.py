@@ -1,5 +1,6 @@
 """onnxruntime's QOperator models in hwsim: QLinearConv, QLinearMatMul and the com.microsoft QGemm,
-QLinearAdd, QLinearMul and QLinearGlobalAveragePool, executed with onnxruntime's integer arithmetic.
+QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu and QLinearGlobalAveragePool, executed with
+onnxruntime's integer arithmetic.
 
 Tensors between these layers are uint8 / int8 codes held as float32 (QuantizeLinear and
 DequantizeLinear at the graph's edges, :mod:`hwsim.graph.ir`). Per layer (``zp`` zero points, ``s``
@@ -18,6 +19,8 @@ scales, ``[lo, hi]`` the output type's range, ``f32(.)`` one float32 operation, 
   ``y = clamp(RNE(fma(a, r_a, fma(b, r_b, K))), lo, hi)`` on the codes ``a``, ``b``.
 * **QLinearMul** (MLAS's SSE2 kernel, ``qlmul.cpp``): ``ratio = f32(f32(s_a * s_b) / s_c)``,
   ``y = clamp(RNE(f32(f32((a - zp_a) * (b - zp_b)) * ratio) + zp_c), lo, hi)``, broadcasting.
+* **QLinearSigmoid / QLinearLeakyRelu**: onnxruntime's 256-entry table, built with MLAS's float kernels
+  (:mod:`hwsim.frontends.onnx_mlas`: the FMA3 logistic polynomial, then ``MlasQuantizeLinear``).
 * **QLinearGlobalAveragePool** (NCHW): ``acc = sum(x) - zp_x * N`` over the ``N = H * W`` pixels, then the
   same requantization with ``scale = f32(s_x / f32(s_y * N))`` (``qlinear_global_average_pool.cc``,
   ``CheckQLinearGlobalAveragePoolScaleAndSize``).
@@ -109,6 +112,19 @@ class QLinearMulRecord:
         p = (a - self.za) * (b - self.zb)
         t = _f32(_f32(p.astype(np.float32).astype(np.float64) * self.ratio).astype(np.float64) + self.zc)
         return np.clip(np.rint(t), self.lo, self.hi).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class QLinearLookupRecord:
+    """An 8-bit elementwise op as onnxruntime runs it, through its 256-entry table
+    (:mod:`hwsim.frontends.onnx_mlas`): ``y = table[x - lo]``."""
+
+    table: np.ndarray
+    lo: int
+
+    def run(self, layer, inputs, seed=None, offset=0):
+        q = np.rint(np.asarray(inputs[0], np.float64)).astype(np.int64) - self.lo
+        return self.table[q].astype(np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -260,6 +276,27 @@ def qlinear_mul(ctx, node, i):
     ctx.out(node, ctx.add(ir.Mul(names, (a_src, b_src), quant=rec)), la)
 
 
+def qlinear_lookup(ctx, node, i):
+    """QLinearSigmoid / QLinearLeakyRelu (com.microsoft): X, X_scale, X_zp, Y_scale, Y_zp (``alpha``)."""
+    from . import onnx_mlas
+    from .onnx import _attrs
+
+    names = _layer_name(ctx, node)
+    sx, zx, lo, _, dt = _io(ctx, node, 1, 2)
+    sy, zy, _, _, dt_y = _io(ctx, node, 3, 4)
+    if dt != dt_y:
+        raise ctx.error(node, f"input type {np.dtype(dt).name} and output type {np.dtype(dt_y).name} differ")
+    src, layout = ctx.src(node)
+    if node.op_type == "QLinearSigmoid":
+        table = onnx_mlas.qlinear_sigmoid_table(sx, zx, sy, zy, dt)
+        layer = ir.Activation(names, (src,), activation="sigmoid", quant=QLinearLookupRecord(table, lo))
+    else:
+        alpha = float(np.float32(_attrs(node).get("alpha", 0.01)))
+        table = onnx_mlas.qlinear_leaky_relu_table(sx, zx, sy, zy, dt, alpha)
+        layer = ir.LeakyRelu(names, (src,), alpha=alpha, quant=QLinearLookupRecord(table, lo))
+    ctx.out(node, ctx.add(layer), layout)
+
+
 def qlinear_global_pool(ctx, node, i):
     """QLinearGlobalAveragePool (com.microsoft, channels_last=0): X, x_scale, x_zp, y_scale, y_zp."""
     names = _layer_name(ctx, node)
@@ -280,4 +317,5 @@ def qlinear_global_pool(ctx, node, i):
 CONVERTERS = {"QLinearConv": qlinear_conv, "QLinearMatMul": qgemm}
 #: op type -> converter, com.microsoft domain
 MS_CONVERTERS = {"QGemm": qgemm, "QLinearAdd": qlinear_add, "QLinearMul": qlinear_mul,
-                 "QLinearGlobalAveragePool": qlinear_global_pool}
+                 "QLinearGlobalAveragePool": qlinear_global_pool, "QLinearSigmoid": qlinear_lookup,
+                 "QLinearLeakyRelu": qlinear_lookup}

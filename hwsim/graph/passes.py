@@ -31,7 +31,8 @@ def _consumers(layers):
 
 def _absorb(layers, output, rewrite):
     """Apply ``rewrite(mac_layer, follower) -> new mac layer or None`` to every (linear MAC layer, its only
-    consumer) pair until nothing changes; returns ``(layers, output)``."""
+    consumer) pair until nothing changes; returns ``(layers, output)``. Layers with a quant record (their own
+    integer arithmetic, e.g. onnxruntime's QLinear ops) are never merged."""
     layers = list(layers)
     changed = True
     while changed:
@@ -43,6 +44,8 @@ def _absorb(layers, output, rewrite):
                 continue
             src = by_name.get(l.inputs[0])
             if src is None or not src.is_mac or src.activation != "linear" or cons.get(src.name) != [l.name]:
+                continue
+            if src.quant is not None or l.quant is not None:  # an op with its own arithmetic stays itself
                 continue
             new_src = rewrite(src, l)
             if new_src is None:
