@@ -735,15 +735,7 @@ class Resize2D(Layer):
             if self.method == "nearest":
                 x = np.take(x, self.nearest_index(n_in, n_out, axis - 1), axis=axis)
                 continue
-            src = self.source(n_in, n_out, axis - 1)
-            lo_f = np.floor(src)
-            frac = (src - lo_f).astype(x.dtype)
-            lo = np.clip(lo_f.astype(np.int64), 0, n_in - 1)
-            hi = np.clip(lo_f.astype(np.int64) + 1, 0, n_in - 1)
-            shape = [1] * x.ndim
-            shape[axis] = -1
-            frac = frac.reshape(shape)
-            x = np.take(x, lo, axis=axis) * (1 - frac) + np.take(x, hi, axis=axis) * frac
+            x = _lerp(x, axis, self.source(n_in, n_out, axis - 1))
         return x
 
     def output_shape(self, in_shapes):
@@ -770,6 +762,20 @@ class Concat(Layer):
                 raise ValueError(f"layer {self.name!r}: Concat inputs differ outside axis {self.axis}: {in_shapes}")
         first[ax] = sum(s[ax] for s in in_shapes)
         return tuple(first)
+
+
+def _lerp(x, axis: int, src) -> np.ndarray:
+    """Linear interpolation of ``x`` along ``axis`` at the float32 source coordinates ``src``: between
+    ``floor(src)`` and the next index, both clamped to the axis (so a coordinate outside it takes the edge
+    value), weights ``src - floor(src)``, in ``x``'s dtype."""
+    n = x.shape[axis]
+    lo_f = np.floor(src)
+    lo = np.clip(lo_f.astype(np.int64), 0, n - 1)
+    hi = np.clip(lo_f.astype(np.int64) + 1, 0, n - 1)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    frac = (src - lo_f).astype(x.dtype).reshape(shape)
+    return np.take(x, lo, axis=axis) * (1 - frac) + np.take(x, hi, axis=axis) * frac
 
 
 @dataclass(frozen=True, eq=False)
@@ -801,15 +807,7 @@ class UpSample2D(Layer):
             return np.repeat(np.repeat(x, sh, axis=1), sw, axis=2)
         for axis, s in ((1, sh), (2, sw)):
             n = x.shape[axis]
-            src = np.clip((np.arange(n * s, dtype=np.float32) + np.float32(0.5)) / np.float32(s) - np.float32(0.5),
-                          0, None)
-            lo = np.minimum(np.floor(src).astype(np.int64), n - 1)
-            hi = np.minimum(lo + 1, n - 1)
-            frac = (src - lo).astype(x.dtype)
-            shape = [1] * x.ndim
-            shape[axis] = -1
-            frac = frac.reshape(shape)
-            x = np.take(x, lo, axis=axis) * (1 - frac) + np.take(x, hi, axis=axis) * frac
+            x = _lerp(x, axis, (np.arange(n * s, dtype=np.float32) + np.float32(0.5)) / np.float32(s) - np.float32(0.5))
         return x
 
     def output_shape(self, in_shapes):
