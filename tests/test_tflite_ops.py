@@ -277,3 +277,36 @@ def test_int16x8_unsupported_op_is_named(tmp_path):
     path.write_bytes(c.convert())
     with pytest.raises(ValueError, match=r"LOGISTIC .* not supported in an int16x8 model; supported ops: QUANTIZE"):
         load_tflite(path)
+
+
+def test_squeeze_op(tmp_path):
+    """The converter writes Keras' squeeze as RESHAPE; a SQUEEZE (what other converters write) is made here by
+    rewriting that operator in the flatbuffer, then held equal to the interpreter."""
+    from tensorflow.lite.python import schema_py_generated as S
+
+    from tests._tflite_util import edit
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 5, 3))
+    model = keras.Model(inp, keras.ops.squeeze(layers.Conv2D(1, 3, padding="same")(inp), axis=-1))
+    x = np.random.default_rng(0).normal(size=(40, 6, 5, 3)).astype(np.float32)
+
+    def to_squeeze(m):
+        code = S.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = S.BuiltinOperator.SQUEEZE
+        code.version = 1
+        m.operatorCodes.append(code)
+        for op in m.subgraphs[0].operators:
+            if m.operatorCodes[op.opcodeIndex].builtinCode == S.BuiltinOperator.RESHAPE:
+                op.opcodeIndex, op.inputs = len(m.operatorCodes) - 1, op.inputs[:1]
+                op.builtinOptionsType = S.BuiltinOptions.SqueezeOptions
+                op.builtinOptions = S.SqueezeOptionsT()
+                op.builtinOptions.squeezeDims = [3]
+
+    content = edit(convert(model, [x[:30]]), to_squeeze)
+    assert "SQUEEZE" in _ops(content)
+    path = tmp_path / "squeeze.tflite"
+    path.write_bytes(content)
+    for kernels in KERNELS:
+        np.testing.assert_array_equal(hwsim.run(load_tflite(path, kernels=kernels), x[30:]),
+                                      interpreter_outputs(content, kernels, x[30:]))
