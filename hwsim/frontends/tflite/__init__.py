@@ -1,5 +1,6 @@
-"""TF-Lite int8 models in hwsim: import a ``.tflite`` file into the network IR and execute it bit for
-bit as ``tf.lite.Interpreter`` does. (Float models go to :mod:`hwsim.frontends.tflite_float`.)
+"""TF-Lite integer models in hwsim (int8, with uint8 inputs / outputs, and int16x8): import a ``.tflite``
+file into the network IR and execute it bit for bit as ``tf.lite.Interpreter`` does. (Float models go to
+:mod:`hwsim.frontends.tflite_float`.)
 
 ``load_tflite(path)`` returns a :class:`hwsim.graph.ir.Network` whose layers carry *quant records*
 (``layer.quant``); ``hwsim.run(network, images)`` then returns exactly what the interpreter returns
