@@ -31,13 +31,17 @@ _GLOG = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [\w./+-]+:\d+\] ")
 _CUDA = re.compile(r"cuda|cuInit|CUDA|GPU will not be used|TensorRT", re.IGNORECASE)
 _CPU_HINT = re.compile(r"^To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler "
                        r"flags\.$")
+# TF-Lite's notice when the default interpreter applies its XNNPACK delegate (hwsim opens one to check the
+# delegate's partition of every .tflite model it loads)
+_XNNPACK_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
 
 
 def is_tf_noise(line: str) -> bool:
     """True for TensorFlow's start-up notices: absl's prelude line, its info / warning log lines, the
-    CPU-instructions hint, and error lines of the CUDA probe. Fatal lines and other errors are kept."""
+    CPU-instructions hint, error lines of the CUDA probe, and TF-Lite's XNNPACK-delegate notice. Fatal lines
+    and other errors are kept."""
     s = line.rstrip("\n")
-    if s == _ABSL_PRELUDE or _CPU_HINT.match(s):
+    if s in (_ABSL_PRELUDE, _XNNPACK_NOTICE) or _CPU_HINT.match(s):
         return True
     m = _GLOG.match(s)
     if not m:

@@ -35,6 +35,7 @@ TF_LINES = [
     "available CPU instructions in performance-critical operations.",
     "To enable the following instructions: AVX2 AVX512F AVX512_VNNI AVX512_BF16 FMA, in other operations, rebuild "
     "TensorFlow with the appropriate compiler flags.",
+    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
 ]
 NOISE_WORDS = ("absl", "cuInit", "cuda", "oneDNN", "cpu_feature_guard", "TensorFlow binary")
 
@@ -163,3 +164,25 @@ def test_warm_groups_split_whole_kernel_groups():
     assert X.kernel_group(("fp8_e4m3", "fp8_e4m3", "fp16", "nearest")) in ("HALF_F16", "NEAREST")
     one = X.warm_groups(configs, 1)
     assert len(one) == 1 and sorted(one[0]) == sorted(set(configs))
+
+
+def test_hwsim_run_of_a_tflite_model_is_quiet(tmp_path):
+    """An int8 .tflite model: loading it opens the default interpreter (to check XNNPACK's partition), whose
+    delegate notice is filtered like TensorFlow's start-up lines."""
+    from hwsim.frontends.tflite import convert_keras
+    from quant.tfimport import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    model = k.Sequential([k.Input((32, 32, 3)), k.layers.Conv2D(4, 3, activation="relu"),
+                          k.layers.GlobalAveragePooling2D(), k.layers.Dense(10)])
+    import numpy as np
+
+    path = convert_keras(model, np.random.default_rng(0).uniform(0, 255, (20, 32, 32, 3)), tmp_path / "m.tflite")
+    env = dict(os.environ, HWSIM_CACHE=str(tmp_path / "cache"))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    res = subprocess.run([sys.executable, "-m", "hwsim.cli", "run", "--model", str(path), "--limit", "10"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "top-1 accuracy" in res.stdout
+    assert "XNNPACK" not in res.stderr and _quiet(res.stderr) == [], res.stderr

@@ -34,8 +34,11 @@ def interpreter(model, kernels: str = "xnnpack", preserve_all_tensors: bool = Fa
     kind = {"xnnpack": R.AUTO, "reference": R.BUILTIN_REF, "builtin": R.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
     if kernels not in kind:
         raise ValueError(f"unknown kernels {kernels!r}; valid: {', '.join(kind)}")
+    from quant.tfimport import filtered_stderr
+
     content = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
-    it = tf.lite.Interpreter(model_content=bytes(content), experimental_op_resolver_type=kind[kernels],
-                             experimental_preserve_all_tensors=preserve_all_tensors)
-    it.allocate_tensors()
+    with filtered_stderr():  # TF-Lite's "Created ... XNNPACK delegate" notice; its errors still come through
+        it = tf.lite.Interpreter(model_content=bytes(content), experimental_op_resolver_type=kind[kernels],
+                                 experimental_preserve_all_tensors=preserve_all_tensors)
+        it.allocate_tensors()
     return it
