@@ -42,6 +42,8 @@ import numpy as np
 __all__ = [
     "INT32_MIN",
     "INT32_MAX",
+    "round_half_away",
+    "wrap_int32",
     "quantize_multiplier",
     "quantize_multiplier_smaller_than_one",
     "saturating_rounding_doubling_high_mul",
@@ -55,6 +57,24 @@ __all__ = [
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
+
+
+def round_half_away(v) -> np.ndarray:
+    """C ``round`` / ``std::round`` / TfLiteRound: to the nearest integer, ties away from zero, in ``v``'s
+    float dtype and exact (``|v| - floor(|v|)`` is exact, where ``floor(|v| + 0.5)`` rounds 0.49999997f up to
+    1); inf and NaN pass through."""
+    v = np.asarray(v)
+    a = np.abs(v)
+    f = np.floor(a)
+    with np.errstate(invalid="ignore"):
+        r = f + (a - f >= v.dtype.type(0.5))
+    return np.copysign(np.where(np.isfinite(v), r, v), v).astype(v.dtype, copy=False)
+
+
+def wrap_int32(x) -> np.ndarray:
+    """int64 values converted to int32 as C does on two's-complement machines (wrapping), as int64."""
+    x = np.asarray(x, dtype=np.int64)
+    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
 def _i64(x) -> np.ndarray:

@@ -565,7 +565,7 @@ class Add(Layer):
     kind = "add"
 
     def run(self, ins, spec=None, seed=None, offset=0):
-        ins = _batched(ins)
+        ins = align_batched(ins)
         y = ins[0]
         for other in ins[1:]:
             y = y + other
@@ -586,7 +586,7 @@ class Mul(Layer):
     kind = "mul"
 
     def run(self, ins, spec=None, seed=None, offset=0):
-        ins = _batched(ins)
+        ins = align_batched(ins)
         y = ins[0]
         for other in ins[1:]:
             y = y * other
@@ -612,7 +612,7 @@ class Binary(Layer):
             raise ValueError(f"layer {self.name!r}: {self.op} takes 2 inputs, got {len(self.inputs)}")
 
     def run(self, ins, spec=None, seed=None, offset=0):
-        return self.OPS[self.op](*_batched(ins))
+        return self.OPS[self.op](*align_batched(ins))
 
     def output_shape(self, in_shapes):
         return _broadcast(self.name, self.op, in_shapes)
@@ -1047,7 +1047,7 @@ OPS = {cls.kind: cls for cls in (Conv2D, DepthwiseConv2D, Dense, Conv2DTranspose
                                  Transpose, Clip, QuantizeLinear, DequantizeLinear, IntQuant, TruncQuant)}
 
 
-def _batched(ins: list[np.ndarray]) -> list[np.ndarray]:
+def align_batched(ins: list[np.ndarray]) -> list[np.ndarray]:
     """Batched inputs of an elementwise op with their ranks aligned after the batch axis: an input of
     lower rank gets size-1 axes right after its batch, so it broadcasts as its shape without the batch
     does (numpy's trailing alignment on the batched arrays would put the batch against a data axis)."""

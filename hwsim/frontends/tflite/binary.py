@@ -153,8 +153,7 @@ def _wrap16(x):
     return ((np.asarray(x, dtype=np.int64) + 32768) & 0xFFFF) - 32768
 
 
-def _wrap32(x):
-    return ((np.asarray(x, dtype=np.int64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+_wrap32 = rq.wrap_int32
 
 
 def _shl32(x, n: int):
@@ -325,7 +324,7 @@ def _builtin_add(a, b, qa, qb, qy, kind):
 
 
 def binary(op: str, a: np.ndarray, b: np.ndarray, qa: tuple[float, int], qb: tuple[float, int],
-           qy: tuple[float, int], mode: str, lo: int = -128, hi: int = 127) -> np.ndarray:
+           qy: tuple[float, int], mode: str, lo: int = -128, hi: int = 127, shapes=None) -> np.ndarray:
     """Output int8 codes (int64 array, the broadcast shape of ``a`` and ``b``) of TF-Lite's int8
     ``op(a, b)`` (``a`` is the op's first input, ``b`` its second; their shapes are the tensors' shapes,
     a constant scalar operand may be 0-d) with quantization ``(scale, zero_point)`` ``qa``, ``qb``,
@@ -334,8 +333,9 @@ def binary(op: str, a: np.ndarray, b: np.ndarray, qa: tuple[float, int], qb: tup
 
     mode "xnnpack" is the delegate's arithmetic and assumes :func:`xnnpack_takes` (MAXIMUM/MINIMUM,
     which it never takes, return the builtin result). For mode "builtin" the result can depend on the
-    element's position (NEON loop vs scalar tail), so ``a`` and ``b`` must have the op's real tensor
-    shapes.
+    element's position (NEON loop vs scalar tail): ``a`` and ``b`` have the op's real tensor shapes, or
+    ``shapes`` gives those (of one invocation, batch 1) while ``a`` and ``b`` hold a batch of invocations
+    along their first axis.
     """
     op = op.upper()
     if op not in OPS:
@@ -361,7 +361,11 @@ def binary(op: str, a: np.ndarray, b: np.ndarray, qa: tuple[float, int], qb: tup
         else:
             y = _ref_addsub(A, B, qa, qb, qy, -1 if op == "SUB" else 1)
         return np.clip(y, lo, hi)
-    kind = _builtin_blocks(op, a0.shape, b0.shape, A.size).reshape(A.shape)
+    if shapes is None:  # a and b are one invocation's tensors
+        kind = _builtin_blocks(op, a0.shape, b0.shape, A.size).reshape(A.shape)
+    else:  # a batch of invocations: the loop structure of one, repeated
+        one = tuple(np.broadcast_shapes(*shapes))
+        kind = np.broadcast_to(_builtin_blocks(op, shapes[0], shapes[1], int(np.prod(one))).reshape(one), A.shape)
     if op == "MUL":
         y = _builtin_mul(A, B, qa, qb, qy, kind)
     else:

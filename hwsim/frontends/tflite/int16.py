@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from quant import requant as rq
-from quant.requant import multiply_by_quantized_multiplier, quantize_multiplier
+from quant.requant import quantize_multiplier
 
 I16_MIN, I16_MAX = -32768, 32767
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -35,20 +35,10 @@ def _check_mode(mode):
         raise ValueError(f"mode {mode!r}: one of {MODES}")
 
 
-def _wrap32(v):
-    """C conversion int64 -> int32 (two's complement wrap, what gcc does)."""
-    v = np.asarray(v, dtype=np.int64)
-    return ((v + (1 << 31)) & ((1 << 32) - 1)) - (1 << 31)
+_wrap32 = rq.wrap_int32
 
 
-def _round_away(v):
-    """C ``round()`` (half away from zero), exact for any float (no ``+0.5`` double rounding)."""
-    v = np.asarray(v)
-    with np.errstate(invalid="ignore"):
-        a = np.abs(v)
-        f = np.floor(a)
-        r = f + (a - f >= 0.5)
-        return np.copysign(np.where(np.isfinite(v), r, v), v)
+_round_away = rq.round_half_away
 
 
 def _f2i32(v):
@@ -66,8 +56,9 @@ def _f2i32(v):
 # ----------------------------------------------------------------------------------------------
 
 def quantize_f32_to_i16(x, s, mode):
-    """QUANTIZE float32 -> int16 (zero point 0), ``x`` the whole input tensor of one invocation
-    (the flat C order decides which elements take the vector path in the optimized kernel).
+    """QUANTIZE float32 -> int16 (zero point 0); ``x`` holds one invocation's whole input tensor per
+    entry of its first axis (each one's flat C order decides which of its elements take the vector path
+    of the optimized kernel).
 
     * reference (``reference_ops::AffineQuantize``): ``q = clamp(int32(round_away(f32(x / f32(s)))),
       -32768, 32767)`` -- one float32 division, ``std::round(float)`` half away from zero.
@@ -80,23 +71,16 @@ def quantize_f32_to_i16(x, s, mode):
     """
     _check_mode(mode)
     x = np.asarray(x, dtype=np.float32)
-    flat = x.ravel()
-    n = flat.size
+    flat = x.reshape(len(x), -1)
     if mode == "reference":
-        v = flat / np.float32(s)  # float32 division
-        q = _f2i32(_round_away(v.astype(np.float64)))
+        q = _f2i32(_round_away((flat / np.float32(s)).astype(np.float64)))  # float32 division
     else:
-        nv = 8 * (n // 8)
-        q = np.empty(n, dtype=np.int64)
-        r = np.float32(1.0 / float(np.float32(s)))
-        v = (flat[:nv] * r).astype(np.float32)
-        vv = v.astype(np.float64)
+        nv = 8 * (flat.shape[1] // 8)
+        q = np.empty(flat.shape, dtype=np.int64)
+        vv = (flat[:, :nv] * np.float32(1.0 / float(np.float32(s)))).astype(np.float32).astype(np.float64)
         ok = np.isfinite(vv) & (vv >= -2147483648.0) & (vv < 2147483648.0)
-        qv = np.full(nv, INT32_MIN, dtype=np.int64)
-        qv[ok] = np.rint(vv[ok]).astype(np.int64)  # round half to even
-        q[:nv] = qv
-        t = flat[nv:].astype(np.float64) / float(np.float32(s))
-        q[nv:] = _f2i32(_round_away(t))
+        q[:, :nv] = np.where(ok, np.rint(np.where(ok, vv, 0)), INT32_MIN)  # round half to even
+        q[:, nv:] = _f2i32(_round_away(flat[:, nv:].astype(np.float64) / float(np.float32(s))))
     return np.clip(q, I16_MIN, I16_MAX).reshape(x.shape)
 
 
@@ -148,16 +132,13 @@ def mac_requant(acc, s_in, w_scales, s_out, op, mode, lo, hi, bias_bits=64):
       * (double(s_in) * double(s_w[c]) / double(s_out))))`` -- double arithmetic, C ``round``;
       per-tensor weights use ``s_w`` for every channel.  Then ``clamp(y, lo, hi)``.
 
-    ``bias_bits``: 64 (default; the converter's int64 bias), ``"none"`` (a FULLY_CONNECTED without
+    ``bias_bits``: 64 (default; the converter's int64 bias) or ``"none"`` (a FULLY_CONNECTED without
     bias tensor -- the converter DROPS an all-zero Dense bias, e.g. ``use_bias=False`` or an untrained
-    zero bias; CONV_2D always keeps one), or 32 (int32 bias: only with the private converter flag
-    ``_experimental_full_integer_quantization_bias_type = tf.int32``; DEPTHWISE_CONV_2D then fails
-    to prepare, "bias->type != kTfLiteInt64").
+    zero bias; CONV_2D always keeps one). int32 biases (only with a private converter flag) are refused
+    by the importer.
 
-    * reference, bias "none" or 32: CONV_2D accumulates in int32 (``ConvPerChannel<int32>``) and
-      uses the int32 ``MultiplyByQuantizedMultiplier`` (double rounding: SRDHM, then
-      RoundingDivideByPOT ties away); FULLY_CONNECTED = the fc formula above.
-    * builtin / xnnpack, bias 32 (CONV_2D, FC) or "none" (FC): the optimized int16 kernels
+    * reference, bias "none": FULLY_CONNECTED = the fc formula above.
+    * builtin / xnnpack, bias "none" (FC): the optimized int16 kernels
       (``optimized_integer_ops::ConvPerChannel`` / ``FullyConnected[PerChannel]`` ->
       cpu_backend_gemm -> ruy; TF 2.21's fully_connected.cc sends a bias-less int16 FC there because
       its test is only ``bias && bias->type == kTfLiteInt64`` -- the LiteRT head also checks
@@ -194,9 +175,6 @@ def mac_requant(acc, s_in, w_scales, s_out, op, mode, lo, hi, bias_bits=64):
             hm = (_wrap32(a32 << left) * m + (1 << 30)) >> 31  # rounding high mul (half up)
             y = (hm + ((np.int64(1) << right) >> 1)) >> right    # rounding right shift, half up
             return np.clip(y, lo, hi)
-        if op in ("conv",):
-            m, sh = quantize_multiplier(eff)
-            return np.clip(multiply_by_quantized_multiplier(_wrap32(acc), m, sh), lo, hi)
     if op in ("conv", "dw", "depthwise"):
         m, sh = quantize_multiplier(eff)
         y = mbqm_int64(acc, m, sh)
@@ -262,8 +240,8 @@ def _add_neon(a, b, P, lo, hi):
 
 
 def add(a, b, qa, qb, qy, mode, lo, hi):
-    """ADD of two same-shape int16 tensors (one invocation's whole tensors; zero points 0),
-    general-scale path (``pot_scale_int16 = false``, what the converter writes).
+    """ADD of two same-shape int16 tensors (one invocation's whole tensors per entry of the first axis;
+    zero points 0), general-scale path (``pot_scale_int16 = false``, what the converter writes).
 
     * reference (``reference_ops::Add(int16, pot_scale=false)`` -> ``AddElementwise``):
       ``a' = MBQMSmallerThanOneExp(a * 2**15, m_a, sh_a)``, ``b'`` alike,
@@ -279,10 +257,9 @@ def add(a, b, qa, qb, qy, mode, lo, hi):
     P = add_params(qa, qb, qy)
     if mode == "reference":
         return _add_ref(a, b, P, lo, hi)
-    fa, fb = a.ravel(), b.ravel()
-    n = fa.size
-    nv = 16 * (n // 16)
-    out = np.empty(n, dtype=np.int64)
-    out[:nv] = _add_neon(fa[:nv], fb[:nv], P, lo, hi)
-    out[nv:] = _add_ref(fa[nv:], fb[nv:], P, lo, hi)
+    fa, fb = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    nv = 16 * (fa.shape[1] // 16)
+    out = np.empty(fa.shape, dtype=np.int64)
+    out[:, :nv] = _add_neon(fa[:, :nv], fb[:, :nv], P, lo, hi)
+    out[:, nv:] = _add_ref(fa[:, nv:], fb[:, nv:], P, lo, hi)
     return out.reshape(a.shape)

@@ -51,10 +51,7 @@ class TensorQ:
                 and np.array_equal(self.zero_point, other.zero_point))
 
 
-def _round_away(v):
-    """C ``std::round`` / TfLiteRound: half away from zero (exact for float inputs)."""
-    v = np.asarray(v)
-    return np.copysign(np.floor(np.abs(v) + v.dtype.type(0.5)), v)
+_round_away = rq.round_half_away
 
 
 def _codes(x) -> np.ndarray:
@@ -291,25 +288,13 @@ class BinaryOp(TFLiteOp):
 
         (ta, tb), y = self.inputs, self.output
         args = ((ta.s, ta.zp), (tb.s, tb.zp), (y.s, y.zp), self.kernels, self.lo, self.hi)
-
-        def per_image(i):
-            """The op on image ``i`` with TF-Lite's own tensor shapes (batch 1): numpy's broadcasting of
-            those is TF-Lite's, and the optimized kernels' position-dependent rounding sees the real layout."""
-            ins = [_codes(v)[i:i + 1] for v in inputs]
-            if self.const is not None:
-                ins.insert(self.const_pos, self.const)
-            return binary(self.op, ins[0], ins[1], *args)
-
-        if self.kernels == "builtin":
-            return _out(np.concatenate([per_image(i) for i in range(len(inputs[0]))]))
-        # elementwise arithmetic: all images at once, a lower-rank computed input aligned after its batch
-        # axis (what broadcasting its batch-1 TF-Lite shape means per image)
-        ins = [_codes(v) for v in inputs]
-        r = max(v.ndim for v in ins)
-        ins = [v if v.ndim == r else v.reshape(v.shape[0], *(1,) * (r - v.ndim), *v.shape[1:]) for v in ins]
+        # all images at once: a lower-rank computed input aligned after its batch axis (what broadcasting
+        # its batch-1 TF-Lite shape means per image); TF-Lite's optimized kernels round some elements by
+        # their position in one invocation's loops, which ``shapes`` (the TF-Lite shapes) states
+        ins = ir.align_batched([_codes(v) for v in inputs])
         if self.const is not None:
             ins.insert(self.const_pos, self.const)
-        return _out(binary(self.op, ins[0], ins[1], *args))
+        return _out(binary(self.op, ins[0], ins[1], *args, shapes=(ta.shape, tb.shape)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -502,11 +487,6 @@ class Mac16Op(MacOp):
                            self.hi, self.bias_bits)
 
 
-def _per_image(fn, *xs):
-    """``fn`` on each image's own tensors (kernels whose rounding depends on an element's position in the
-    tensor of one invocation), stacked."""
-    return np.concatenate([fn(*(x[i:i + 1] for x in xs)) for i in range(len(xs[0]))])
-
 
 @dataclass(frozen=True, eq=False)
 class Quantize16Op(TFLiteOp):
@@ -515,8 +495,7 @@ class Quantize16Op(TFLiteOp):
     def run(self, layer, inputs, seed=None, offset=0):
         from .int16 import quantize_f32_to_i16
 
-        x = np.asarray(inputs[0], dtype=np.float32)
-        return _out(_per_image(lambda v: quantize_f32_to_i16(v, self.output.s, self.kernels), x))
+        return _out(quantize_f32_to_i16(np.asarray(inputs[0], dtype=np.float32), self.output.s, self.kernels))
 
 
 @dataclass(frozen=True, eq=False)
@@ -530,5 +509,4 @@ class Add16Op(TFLiteOp):
         from .int16 import add
 
         (ta, tb), y = self.inputs, self.output
-        return _out(_per_image(lambda a, b: add(a, b, ta.s, tb.s, y.s, self.kernels, self.lo, self.hi),
-                               _codes(inputs[0]), _codes(inputs[1])))
+        return _out(add(_codes(inputs[0]), _codes(inputs[1]), ta.s, tb.s, y.s, self.kernels, self.lo, self.hi))

@@ -139,9 +139,7 @@ def _sat_shl(x, k):
     return np.where(x < -thr, np.int64(_I32_MIN), r)
 
 
-def _wrap32(x):
-    x = np.asarray(x, dtype=np.int64)
-    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+_wrap32 = rq.wrap_int32
 
 
 def _exp_quarter(a):

@@ -73,7 +73,7 @@ QUANTIZE (requantization, int8/uint8 in and out)
   ``(v + 2**(n-1)) >> n`` with ``n = max(-e, 0)`` (ties toward +inf, not away from zero), ``+ zp_out``,
   clamp. This holds only for the first ``16 * floor(N / 16)`` elements of an N-element tensor; the
   ``N % 16`` tail elements use the scalar reference rounding -- see
-  :func:`quantize_builtin_vector_count` (measured on tensors of 7 to 1000 elements).
+  :class:`hwsim.frontends.tflite.records.LutOp`'s ``tail_table`` (measured on tensors of 7 to 1000 elements).
   xnnpack, int8->int8 only (qs8-vcvt kernel; src/microparams-init.c ``xnn_init_qs8_cvt_scalar_params``,
   src/qs8-vcvt/*-scalar*.c): ``M = lrintf(f32(256 * f32(s_in / s_out)))``;
   ``T = clamp((zp_out * 256 - M * zp_in + 128 + q * M) >> 8)``.
@@ -173,11 +173,7 @@ def _tflite_lut(fn, q, s_in, zp_in, s_out, zp_out, out_dtype):
 
 
 def _round_away_f32(v):
-    v = np.asarray(v, dtype=np.float32)
-    a = np.abs(v)
-    f = np.floor(a)
-    r = np.where(a - f >= F32(0.5), f + F32(1), f)   # exact in float32 for |v| < 2**23; larger values are integers
-    return np.copysign(r, v).astype(np.float32)
+    return rq.round_half_away(np.asarray(v, dtype=np.float32))
 
 
 def _tfl_sigmoid(x):
@@ -191,17 +187,11 @@ def _tfl_sigmoid(x):
 # src/reference/unary-elementwise.cc unary_ukernel_quantized, reference-utils.h quantize/dequantize)
 # ----------------------------------------------------------------------------------------------
 
-FMA = False  # whether x * inv_scale + zero_point is contracted to one fma (measured)
-
-
 def _xnn_lut(fn, q, s_in, zp_in, s_out, zp_out, out_dtype):
     x = ((q.astype(np.float32) - F32(zp_in)) * F32(s_in)).astype(np.float32)
     y = fn(x).astype(np.float32)
     inv = F32(1.0) / F32(s_out)
-    if FMA:
-        v = (y.astype(np.float64) * np.float64(inv) + np.float64(zp_out)).astype(np.float32)
-    else:
-        v = (y * inv + F32(zp_out)).astype(np.float32)
+    v = (y * inv + F32(zp_out)).astype(np.float32)  # two roundings (a fused form gave the same tables)
     v = np.where(np.isnan(v), F32(0), v)
     v = _round_away_f32(v)                           # std::round: half away from zero (TF 2.21's XNNPACK)
     lo, hi = _RANGE[out_dtype]
@@ -217,10 +207,6 @@ def _xnn_sigmoid(x):
     r = np.where(x > 100, F32(1), np.where(x < -100, F32(0), r))
     return r.astype(np.float32)
 
-
-def _xnn_hswish(x):
-    x = _f32(x)
-    return ((x / F32(6)) * np.maximum(np.minimum(x + F32(3), F32(6)), F32(0))).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,10 +292,10 @@ def unary_lut(op: str, s_in: float, zp_in: int, s_out: float, zp_out: int, mode:
     QUANTIZE (int8->int8, uint8->int8, int8->uint8 via ``in_dtype``/``out_dtype``). Scales are taken as
     float32 (as stored in the .tflite file). Raises ``ValueError`` where TF-Lite's kernel refuses the
     parameters at Prepare (LOGISTIC builtin/reference with ``s_out != 1/256``; HARD_SWISH with an output
-    multiplier >= 1). "xnnpack" gives the delegate's table even where the delegate would not take the op:
-    check :func:`xnnpack_takes` first (the default interpreter then runs the "builtin" table).
-    For QUANTIZE int8->int8 "builtin", only the first ``quantize_builtin_vector_count(N)`` elements of an
-    N-element tensor follow this table; the rest follow "reference".
+    multiplier >= 1) and for "xnnpack" with an op XNNPACK never takes (check :func:`xnnpack_takes`: the
+    default interpreter runs the "builtin" table where it declines).
+    For QUANTIZE int8->int8 "builtin", only the first ``16 * (N // 16)`` elements of an N-element tensor
+    follow this table; the rest follow "reference" (:class:`.records.LutOp`).
     """
     if mode not in MODES:
         raise ValueError(mode)
@@ -324,9 +310,9 @@ def unary_lut(op: str, s_in: float, zp_in: int, s_out: float, zp_out: int, mode:
             raise ValueError("LOGISTIC: TF-Lite requires output scale 1/256")
         fn = _tfl_sigmoid if op == "LOGISTIC" else _tanhf
         return _tflite_lut(fn, q, s_in, zp_in, s_out, zp_out, out_dtype)
+    if op in ("HARD_SWISH", "RELU", "RELU6", "RELU_N1_TO_1") and mode == "xnnpack":
+        raise ValueError(f"XNNPACK does not take an 8-bit {op} (xnnpack_takes); its table is the built-in kernel's")
     if op == "HARD_SWISH":
-        if mode == "xnnpack":
-            return _xnn_lut(_xnn_hswish, q, s_in, zp_in, s_out, zp_out, out_dtype)
         return _hardswish_tfl(q, s_in, zp_in, s_out, zp_out, out_dtype)
     if op == "LEAKY_RELU":
         a = F32(alpha)
@@ -345,19 +331,6 @@ def unary_lut(op: str, s_in: float, zp_in: int, s_out: float, zp_out: int, mode:
         y = np.where(x >= 0, _mbqm(x, im, ish), _mbqm(x, am, ash)) + zp_out
         return _clamp(y, out_dtype)
     if op in ("RELU", "RELU6", "RELU_N1_TO_1"):
-        if mode == "xnnpack":
-            amin, amax = {"RELU": (0.0, math.inf), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}[op]
-            fn = lambda x: np.minimum(np.maximum(x, F32(amin)), F32(amax)).astype(np.float32)
-            if float(s_in) == float(s_out) and zp_in == zp_out:
-                # s8 clamp kernel: bounds quantized as round-even(clamp(f32(f32(v / s) + zp)))
-                lo, hi = _RANGE[out_dtype]
-                def qb(v):
-                    if v == math.inf:
-                        return hi
-                    t = float(F32(F32(F32(v) / s_out) + F32(zp_out)))
-                    return int(np.rint(min(max(t, lo), hi)))
-                return np.clip(q, qb(amin), qb(amax)).astype(np.int64)
-            return _xnn_lut(fn, q, s_in, zp_in, s_out, zp_out, out_dtype)
         m, sh = rq.quantize_multiplier(float(F32(s_in / s_out)))
         qmin, qmax = _relu_bounds_tfl(op, s_out, zp_out, out_dtype)
         y = _mbqm(q - zp_in, m, sh) + zp_out
@@ -385,13 +358,6 @@ def unary_lut(op: str, s_in: float, zp_in: int, s_out: float, zp_out: int, mode:
         return _clamp(y, out_dtype)
     raise ValueError(f"unknown op {op!r}")
 
-
-def quantize_builtin_vector_count(n: int) -> int:
-    """How many leading elements (flat index) of an int8->int8 QUANTIZE of ``n`` elements the optimized
-    built-in kernel processes in its 16-wide vector loop (``unary_lut(..., "builtin")`` applies to those);
-    the remaining ``n % 16`` tail elements use the scalar ``MultiplyByQuantizedMultiplier`` (= the
-    ``"reference"`` table). Measured on tensors of 7 to 1000 elements."""
-    return (n // 16) * 16
 
 
 def xnnpack_takes(op, s_in, zp_in, s_out, zp_out, *, alpha=0.0, in_dtype="int8", out_dtype="int8") -> bool:
