@@ -216,3 +216,26 @@ def test_interpreter_default_is_xnnpack_fp32(crafted, op):
     assert got.tolist() == want.tolist()
     # by hand: ties to even (1.5 -> 2, 2.5 -> 2, -0.5 -> 0, 3.5 -> 4, 8 * f32(0.3) = 2.4000001 -> 2)
     assert got.tolist() == [2, -2, 0, 0, 2, -2, 1, 4, 2, -2, 3, 2, 50, -50]
+
+
+def test_round_half_away_equals_c_round():
+    """quant.requant.round_half_away against the C library's roundf / round (the functions TF-Lite calls),
+    on ties, the float just below one half (where floor(|v| + 0.5) rounds up), large and special values."""
+    import ctypes
+    import ctypes.util
+
+    libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    for name, ct, dt in (("roundf", ctypes.c_float, np.float32), ("round", ctypes.c_double, np.float64)):
+        f = getattr(libm, name)
+        f.restype, f.argtypes = ct, [ct]
+        below_half = np.nextafter(dt(0.5), dt(0))
+        v = np.concatenate([np.array([below_half, -below_half, 0.5, -0.5, 1.5, -2.5, 2.0 ** 23 + 1, -0.0,
+                                      np.inf, -np.inf], dt),
+                            np.random.default_rng(0).normal(0, 50, 2000).astype(dt),
+                            (np.arange(-200, 200) + dt(0.5)).astype(dt)])
+        want = np.array([f(float(x)) for x in v], dt)
+        got = rq.round_half_away(v)
+        assert got.dtype == dt
+        np.testing.assert_array_equal(got, want)
+        assert np.array_equal(np.signbit(got), np.signbit(want))
+    assert np.isnan(rq.round_half_away(np.array([np.nan], np.float32)))[0]
