@@ -5,11 +5,10 @@ default session on a CPU without AVX-VNNI (where its u8s8 GEMM saturates product
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
+import hwsim
 import kernels
 from kernels import reference as R
 from kernels.mac import MacSpec, as_spec
@@ -75,20 +74,13 @@ def test_inner_spec_validation():
                                              inner_overflow="saturate").name
 
 
-def _vnni() -> str | None:
-    try:
-        flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split()
-    except (OSError, IndexError):
-        return None
-    found = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return ", ".join(found) or None
-
-
-def test_ort_pair_preset_equals_onnxruntime_default_session():
+def test_ort_pair_preset_equals_onnxruntime_default_session(tmp_path):
     """A QLinearMatMul (u8 activations x s8 weights) whose products saturate pairs: onnxruntime's default
     session (no ``session.x64quantprecision``) saturates them to int16 on x86 without VNNI (MLAS's
-    ``vpmaddubsw`` kernels), which the ``ort_u8s8_pairs`` preset states. With VNNI its products are exact
-    (``vpdpbusd``): there the default session must equal the exact spec, and the preset is not checked."""
+    ``vpmaddubsw`` kernels), which the ``ort_u8s8_pairs`` preset states, and ``ort_cpu="avx2"`` (the preset on
+    the GEMM layers) and ``mac="ort_u8s8_pairs"`` reproduce. On a CPU with VNNI, the oracle runs in a
+    subprocess whose CPUID hides the VNNI (``_cpumask``); the default session here must add exact products."""
+    import _cpumask
     import onnxruntime as ort
     from onnx import TensorProto as TP
     from onnx import helper as oh
@@ -107,17 +99,16 @@ def test_ort_pair_preset_equals_onnxruntime_default_session():
                       [oh.make_tensor_value_info("y", TP.UINT8, [None, N])], inits)
     m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)])
     m.ir_version = 8
+    path = tmp_path / "qmm.onnx"
+    path.write_bytes(m.SerializeToString())
     a = rng.integers(0, 256, (400, K)).astype(np.uint8)
-    ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"a": a})[0]
-    net = load_onnx(m, name="qmm")
-    (layer,) = [la for la in net.layers if la.quant is not None and hasattr(la.quant, "mac")]
     x = a.astype(np.float32)
-    exact = layer.quant.run(layer, [x])
-    pairs = dataclasses.replace(layer.quant, mac=as_spec("ort_u8s8_pairs")).run(layer, [x])
+    exact = hwsim.run(load_onnx(m, name="qmm"), x)
+    pairs = hwsim.run(load_onnx(m, name="qmm", ort_cpu="avx2"), x)
     assert np.sum(exact != pairs) > 100  # the pair saturation changes many outputs of this layer
-    vnni = _vnni()
-    if vnni:
-        np.testing.assert_array_equal(exact, ref.astype(np.float32))
-        pytest.skip(f"this CPU has {vnni}: onnxruntime's u8s8 GEMM adds exact products here (vpdpbusd), so the "
-                    "pair-saturation preset can only be checked on a CPU without VNNI")
+    np.testing.assert_array_equal(hwsim.run(load_onnx(m, name="qmm", mac="ort_u8s8_pairs"), x), pairs)
+    if _cpumask.vnni():
+        here = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"a": a})[0]
+        np.testing.assert_array_equal(exact, here.astype(np.float32))
+    ref = _cpumask.ort_default_session_without_vnni(tmp_path, path, a)
     np.testing.assert_array_equal(pairs, ref.astype(np.float32))

@@ -68,6 +68,71 @@ def test_qoperator_model_is_bit_identical(tmp_path, cls):
         np.testing.assert_array_equal(mine.reshape(ref.shape), ref.astype(np.float32), err_msg=n.name)
 
 
+@pytest.mark.parametrize("cls", [ResNetLike, MobileNetV2Like, MobileNetV3Like],
+                         ids=["resnet", "mobilenet_v2", "mobilenet_v3"])
+def test_qoperator_model_on_x86_without_vnni(tmp_path, cls):
+    """``ort_cpu="avx2"``: onnxruntime's default session (no ``x64quantprecision``) on an x86 CPU without VNNI,
+    500 images bit-identical. Its GEMM saturates product pairs to int16, its depthwise kernel is exact (the
+    mobilenets' depthwise layers tell the two apart). Where this CPU has VNNI the oracle runs with it hidden
+    (``_cpumask``)."""
+    import _cpumask
+    from _torchnets import quantize_onnx
+    from onnxruntime.quantization import QuantType
+
+    from hwsim import sweep_exec as X
+
+    path = export(randomize(cls()), tmp_path / "m.onnx")
+    qpath = quantize_onnx(path, tmp_path / "m_qop.onnx", "QOperator", per_channel=False,
+                          activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    images, _ = X.load_test_images(None, 500)
+    x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255
+    ref = _cpumask.ort_default_session_without_vnni(tmp_path, qpath, x)
+    exact = hwsim.run(hwsim.load_model(qpath), x)
+    assert np.sum(exact != ref) > 100  # the saturation shows in the logits: the comparison below can fail
+    np.testing.assert_array_equal(hwsim.run(hwsim.load_model(qpath, ort_cpu="avx2"), x), ref)
+
+
+def test_qoperator_mac_options_are_checked(tmp_path):
+    """``mac`` / ``ort_cpu``: an unknown value, both at once, a model without QOperator MAC layers, a spec whose
+    integer operands cannot hold the codes, and int8 activations under ``ort_cpu="avx2"`` are refused by name."""
+    from kernels.mac import MacSpec
+
+    def qmatmul(xtype, zero):
+        inits = [nh.from_array(np.array(v), k) for k, v in (("s", np.float32(0.1)), ("z", zero),
+                                                             ("zw", np.int8(0)))]
+        inits.append(nh.from_array(np.ones((4, 3), np.int8), "w"))
+        node = oh.make_node("QLinearMatMul", ["x", "s", "z", "w", "s", "zw", "s", "z"], ["y"])
+        g = oh.make_graph([node], "g", [oh.make_tensor_value_info("x", xtype, [None, 4])],
+                          [oh.make_tensor_value_info("y", xtype, [None, 3])], inits)
+        return oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)])
+
+    u8, s8 = qmatmul(TP.UINT8, np.uint8(128)), qmatmul(TP.INT8, np.int8(0))
+    with pytest.raises(ValueError, match="ort_cpu='sse'.*'exact', 'avx2'"):
+        load_onnx(u8, name="t", ort_cpu="sse")
+    with pytest.raises(ValueError, match="give one"):
+        load_onnx(u8, name="t", mac="int8_int32", ort_cpu="avx2")
+    with pytest.raises(ValueError, match="ort_cpu='avx2' with int8 activations"):
+        load_onnx(s8, name="t", ort_cpu="avx2")
+    with pytest.raises(ValueError, match="activations format int8 cannot hold this layer's uint8 codes"):
+        load_onnx(u8, name="t", mac="int8_int32")
+    with pytest.raises(ValueError, match="activations format uint8 cannot hold this layer's int8 codes"):
+        load_onnx(s8, name="t", mac="ort_u8s8_pairs")
+    with pytest.raises(ValueError, match="weights format uint8 cannot hold this layer's int8 codes"):
+        load_onnx(u8, name="t", mac=MacSpec("uint8", "int32"))
+    # a wider integer spec holds the codes and runs: the sums are exact, so the result is unchanged
+    x = np.arange(8, dtype=np.float32).reshape(2, 4) * 30
+    np.testing.assert_array_equal(hwsim.run(load_onnx(u8, name="t", mac=MacSpec("int16", "int32", b="int16")), x),
+                                  hwsim.run(load_onnx(u8, name="t"), x))
+    float_model = oh.make_model(oh.make_graph([oh.make_node("Relu", ["x"], ["y"])], "g",
+                                              [oh.make_tensor_value_info("x", TP.FLOAT, [None, 4])],
+                                              [oh.make_tensor_value_info("y", TP.FLOAT, [None, 4])]),
+                                opset_imports=[oh.make_opsetid("", 17)])
+    with pytest.raises(ValueError, match="mac= applies to QOperator.*has none.*hwsim.run"):
+        load_onnx(float_model, name="t", mac="int8_int32")
+    with pytest.raises(ValueError, match="ort_cpu= applies"):
+        load_onnx(float_model, name="t", ort_cpu="avx2")
+
+
 @pytest.mark.parametrize("dtype,tp", [(np.uint8, TP.UINT8), (np.int8, TP.INT8)], ids=["uint8", "int8"])
 def test_qlinear_add_800k(dtype, tp):
     rng = np.random.default_rng(0)

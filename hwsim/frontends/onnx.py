@@ -580,9 +580,25 @@ CONVERTERS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "Resize": _resize
               **{k: _activation for k in _ACTS}}
 
 
-def load_onnx(path, *, name=None) -> ir.Network:
+def load_onnx(path, *, name=None, mac=None, ort_cpu="exact") -> ir.Network:
     """The IR of the ONNX model at ``path`` (or an ``onnx.ModelProto``, then called ``name``), see the module
-    docstring. ``FileNotFoundError`` names a missing file, ``ValueError`` a corrupt one or an unsupported node."""
+    docstring. ``FileNotFoundError`` names a missing file, ``ValueError`` a corrupt one or an unsupported node.
+
+    For QOperator models (:mod:`hwsim.frontends.onnx_qop`): ``ort_cpu`` picks which onnxruntime integer sums
+    the QLinearConv / QLinearMatMul / QGemm layers reproduce (:data:`onnx_qop.ORT_CPUS`: ``"exact"``, the
+    default, or ``"avx2"``, its default session on x86 without VNNI); ``mac`` (a MAC spec or preset name)
+    replaces that arithmetic in all of them with other hardware, on the same codes, zero points and
+    requantization."""
+    from . import onnx_qop
+
+    if ort_cpu not in onnx_qop.ORT_CPUS:
+        raise ValueError(f"ort_cpu={ort_cpu!r}; valid: {', '.join(map(repr, onnx_qop.ORT_CPUS))}")
+    if mac is not None and ort_cpu != "exact":
+        raise ValueError(f"mac={mac!r} and ort_cpu={ort_cpu!r}: give one (mac replaces onnxruntime's arithmetic)")
+    if mac is not None:
+        from kernels.mac import as_spec
+
+        mac = as_spec(mac)
     onnx = _onnx()
     if isinstance(path, onnx.ModelProto):
         model, where = path, name or path.graph.name or "onnx model"
@@ -600,6 +616,7 @@ def load_onnx(path, *, name=None) -> ir.Network:
         raise ValueError(f"{where}: corrupt or invalid ONNX model ({type(exc).__name__}: {str(exc).strip()[:200]})") from None
     graph = model.graph
     ctx = _Ctx(where, graph)
+    ctx.qmac, ctx.ort_cpu = mac, ort_cpu
     ctx.opsets = {o.domain or "": o.version for o in model.opset_import}
     ctx.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     inputs = [v for v in graph.input if v.name not in ctx.consts]
@@ -631,7 +648,7 @@ def load_onnx(path, *, name=None) -> ir.Network:
         used.add(n)
         ctx.names.append(n)
     ctx.reserved = used
-    from . import onnx_qonnx, onnx_qop
+    from . import onnx_qonnx
 
     for i, node in enumerate(graph.node):
         ctx.current = i
@@ -662,7 +679,14 @@ def load_onnx(path, *, name=None) -> ir.Network:
         raise ValueError(f"{where}: the output {out!r} is not computed by any supported node")
     src = ctx.as_layout(out, PLAIN, "output")
     layers, src = passes.fuse_activations(*passes.fold_batch_norms(ctx.layers, src))
-    return ir.Network(p.stem, in_shape, layers, output=src, meta={"source": where, "format": "onnx"})
+    if (mac is not None or ort_cpu != "exact") and not any(isinstance(la.quant, onnx_qop.QLinearMac) for la in layers):
+        raise ValueError(f"{where}: {'mac' if mac is not None else 'ort_cpu'}= applies to QOperator models' "
+                         "QLinearConv / QLinearMatMul / QGemm layers and this model has none; a float or QDQ model "
+                         "takes its MAC spec in hwsim.run(net, x, mac=...)")
+    meta = {"source": where, "format": "onnx"}
+    if mac is not None or ort_cpu != "exact":
+        meta["mac"] = (mac.name or str(mac)) if mac is not None else f"onnxruntime {ort_cpu}"
+    return ir.Network(p.stem, in_shape, layers, output=src, meta=meta)
 
 
 def _evaluate(node, ctx):
@@ -677,8 +701,8 @@ def _evaluate(node, ctx):
 
 
 def load(source, **options) -> ir.Network:
-    """The frontend entry point (:mod:`hwsim.frontends`); no options."""
+    """The frontend entry point (:mod:`hwsim.frontends`): :func:`load_onnx` (options ``mac``, ``ort_cpu``)."""
     from . import check_options
 
-    check_options(options, "ONNX")
-    return load_onnx(source)
+    check_options(options, "ONNX", ("mac", "ort_cpu"))
+    return load_onnx(source, **options)

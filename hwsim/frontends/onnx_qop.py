@@ -27,6 +27,16 @@ scales, ``[lo, hi]`` the output type's range, ``f32(.)`` one float32 operation, 
 
 These were checked against onnxruntime 1.32 (session option ``session.x64quantprecision = 1``) on an
 AVX-512 VNNI CPU, where its u8s8 products are exact.
+
+**Which integer sums** (``load_onnx(..., ort_cpu=)``, :data:`ORT_CPUS`): by default (``"exact"``) the products
+and int32 sums are exact, which is onnxruntime with ``x64quantprecision = 1`` anywhere, and its default
+session on CPUs with VNNI. Its default session on an x86 CPU with AVX2 and no VNNI (``"avx2"``) runs
+``vpmaddubsw`` in the u8s8 GEMM (``qgemm_kernel_avx2.cpp``), which adds each pair of adjacent u8 x s8 products
+with saturation to int16 before the int32 sum: QLinearConv with groups 1, QLinearMatMul and QGemm get the
+``ort_u8s8_pairs`` MAC preset there, while depthwise QLinearConv (``MlasConvDepthwise``, ``qdwconv.cpp``) stays exact. Checked
+against onnxruntime 1.32's default session with the CPU's AVX-512 and VNNI hidden through CPUID faulting
+(``tests/_cpumask.c``), on three CNNs and 500 images. ``mac=`` instead puts any MAC spec on all of these
+layers (integer operand formats must hold the codes).
 """
 
 from __future__ import annotations
@@ -162,10 +172,39 @@ def _io(ctx, node, k_scale, k_zp):
     return s, int(zp), info.min, info.max, zp.dtype
 
 
-def _mac_spec(x_dtype):
-    from kernels.mac import MacSpec
+#: ``load_onnx(..., ort_cpu=)``: the onnxruntime x86 kernels whose integer sums the QOperator MAC layers reproduce
+ORT_CPUS = {
+    "exact": "exact products and int32 sums: onnxruntime with session.x64quantprecision=1 on any CPU, or its "
+             "default session on a CPU with VNNI (AVX512-VNNI / AVX-VNNI) or on ARM",
+    "avx2": "onnxruntime's default session on an x86 CPU with AVX2 but no VNNI: the u8s8 GEMM under QLinearConv "
+            "(groups 1), QLinearMatMul and QGemm adds each pair of adjacent products with saturation to int16 "
+            "(vpmaddubsw; the ort_u8s8_pairs MAC preset), depthwise QLinearConv stays exact",
+}
 
-    return MacSpec(a="uint8" if x_dtype == np.uint8 else "int8", b="int8", accum="int32", overflow="wrap")
+
+def _mac_spec(ctx, node, x_dtype, depthwise=False):
+    """The MAC spec of a QLinearConv / QLinearMatMul / QGemm layer on ``x_dtype`` codes and int8 weights: the
+    ``mac`` given to :func:`hwsim.frontends.onnx.load_onnx`, else the arithmetic ``ort_cpu`` names."""
+    from kernels.formats import FixedFormat
+    from kernels.mac import MacSpec, as_spec
+
+    codes = "uint8" if x_dtype == np.uint8 else "int8"
+    given = getattr(ctx, "qmac", None)
+    if given is not None:
+        for what, fmt, dtype in (("activations", given.a, codes), ("weights", given.b or given.a, "int8")):
+            info = np.iinfo(dtype)
+            if isinstance(fmt, FixedFormat) and not (fmt.frac >= 0 and fmt.min <= info.min and info.max <= fmt.max):
+                raise ctx.error(node, f"mac={given.name or given}: its {what} format {fmt} cannot hold this layer's "
+                                      f"{dtype} codes ({info.min}..{info.max}); an integer or fixed-point operand "
+                                      "format must hold them (to emulate narrower integers, quantize the float model "
+                                      "with quant.quantize_model)")
+        return given
+    if getattr(ctx, "ort_cpu", "exact") == "avx2" and not depthwise:
+        if codes != "uint8":
+            raise ctx.error(node, "ort_cpu='avx2' with int8 activations: only onnxruntime's u8s8 GEMM (uint8 "
+                                  "activations) is emulated for CPUs without VNNI; use ort_cpu='exact'")
+        return as_spec("ort_u8s8_pairs")
+    return MacSpec(a=codes, b="int8", accum="int32", overflow="wrap")
 
 
 def qlinear_conv(ctx, node, i):
@@ -204,7 +243,8 @@ def qlinear_conv(ctx, node, i):
         cls, extra = ir.Conv2D, {}
     else:
         raise ctx.error(node, f"group={g} (1 or depthwise)")
-    rec = QLinearMac(zx, colsum, np.asarray(bias, np.int64).reshape(-1), scale, zy, lo, hi, _mac_spec(xdt))
+    rec = QLinearMac(zx, colsum, np.asarray(bias, np.int64).reshape(-1), scale, zy, lo, hi,
+                     _mac_spec(ctx, node, xdt, depthwise=cls is ir.DepthwiseConv2D))
     ctx.out(node, ctx.add(cls(names, (x,), kernel=np.ascontiguousarray(kernel), quant=rec, **common, **extra)), IMAGE)
 
 
@@ -241,7 +281,7 @@ def qgemm(ctx, node, i):
     if layout != PLAIN:
         raise ctx.error(node, "a matrix product on a 4-D image tensor")
     rec = QLinearMac(zx, b.astype(np.int64).sum(axis=0), np.asarray(bias, np.int64), np.broadcast_to(scale, (n_out,)).astype(np.float32),
-                     zy, lo, hi, _mac_spec(xdt))
+                     zy, lo, hi, _mac_spec(ctx, node, xdt))
     ctx.out(node, ctx.add(ir.Dense(names, (src,), kernel=np.ascontiguousarray(b, np.float32),
                                    bias=np.asarray(bias, np.float64), quant=rec)), PLAIN)
 
