@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=500)
     args = ap.parse_args(argv)
 
+    import _machine
     import numba
 
     import hwsim
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     t_keras = time.perf_counter() - t0
     acc_keras = float((ref.argmax(1) == labels).mean())
     print(f"hwsim network bench: {args.model}, {len(labels)} CIFAR-10 test images, {macs / 1e6:.1f} M MACs/image, "
-          f"{os.cpu_count()} CPUs, numba {numba.get_num_threads()} threads")
+          f"numba {numba.get_num_threads()} threads\n{_machine.describe()}")
     print(f"{'spec':<16} {'img/s':>9} {'GMAC/s':>8} {'x keras':>8} {'top-1':>7}  notes")
     print(f"{'keras predict':<16} {len(x) / t_keras:9.1f} {macs * len(x) / t_keras / 1e9:8.2f} {1.0:8.3f} "
           f"{acc_keras:7.4f}")

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from qtorch.quant import fixed_point_quantize, float_quantize
 
+import _machine
 import kernels
 
 
@@ -67,7 +68,7 @@ def main(argv=None):
     ]
 
     print(f"n = 2**{args.log2n} float32 elements, best of {args.repeats}; numba threads {numba.get_num_threads()}, "
-          f"torch threads {torch.get_num_threads()}, os.cpu_count() {os.cpu_count()}")
+          f"torch threads {torch.get_num_threads()}\n{_machine.describe()}")
     print(f"{'case':20s} {'hwsim Mel/s':>12s}   {'reference':26s} {'ref Mel/s':>10s} {'hwsim/ref':>10s}")
     for name, hw, refs in cases:
         t = best_time(hw, args.repeats)

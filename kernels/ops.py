@@ -373,12 +373,18 @@ class Path(enum.IntEnum):
     #: sequential order, each product rounded into a float product format, then added into a float
     #: accumulator; each stage rounds to nearest even or stochastically (:func:`_product_lane`)
     PRODUCT = 8
+    #: as PRODUCT with the product and the accumulator both binary16 / bfloat16, both rounding to nearest
+    #: even, in float32 lanes (:func:`_half_product_lane`)
+    HALF_PRODUCT_F16 = 9
+    HALF_PRODUCT_BF16 = 10
 
 
 # the paths as plain ints: Numba prunes a branch on ``path == _NEAREST`` (a closure constant against a
 # global int) before typing, which it does not do for an enum attribute
-_GENERIC, _LANE, _NEAREST, _FIXED_STOCH, _HALF_F16, _HALF_BF16, _STOCH32, _NATIVE32, _PRODUCT = (int(p) for p in Path)
-_FLOAT32_LANES = (Path.HALF_F16, Path.HALF_BF16, Path.STOCH32, Path.NATIVE32)
+(_GENERIC, _LANE, _NEAREST, _FIXED_STOCH, _HALF_F16, _HALF_BF16, _STOCH32, _NATIVE32, _PRODUCT, _HALF_PRODUCT_F16,
+ _HALF_PRODUCT_BF16) = (int(p) for p in Path)
+_FLOAT32_LANES = (Path.HALF_F16, Path.HALF_BF16, Path.STOCH32, Path.NATIVE32, Path.HALF_PRODUCT_F16,
+                  Path.HALF_PRODUCT_BF16)
 
 
 @njit(cache=True, inline="always")
@@ -460,6 +466,51 @@ def _row_half(K, N, get_a, a_row, a_lanes, B32, acc, acc32, bf16):
             else:
                 for j in range(N):
                     acc32[j] = round_bf16(acc32[j] + np.float32(a_lanes[k, j]) * B32[k, j])
+    for j in range(N):
+        acc[j] = acc32[j]
+
+
+@njit(cache=True)
+def _row_half_product(K, N, get_a, a_row, a_lanes, B32, acc, acc32, bf16):
+    """HALF_PRODUCT_F16 / HALF_PRODUCT_BF16 (``bf16`` 0 / 1): acc = R16(acc + R16(a * b)), both roundings
+    to nearest even into binary16 / bfloat16 (see :func:`_half_product_lane`): the float32 product is
+    exact, so R16 of it is the product stage; the float32 sum of two values of the format, rounded once
+    more, is the accumulator stage (Figueroa, as in :func:`_row_half`). In order k = 0, 1, ..., up to
+    128 lanes two k per pass over the lanes."""
+    for j in range(N):
+        acc32[j] = 0.0
+    k = 0
+    if get_a == 0:
+        k2 = K // 2 * 2 if N <= 128 else 0
+        while k < k2:
+            a0 = np.float32(a_row[k])
+            a1 = np.float32(a_row[k + 1])
+            if not bf16:
+                for j in range(N):
+                    v = round_f16(acc32[j] + round_f16(a0 * B32[k, j]))
+                    acc32[j] = round_f16(v + round_f16(a1 * B32[k + 1, j]))
+            else:
+                for j in range(N):
+                    v = round_bf16(acc32[j] + round_bf16(a0 * B32[k, j]))
+                    acc32[j] = round_bf16(v + round_bf16(a1 * B32[k + 1, j]))
+            k += 2
+        while k < K:
+            a0 = np.float32(a_row[k])
+            if not bf16:
+                for j in range(N):
+                    acc32[j] = round_f16(acc32[j] + round_f16(a0 * B32[k, j]))
+            else:
+                for j in range(N):
+                    acc32[j] = round_bf16(acc32[j] + round_bf16(a0 * B32[k, j]))
+            k += 1
+    else:
+        for k in range(K):
+            if not bf16:
+                for j in range(N):
+                    acc32[j] = round_f16(acc32[j] + round_f16(np.float32(a_lanes[k, j]) * B32[k, j]))
+            else:
+                for j in range(N):
+                    acc32[j] = round_bf16(acc32[j] + round_bf16(np.float32(a_lanes[k, j]) * B32[k, j]))
     for j in range(N):
         acc[j] = acc32[j]
 
@@ -952,6 +1003,10 @@ def _make_kernel(layout, path, has_out):
                     _row_half(K, NC, layout, a_row, lanes, W32, acc, acc32, 0)
                 elif path == _HALF_BF16:
                     _row_half(K, NC, layout, a_row, lanes, W32, acc, acc32, 1)
+                elif path == _HALF_PRODUCT_F16:
+                    _row_half_product(K, NC, layout, a_row, lanes, W32, acc, acc32, 0)
+                elif path == _HALF_PRODUCT_BF16:
+                    _row_half_product(K, NC, layout, a_row, lanes, W32, acc, acc32, 1)
                 elif path == _STOCH32:
                     _row_stoch32(K, NC, layout, a_row, lanes, W2, W32, e0, acc, acc32, ok, ipA, fpA, modeA, ovfA,
                                  key, rbits, evc)
@@ -1215,7 +1270,7 @@ def _paths(spec: MacSpec, A, B, stats=False) -> Path:
     if native:
         return Path.NATIVE32
     if _product_lane(spec):
-        return Path.PRODUCT
+        return _half_product_lane(spec, A, B, stats) or Path.PRODUCT
     acc = spec.accum
     if not seq or not _stage_params(acc, "nearest", None, 32)[4]:
         return Path.GENERIC
@@ -1298,6 +1353,38 @@ def _half_lane(spec: MacSpec, A, B, stats=False):
     if (not mx and _finest(spec.a) * _finest(spec.b) >= _finest(acc)) or lo_a * lo_b >= acc.min_normal:
         return kind
     return 0
+
+
+def _half_product_lane(spec: MacSpec, A, B, stats=False):
+    """Path.HALF_PRODUCT_F16 / HALF_PRODUCT_BF16 when every step R(acc + R(a * b)) can run in float32 lanes;
+    else 0. The product and accumulator formats are the same IEEE binary16 (with F16C) or bfloat16, both
+    stages round to nearest even with IEEE overflow (inf), sequential order, no event counters; and every
+    product a * b is exact in float32: operand precisions adding up to at most 24 bits, finite operands,
+    nonzero product magnitudes in float32's normal range (checked on the data). Then R(a * b) is one
+    rounding of the exact product (overflow to inf included) and the accumulator stage adds two values of
+    the format, which :func:`_half_lane`'s double-rounding argument covers; inf + -inf is NaN in both."""
+    from .mac import precision_bits
+
+    acc = spec.accum
+    if stats or spec.order != "sequential" or spec.product != acc \
+            or spec.product_rounding != "nearest" or spec.accum_rounding != "nearest":
+        return 0
+    if acc == _FP16 and HAVE_F16C:
+        kind = Path.HALF_PRODUCT_F16
+    elif acc == _BF16:
+        kind = Path.HALF_PRODUCT_BF16
+    else:
+        return 0
+    if spec.overflow_for(acc) != "ieee" or precision_bits(spec.a) + precision_bits(spec.b) > 24:
+        return 0
+    lo_a, hi_a = _abs_range(A)
+    lo_b, hi_b = _abs_range(B)
+    if not (hi_a * hi_b <= _F32_MAX and lo_a * lo_b >= 2.0 ** -126):
+        return 0  # NaN / inf operands fail the first test
+    return kind
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _stoch32_lane(spec: MacSpec, A, B):

@@ -181,3 +181,100 @@ def test_abs_range(z, want):
 def test_abs_range_reports_nan(dt):
     lo, hi = ops._abs_range(np.array([1.0, np.nan, 2.0], dt))
     assert np.isnan(hi)
+
+
+def _random_bf16(rng, shape, lo=64, hi=190):
+    """Finite bfloat16 values with biased exponents in [lo, hi] (products stay in float32's normal range),
+    both signs."""
+    n = int(np.prod(shape))
+    bits = (rng.integers(lo, hi + 1, n).astype(np.uint32) << 23) | (rng.integers(0, 128, n).astype(np.uint32) << 16)
+    bits |= rng.integers(0, 2, n).astype(np.uint32) << 31
+    return bits.view(np.float32).astype(np.float64).reshape(shape)
+
+
+def _product_problems(rng, acc, K):
+    """(name, a, b) for product-rounded 16-bit MACs: ordinary values; every binade (binary16: subnormal
+    products and sums, products that overflow to inf and inf - inf = NaN); cancellation to signed zeros;
+    sums that overflow; ties of the product rounding."""
+    if acc == "fp16":
+        wide = (_random_fp16(rng, 5 * K).reshape(5, K).astype(np.float64),
+                _random_fp16(rng, 7 * K).reshape(K, 7).astype(np.float64))
+        big = 200.0
+    else:
+        wide = (_random_bf16(rng, (5, K)), _random_bf16(rng, (K, 7)))
+        big = 2.0 ** 63
+    out = [("normal", rng.standard_normal((4, K)), rng.standard_normal((K, 6))), ("wide", *wide)]
+    a = rng.standard_normal((2, K))
+    a[:, 1::2] = -a[:, 0::2][:, : K // 2] if K > 1 else a[:, 1::2]
+    out.append(("cancel", a, np.ones((K, 3)) * [1.0, -1.0, 3.0]))
+    out.append(("overflow", np.full((2, K), big), np.full((K, 3), big) * [1.0, -1.0, 0.5]))
+    # 1 + 2**-p + 2**-(2p) style ties: (1 + 2**-6)**2 = 1 + 2**-5 + 2**-12 rounds at binary16's 2**-10 step
+    t = 1 + 2.0 ** -6 if acc == "fp16" else 1 + 2.0 ** -4
+    out.append(("ties", np.full((3, K), t) * [[1.0], [-1.0], [0.75]], np.full((K, 4), t)))
+    return out
+
+
+@pytest.mark.parametrize("acc", ["fp16", "bf16"])
+@pytest.mark.parametrize("K", [1, 2, 3, 64, 301])
+@pytest.mark.parametrize("N", [6, 200])  # two-k passes up to 128 lanes, one k per pass above
+def test_product_rounded_lanes_equal_reference(rng, acc, K, N):
+    """HALF_PRODUCT_F16 / HALF_PRODUCT_BF16 (fp16_fp16 and its bfloat16 twin) equal the literal reference."""
+    spec = MacSpec(acc, acc, product=acc)
+    want_path = Path.HALF_PRODUCT_F16 if acc == "fp16" else Path.HALF_PRODUCT_BF16
+    for name, a, b in _product_problems(rng, acc, K):
+        b = np.tile(b, (1, -(-N // b.shape[1])))[:, :N]
+        A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
+        assert ops._paths(spec, A, B) == want_path, name
+        with np.errstate(all="ignore"):
+            got, want = kernels.matmul(a, b, spec), R.ref_matmul(a, b, spec)
+        assert got.dtype == want.dtype
+        assert same_values(got, want).all(), (name, got, want)
+
+
+@pytest.mark.parametrize("acc", ["fp16", "bf16"])
+def test_product_rounded_convolutions_equal_reference(rng, acc):
+    spec = MacSpec("fp8_e4m3" if acc == "bf16" else "fp16", acc, product=acc, out="fp8_e4m3")
+    x = rng.standard_normal((2, 9, 8, 5)) * 4
+    w = rng.standard_normal((3, 3, 5, 7))
+    wd = rng.standard_normal((3, 2, 5, 2))
+    X, W = ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)
+    assert ops._paths(spec, X, W) == (Path.HALF_PRODUCT_F16 if acc == "fp16" else Path.HALF_PRODUCT_BF16)
+    for pad in ("same", "valid"):
+        for stride in (1, (2, 1)):
+            got = kernels.conv2d(x, w, spec, stride=stride, padding=pad)
+            assert same_values(got, R.ref_conv2d(x, w, spec, stride=stride, padding=pad)).all()
+            got = kernels.depthwise_conv2d(x, wd, spec, stride=stride, padding=pad)
+            assert same_values(got, R.ref_depthwise_conv2d(x, wd, spec, stride=stride, padding=pad)).all()
+
+
+@pytest.mark.parametrize("spec,data,want", [
+    ("fp16_fp16", "normal", Path.HALF_PRODUCT_F16),
+    (MacSpec("bf16", "bf16", product="bf16"), "normal", Path.HALF_PRODUCT_BF16),
+    (MacSpec("fp8_e4m3", "fp16", product="fp16"), "normal", Path.HALF_PRODUCT_F16),
+    (MacSpec("fp16", "bf16", b="fp8_e4m3", product="bf16"), "normal", Path.HALF_PRODUCT_BF16),
+    ("fp16_fp16", "nan", None),
+    ("fp16_fp16", "inf", None),
+    (MacSpec("bf16", "bf16", product="bf16"), "tiny", None),       # a product below float32's normal range
+    (MacSpec("bf16", "bf16", product="bf16"), "huge", None),       # a product above float32's largest value
+    (MacSpec("fp32", "fp16", product="fp16"), "normal", None),     # 48 product bits: not exact in float32
+    (MacSpec("fp16", "fp32", product="fp16"), "normal", None),     # product format differs from the accumulator's
+    (MacSpec("fp16", "fp16", product="fp16", rounding="stochastic"), "normal", None),
+    (MacSpec("fp16", "fp16", product="fp16", product_rounding="toward_zero"), "normal", None),
+    (MacSpec("fp16", "fp16", product="fp16", overflow="saturate"), "normal", None),
+    (MacSpec("fp16", "fp16", product="fp16", order="pairwise"), "normal", None),
+])
+def test_product_gate(rng, spec, data, want):
+    spec = as_spec(spec)
+    a = rng.standard_normal((4, 40))
+    b = rng.standard_normal((40, 3))
+    if data in ("nan", "inf"):
+        a[1, 2] = np.nan if data == "nan" else -np.inf
+    elif data == "tiny":
+        a[2, 3], b[3, 1] = 2.0 ** -70, 2.0 ** -70
+    elif data == "huge":
+        a[2, 3], b[3, 1] = 2.0 ** 70, 2.0 ** 70
+    A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
+    path = ops._paths(spec, A, B)
+    lanes = (Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16)
+    assert path == want if want else path not in lanes
+    assert ops._paths(spec, A, B, stats=True) not in lanes  # counters: the scalar core's events

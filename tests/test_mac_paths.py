@@ -53,8 +53,8 @@ def test_a_cold_process_compiles_only_its_path(tmp_path):
     half = int(Path.HALF_F16) if ops.HAVE_F16C else int(Path.NEAREST)
     assert got["path"] == half
     want_row = "_row_half" if ops.HAVE_F16C else "_row_nearest"
-    assert set(got["rows"]) == {"_row_native32", "_row_half", "_row_stoch32", "_row_nearest", "_row_lane",
-                                "_row_fixed_stoch", "_row_product", "_row_generic"}
+    assert set(got["rows"]) == {"_row_native32", "_row_half", "_row_half_product", "_row_stoch32", "_row_nearest",
+                                "_row_lane", "_row_fixed_stoch", "_row_product", "_row_generic"}
     assert {n for n, c in got["rows"].items() if c} == {want_row}, got["rows"]
     # one kernel per operand layout (matmul runs on the convolution kernel), no output stage
     assert [tuple(k) for k in got["kernels"]] == [(ops._CONV, half, 0), (ops._DEPTHWISE, half, 0)]
@@ -64,19 +64,21 @@ def test_a_cold_process_compiles_only_its_path(tmp_path):
 def test_path_names_are_the_kernel_constants():
     """The ints the kernels branch on are the enum's values (the branches are pruned on them)."""
     assert [ops._GENERIC, ops._LANE, ops._NEAREST, ops._FIXED_STOCH, ops._HALF_F16, ops._HALF_BF16, ops._STOCH32,
-            ops._NATIVE32, ops._PRODUCT] == [int(p) for p in Path]
-    assert len(set(Path)) == 9
+            ops._NATIVE32, ops._PRODUCT, ops._HALF_PRODUCT_F16, ops._HALF_PRODUCT_BF16] == [int(p) for p in Path]
+    assert len(set(Path)) == 11
 
 
 def test_product_rounded_specs_take_the_product_path():
     """Sequential product-rounded float MACs (the fp16_fp16 preset, the sweep's fp32 / bf16 operands into
-    an fp16 accumulator, stochastic ones too) take Path.PRODUCT; what it cannot round stays GENERIC."""
+    an fp16 accumulator, stochastic ones too) take Path.PRODUCT, or HALF_PRODUCT_F16 where they can; what it
+    cannot round stays GENERIC."""
     a = np.ones((2, 3))
     take = [as_spec("fp16_fp16"), MacSpec("fp32", "fp16", product="fp16"), MacSpec("bf16", "fp16", product="fp16"),
             MacSpec("fp32", "fp32", product="fp32", rounding="stochastic"),
             MacSpec("fp16", "fp16", product="fp16", product_rounding="stochastic", accum_rounding="nearest")]
-    for spec in take:
-        assert ops._paths(spec, a, a.T) == Path.PRODUCT, spec.name
+    for spec in take:  # with event counters (the float32 lanes count nothing)
+        assert ops._paths(spec, a, a.T, stats=True) == Path.PRODUCT, spec.name
+    assert ops._paths(as_spec("fp16_fp16"), a, a.T) == (Path.HALF_PRODUCT_F16 if ops.HAVE_F16C else Path.PRODUCT)
     stay = [MacSpec("fp16", "fp16", product="fp16", order="pairwise"),
             MacSpec("fp16", "fp16", product="fp16", rounding="toward_zero"),
             MacSpec("int8", "fixed32.8", product="fixed16.4"), MacSpec("fp16", "e8m0", product="fp16")]
@@ -106,7 +108,7 @@ def test_product_path_equals_reference_on_edge_problems(spec, K):
     problems.append(("product subnormals", rng.standard_normal((4, K)) * tiny, rng.standard_normal((K, 6)) * tiny))
     for name, a, b in problems:
         A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
-        assert ops._paths(spec, A, B) == Path.PRODUCT
+        assert ops._paths(spec, A, B, stats=True) == Path.PRODUCT
         got, gs = kernels.matmul(a, b, spec, seed=9, offset=2, stats=True)
         want, ws = R.ref_matmul(a, b, spec, seed=9, offset=2, stats=True)
         assert got.dtype == want.dtype and same_values(got, want).all(), (name, got, want)
