@@ -52,7 +52,7 @@ from ._half import HAVE_F16C, bits_f32, round_bf16, round_f16
 from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
 from .mac import MacSpec, as_spec
 from .quantize import check_real_array, overflow_code, quantize, rand_bits_value, rne_lane, rne_lane_applies, rounding_code
-from .rng import lane_word, make_key, rand32, stream_base
+from .rng import fill_streams, make_key, rand32, step, word
 
 __all__ = ["matmul", "conv2d", "depthwise_conv2d", "MacStats", "conv_output_size", "same_padding"]
 
@@ -189,6 +189,9 @@ def _lane_nearest(x, y, t, man, eminb, maxval, negzero):
 _F1 = np.float32(1.0)
 _F0 = np.float32(0.0)
 _F2P24 = np.float32(2.0 ** 24)
+_EXP32 = np.uint32(0x7F800000)   # a float32's exponent field
+_INV32 = np.uint32(0x7F000000)   # bits(2**e) + bits(2**-e) for -126 <= e <= 127
+_MINQ32 = np.float32(2.0 ** -126)
 
 
 @njit(cache=True, inline="always")
@@ -219,18 +222,24 @@ def _lane_stoch32(x, y, w, qfix, man, emin, minval, maxval, negzero, sh, uscale,
     bb = t - x
     e = (x - (t - bb)) + (y - bb)
     at = abs(t)
-    qe = max(np.int64(f32_bits(at) >> np.uint32(23)) - 127, emin) - man if qfix < -126 else qfix
-    qc = max(qe, np.int64(-126))
-    q = bits_f32(np.uint32((qc + 127) << 23))
-    iq = bits_f32(np.uint32((127 - qc) << 23))
+    # the quantum q = 2**qe in float32 arithmetic, so that all lanes stay 32 bits wide: t's binade
+    # 2**floor(log2 |t|) is |t| with its significand bits cleared (0 for subnormal t), scaled by 2**-man and
+    # raised to the format's smallest quantum 2**(emin - man) (a power of two float32 holds exactly: the
+    # gate keeps emin - man >= -149); a fixed-point format has the one quantum 2**qfix. 1 / q is exact too,
+    # by its bits, while q is a float32 normal (q >= 2**-126, which ok requires).
+    isfloat = qfix < -126
+    pman = np.float32(C.pow2(-man)) if isfloat else _F0
+    qlo = np.float32(C.pow2(emin - man)) if isfloat else np.float32(C.pow2(qfix))
+    q = max(bits_f32(np.uint32(f32_bits(at) & _EXP32)) * pman, qlo)
+    iq = bits_f32(np.uint32(_INV32 - f32_bits(q)))
     v = at * iq
     n = np.floor(v)
     f = v - n
-    u = np.float32(w >> sh) * uscale
+    u = np.float32(np.int32(w >> sh)) * uscale  # w >> sh < 2**24: exact
     r = (n + _F1 if f >= _F1 - u else n) * q
     g24 = f * _F2P24
     res = np.float32(np.copysign(r, t))
-    ok = (e == _F0) & ((t - t) == _F0) & (res <= maxval) & (res >= minval) & ((qe >= -126) | (at == _F0)) \
+    ok = (e == _F0) & ((t - t) == _F0) & (res <= maxval) & (res >= minval) & ((q >= _MINQ32) | (at == _F0)) \
         & ((not grid) | (g24 == np.floor(g24)))
     if not negzero and res == _F0:
         res = _F0
@@ -516,7 +525,8 @@ def _row_half_product(K, N, get_a, a_row, a_lanes, B32, acc, acc32, bf16):
 
 
 @njit(cache=True)
-def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc32, ok, ipA, fpA, modeA, ovfA, key, rbits, evc):
+def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc32, ok, ipA, fpA, modeA, ovfA, key, rbits, evc,
+                 sm):
     """STOCH32: stochastic rounding into a float or fixed-point accumulator in float32 lanes (see
     :func:`_stoch32_lane`): the same random word per (output, k) as the float64 lanes; a lane
     :func:`_lane_stoch32` cannot decide keeps its old accumulator value and is redone in float64 by the
@@ -536,16 +546,18 @@ def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc32, ok, ipA, f
         minval = np.float32(ipA[6] * C.pow2(-ipA[3]))
         negzero = False
     sh, uscale, grid = _stoch32_params(rbits)
+    S, M = sm[0], sm[1]
+    fill_streams(key, e0 * 4 + 1, 4, N, S, M)  # the streams of counters _counter(e0 + j, 1, .)
     for j in range(N):
         acc32[j] = 0.0
     for k in range(K):
         bad = False
-        base = stream_base(key, _counter(e0, 1, k))
+        c = step(k)
         if get_a == 0:
             ak = np.float32(a_row[k])
             for j in range(N):
                 x = acc32[j]
-                w = lane_word(base, j)  # = rand32(key, _counter(e0 + j, 1, k))
+                w = word(S[j], M[j], c)  # = rand32(key, _counter(e0 + j, 1, k))
                 r, g = _lane_stoch32(x, ak * B32[k, j], w, qfix, man, emin, minval, maxval, negzero, sh, uscale,
                                      grid)
                 acc32[j] = r if g else x
@@ -554,7 +566,7 @@ def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc32, ok, ipA, f
         else:
             for j in range(N):
                 x = acc32[j]
-                w = lane_word(base, j)
+                w = word(S[j], M[j], c)
                 r, g = _lane_stoch32(x, np.float32(a_lanes[k, j]) * B32[k, j], w, qfix, man, emin, minval,
                                      maxval, negzero, sh, uscale, grid)
                 acc32[j] = r if g else x
@@ -679,7 +691,7 @@ def _row_lane(K, N, get_a, a_row, a_lanes, B, acc, s, err, ok, ipA, fpA, modeA, 
 
 @njit(cache=True)
 def _row_fixed_stoch(K, N, get_a, a_row, a_lanes, B, e0, acc, p, s, err, ok, ipA, fpA, modeA, ovfA, key, rbits,
-                     evc):
+                     evc, sm):
     """FIXED_STOCH: sequential, exact products, stochastic rounding or a fixed-point accumulator: one
     pass per k (product, TwoSum, random word, lane rounding) instead of the generic loop's four."""
     kind = ipA[0]
@@ -696,10 +708,14 @@ def _row_fixed_stoch(K, N, get_a, a_row, a_lanes, B, e0, acc, p, s, err, ok, ipA
     rsh = np.uint64(32 - rbits)
     down = modeA == C.DOWN
     stoch = modeA == C.STOCHASTIC
+    S, M = sm[0], sm[1]
+    if stoch:
+        fill_streams(key, e0 * 4 + 1, 4, N, S, M)  # the streams of counters _counter(e0 + j, 1, .)
     for j in range(N):
         acc[j] = 0.0
     for k in range(K):
         bad = False
+        c = step(k)
         _products_into(p, k, N, get_a, a_row, a_lanes, B)
         if kind == C.K_FLOAT:  # stochastic (deterministic float accumulators take LANE or NEAREST)
             for j in range(N):
@@ -708,7 +724,7 @@ def _row_fixed_stoch(K, N, get_a, a_row, a_lanes, B, e0, acc, p, s, err, ok, ipA
                 t = x + y
                 bb = t - x
                 e = (x - (t - bb)) + (y - bb)
-                w = rand32(key, _counter(e0 + j, 1, k))
+                w = np.uint64(word(S[j], M[j], c))  # = rand32(key, _counter(e0 + j, 1, k))
                 r, good, edge = _lane_float(t, C.STOCHASTIC, man, emin, maxval, negzero, w, rbits)
                 g = good & ((e == 0.0) | (not edge))
                 s[j] = t
@@ -723,7 +739,7 @@ def _row_fixed_stoch(K, N, get_a, a_row, a_lanes, B, e0, acc, p, s, err, ok, ipA
                 t = x + y
                 bb = t - x
                 e = (x - (t - bb)) + (y - bb)
-                w = rand32(key, _counter(e0 + j, 1, k))
+                w = np.uint64(word(S[j], M[j], c))
                 r, g0 = _lane_fixed(t, C.STOCHASTIC, sc, isc, qmin, qmax, w, rmul, rlim, rsh)
                 g = g0 & (e == 0.0)
                 s[j] = t
@@ -751,7 +767,7 @@ def _row_fixed_stoch(K, N, get_a, a_row, a_lanes, B, e0, acc, p, s, err, ok, ipA
 
 @njit(cache=True)
 def _row_product(K, N, get_a, a_row, a_lanes, B, e0, acc, p, y, s, err, ok, ipP, fpP, modeP, ovfP, ipA, fpA, modeA,
-                 ovfA, key, rbits, evc):
+                 ovfA, key, rbits, evc, sm):
     """PRODUCT: sequential order; per k, the exact product y = a * b (float64 holds it: MacSpec keeps
     the operand precisions within 53 bits) is rounded into the product format P (stage 0), then
     acc = R_A(acc + p) (stage 1), each stage to nearest even (:func:`kernels.quantize.rne_lane`, the
@@ -769,15 +785,20 @@ def _row_product(K, N, get_a, a_row, a_lanes, B, e0, acc, p, y, s, err, ok, ipP,
     negzA = (ipA[4] & C.F_NEGZERO) != 0
     stochP = modeP == C.STOCHASTIC
     stochA = modeA == C.STOCHASTIC
+    SP, MP, SA, MA = sm[0], sm[1], sm[2], sm[3]
+    if stochP:
+        fill_streams(key, e0 * 4, 4, N, SP, MP)  # _counter(e0 + j, 0, .)
+    if stochA:
+        fill_streams(key, e0 * 4 + 1, 4, N, SA, MA)  # _counter(e0 + j, 1, .)
     for j in range(N):
         acc[j] = 0.0
     for k in range(K):
+        c = step(k)
         _products_into(y, k, N, get_a, a_row, a_lanes, B)
         bad = False
         if stochP:
-            base = stream_base(key, _counter(e0, 0, k))
             for j in range(N):
-                w = lane_word(base, j)  # = rand32(key, _counter(e0 + j, 0, k))
+                w = np.uint64(word(SP[j], MP[j], c))  # = rand32(key, _counter(e0 + j, 0, k))
                 r, good, edge = _lane_float(y[j], C.STOCHASTIC, manP, eminP, maxP, negzP, w, rbits)
                 p[j] = r
                 ok[j] = good
@@ -798,14 +819,13 @@ def _row_product(K, N, get_a, a_row, a_lanes, B, e0, acc, p, y, s, err, ok, ipP,
                         evc[ev - 1] += 1
         bad = False
         if stochA:
-            base = stream_base(key, _counter(e0, 1, k))
             for j in range(N):
                 x = acc[j]
                 yy = p[j]
                 t = x + yy
                 bb = t - x
                 e = (x - (t - bb)) + (yy - bb)
-                w = lane_word(base, j)  # = rand32(key, _counter(e0 + j, 1, k))
+                w = np.uint64(word(SA[j], MA[j], c))  # = rand32(key, _counter(e0 + j, 1, k))
                 r, good, edge = _lane_float(t, C.STOCHASTIC, manA, eminA, maxA, negzA, w, rbits)
                 g = good & ((e == 0.0) | (not edge))
                 s[j] = t
@@ -924,9 +944,10 @@ def _workspace_levels(K):
 
 @njit(cache=True, inline="always")
 def _scratch(nws, N):
-    """The scratch buffers of the row functions for N lanes (wk, row, ok, acc32, occupied, idx)."""
+    """The scratch buffers of the row functions for N lanes (wk, row, ok, acc32, occupied, idx, sm; sm holds
+    the random streams (s, m) of two stages, :func:`kernels.rng.fill_streams`)."""
     return (np.empty((nws, N)), np.empty(N), np.empty(N, dtype=np.uint8), np.empty(N, dtype=np.float32),
-            np.empty(nws - 6, dtype=np.bool_), np.empty(nws - 6, dtype=np.int64))
+            np.empty(nws - 6, dtype=np.bool_), np.empty(nws - 6, dtype=np.int64), np.empty((4, N), dtype=np.uint32))
 
 
 _CONV, _DEPTHWISE = 0, 1
@@ -960,7 +981,7 @@ def _make_kernel(layout, path, has_out):
         dummy_row = np.zeros(kh)
         dummy_lanes = np.zeros((kh, kw))
         for bi in prange(nblk):
-            wk, row, ok, acc32, occupied, idx = _scratch(nws, NC)
+            wk, row, ok, acc32, occupied, idx, sm = _scratch(nws, NC)
             if layout == _CONV:
                 a_row = np.empty(K)
                 lanes = dummy_lanes
@@ -1009,7 +1030,7 @@ def _make_kernel(layout, path, has_out):
                     _row_half_product(K, NC, layout, a_row, lanes, W32, acc, acc32, 1)
                 elif path == _STOCH32:
                     _row_stoch32(K, NC, layout, a_row, lanes, W2, W32, e0, acc, acc32, ok, ipA, fpA, modeA, ovfA,
-                                 key, rbits, evc)
+                                 key, rbits, evc, sm)
                 elif path == _NEAREST:
                     _row_nearest(K, NC, layout, a_row, lanes, W2, acc, wk[2], wk[3], ok, ipA, fpA, modeA, ovfA,
                                  rbits, evc)
@@ -1018,10 +1039,10 @@ def _make_kernel(layout, path, has_out):
                               evc)
                 elif path == _PRODUCT:
                     _row_product(K, NC, layout, a_row, lanes, W2, e0, acc, wk[0], wk[4], wk[2], wk[3], ok, ipP, fpP,
-                                 modeP, ovfP, ipA, fpA, modeA, ovfA, key, rbits, evc)
+                                 modeP, ovfP, ipA, fpA, modeA, ovfA, key, rbits, evc, sm)
                 elif path == _FIXED_STOCH:
                     _row_fixed_stoch(K, NC, layout, a_row, lanes, W2, e0, acc, wk[0], wk[2], wk[3], ok, ipA, fpA,
-                                     modeA, ovfA, key, rbits, evc)
+                                     modeA, ovfA, key, rbits, evc, sm)
                 else:
                     _row_generic(K, NC, layout, a_row, lanes, W2, e0, wk, ok, occupied, idx, has_prod, ipP, fpP,
                                  modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA, ipI, fpI, modeI, ovfI, vecI, order,

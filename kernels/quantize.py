@@ -72,7 +72,7 @@ from numba import njit, prange
 
 from . import _core as C
 from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
-from .rng import make_key, rand32
+from .rng import flat_streams, flat_word, make_key, rand32
 
 __all__ = ["quantize", "ROUNDING_MODES", "OVERFLOW_MODES"]
 
@@ -121,8 +121,9 @@ def rand_bits_value(rand_bits) -> int:
 
 @njit(cache=True, parallel=True)
 def _q_generic(x, out, ip, fp, mode, ovf, key, rbits, base):
+    h0, s0, m0, s1, m1 = flat_streams(key, base)
     for i in prange(x.size):
-        w = rand32(key, np.uint64(base + i)) if mode == C.STOCHASTIC else np.uint64(0)
+        w = flat_word(np.uint64(base + i), h0, s0, m0, s1, m1) if mode == C.STOCHASTIC else np.uint64(0)
         v, ev = C.round_scalar(x[i], 0.0, ip, fp, mode, ovf, w, rbits)
         out[i] = v
 
@@ -270,10 +271,11 @@ def _make_q_f32_float(bias_mode):
             ov_away, ov_zero, infb = _QNAN32, maxbits, _QNAN32
         else:
             ov_away, ov_zero, infb = maxbits, maxbits, maxbits
+        h0, s0, m0, s1, m1 = flat_streams(key, base)
         for i in prange(xb.size):
             u = xb[i]
             if bias_mode == 5:
-                w = rand32(key, np.uint64(base + i))
+                w = flat_word(np.uint64(base + i), h0, s0, m0, s1, m1)
             else:
                 w = np.uint64(0)
             if bias_mode == 3:
@@ -336,16 +338,17 @@ def _q_f32_fixed(x, out, frac, qmin, qmax, bits, mode, ovf, key, rbits, base):
     rmul = float(rlim)
     rsh = np.uint64(32 - rbits)
     span = float(np.int64(1) << np.int64(bits))
+    h0, s0, m0, s1, m1 = flat_streams(key, base)
     if ovf == C.WRAP:
         for i in prange(x.size):
-            w = rand32(key, np.uint64(base + i)) if mode == C.STOCHASTIC else np.uint64(0)
+            w = flat_word(np.uint64(base + i), h0, s0, m0, s1, m1) if mode == C.STOCHASTIC else np.uint64(0)
             k = _fixed_code(np.float64(x[i]) * sc, mode, w, rmul, rlim, rsh)
             if k > qmax or k < qmin:
                 k = (k - qmin) % span + qmin
             out[i] = np.float32(k * isc + 0.0)
     elif mode == C.STOCHASTIC:
         for i in prange(x.size):
-            w = rand32(key, np.uint64(base + i))
+            w = flat_word(np.uint64(base + i), h0, s0, m0, s1, m1)
             k = _fixed_code(np.float64(x[i]) * sc, mode, w, rmul, rlim, rsh)
             out[i] = np.float32(min(max(k, qmin), qmax) * isc + 0.0)
     elif mode == C.NEAREST:  # the common case, without the per-element mode dispatch (1.8x faster)
@@ -524,6 +527,8 @@ def threads_for(size: int) -> "_threads":
 
 def _run_flat(flat, out, fmt, mode, ovf, key, rbits, base):
     """Quantize 1-D ``flat`` into ``out`` (counters start at ``base``), choosing the fastest kernel."""
+    if mode == C.STOCHASTIC and flat.size >= 2**32:  # the kernels' counters (kernels.rng.flat_streams)
+        raise ValueError(f"stochastic rounding of {flat.size} elements: at most 2**32 - 1 per call; split the array")
     with threads_for(flat.size):
         _run_flat_kernels(flat, out, fmt, mode, ovf, key, rbits, base)
 

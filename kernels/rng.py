@@ -1,17 +1,32 @@
 """Counter-based random numbers for stochastic rounding.
 
 Every random draw is a pure function of ``(seed, counter)``, so results never depend on the number
-of threads, the chunking or the order of evaluation:
+of threads, the chunking or the order of evaluation. With ``key = mix64(seed)`` (64 bits) and the 64-bit
+``counter = h * 2**32 + l`` (``h``, ``l`` its upper and lower 32 bits), all arithmetic modulo 2**32:
 
-* ``key = mix64(seed)``;
-* ``word(counter) = mix64(key + (counter + 1) * GAMMA) >> 32`` (the upper 32 bits),
+* the stream of ``h``: ``s = fmix32(fmix32(h ^ lo32(key)) ^ hi32(key))`` and the odd multiplier
+  ``m = fmix32(s + G) | 1``;
+* ``word(counter) = fmix32((s + (l + 1) * G) * m)``, a 32-bit word,
 
-where ``mix64`` is SplitMix64's output function and ``GAMMA = 0x9E3779B97F4A7C15`` its increment
-(Steele, Lea and Flood, "Fast splittable pseudorandom number generators", OOPSLA 2014). This is
-exactly SplitMix64's stream started at state ``key``, read at position ``counter``.
+where ``G = 0x9E3779B9`` (2**32 / golden ratio), ``fmix32`` is MurmurHash3's 32-bit finaliser (Appleby,
+MurmurHash3, public domain: ``x ^= x >> 16; x *= 0x85EBCA6B; x ^= x >> 13; x *= 0xC2B2AE35; x ^= x >> 16``,
+a bijection) and ``mix64`` SplitMix64's (Steele, Lea and Flood, "Fast splittable pseudorandom number
+generators", OOPSLA 2014). Along ``l`` a stream is a Weyl sequence with the odd step ``m * G`` (all 2**32
+words distinct) through ``fmix32``; its start and step depend on ``h`` and the key, so two streams do not
+run the same sequence shifted. Only 32-bit multiplies: they vectorise on AVX2 (``vpmulld``), which has no
+64-bit multiply. The kernels compute ``(s, m)`` once per stream (:func:`stream`) and one ``fmix32`` and a
+multiply per word (:func:`word`).
+
+Until 2026-12 the word was SplitMix64's: ``mix64(key + (counter + 1) * 0x9E3779B97F4A7C15) >> 32``. Every
+stochastic result changed with the new generator (within seed noise: ``results/README.md``).
 
 ``counter`` is the flat C-order index of the element for :func:`kernels.quantize`; the MAC kernels
-document their own counter layout.
+document their own counter layout (``h`` the output and stage, ``l`` the position along K).
+``tests/test_rng_quality.py`` tests the words' statistics on 10**8 draws.
+
+Numba inlines these functions into :mod:`kernels.ops` and :mod:`kernels.quantize`, and its on-disk cache
+of those modules does not notice a change here: a change to the generator must also touch them (or clear
+the ``__pycache__`` / ``NUMBA_CACHE_DIR`` caches), or stale kernels keep the old words.
 """
 
 from __future__ import annotations
@@ -21,44 +36,83 @@ import secrets
 import numpy as np
 from numba import njit
 
-GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31, _S32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32)
-_ONE = np.uint64(1)
+G32 = np.uint64(0x9E3779B9)
+_MASK = np.uint64(0xFFFFFFFF)
+_C1 = np.uint64(0x85EBCA6B)
+_C2 = np.uint64(0xC2B2AE35)
+_S32 = np.uint64(32)
+
+
+_U16, _U13 = np.uint32(16), np.uint32(13)
+_K1, _K2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)
 
 
 @njit(cache=True, inline="always")
-def mix64(z):
-    """SplitMix64's finaliser (a bijection on uint64)."""
-    z = (z ^ (z >> _S30)) * _M1
-    z = (z ^ (z >> _S27)) * _M2
-    return z ^ (z >> _S31)
+def fmix32(x):
+    """MurmurHash3's finaliser of the 32-bit value ``x``; a 32-bit value (typed uint64 by Numba's integer
+    promotion). Written with explicit uint32 truncations so that LLVM keeps vector lanes 32 bits wide."""
+    x = np.uint32(x)
+    x = np.uint32(x ^ (x >> _U16))
+    x = np.uint32(x * _K1)
+    x = np.uint32(x ^ (x >> _U13))
+    x = np.uint32(x * _K2)
+    return x ^ (x >> _U16)
+
+
+@njit(cache=True, inline="always")
+def stream(key, h):
+    """``(s, m)`` of the stream ``h`` (the counter's upper 32 bits) under ``key`` (uint64), as uint32s."""
+    s = np.uint32(fmix32(np.uint32(fmix32(np.uint32(np.uint64(h) ^ key)) ^ (key >> _S32))))
+    m = np.uint32(fmix32(np.uint32(s + np.uint32(G32))) | np.uint32(1))
+    return s, m
+
+
+@njit(cache=True, inline="always")
+def step(l):
+    """``(l + 1) * G mod 2**32`` (uint32) for the counter's lower half ``l``: the part of a word shared by
+    all streams at one position."""
+    return np.uint32((np.uint64(l) + np.uint64(1)) * G32)
+
+
+@njit(cache=True, inline="always")
+def word(s, m, c):
+    """The 32-bit word of the stream ``(s, m)`` at the position whose :func:`step` is ``c`` (uint32s)."""
+    return fmix32(np.uint32(np.uint32(s + c) * m))
 
 
 @njit(cache=True, inline="always")
 def rand32(key, counter):
     """The 32-bit random word at ``counter`` of the stream ``key`` (both uint64), as uint64."""
-    return mix64(stream_base(key, counter)) >> _S32
-
-
-#: ``(4 << 32) * GAMMA`` (mod 2**64): the step of :func:`stream_base` between MAC lanes, whose counters
-#: step by ``4 << 32`` per output (kernels.ops._counter)
-LANE_GAMMA = np.uint64(((4 << 32) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
+    s, m = stream(key, counter >> _S32)
+    return np.uint64(word(s, m, step(counter & _MASK)))
 
 
 @njit(cache=True, inline="always")
-def stream_base(key, counter):
-    """``key + (counter + 1) * GAMMA``: then ``rand32(key, counter + j * (4 << 32))`` is
-    ``mix64(base + j * LANE_GAMMA) >> 32`` (wrapping uint64 arithmetic), which vectorises over ``j`` as
-    an induction variable, one multiply fewer per word."""
-    return key + (counter + _ONE) * GAMMA
+def fill_streams(key, h0, hstep, n, S, M):
+    """``S[j], M[j] = stream(key, h0 + j * hstep)`` for j < n (uint32 arrays; h modulo 2**32): the streams of
+    a row of MAC outputs, computed once per row."""
+    for j in range(n):
+        s, m = stream(key, (np.uint64(h0) + np.uint64(j) * np.uint64(hstep)) & _MASK)
+        S[j] = s
+        M[j] = m
 
 
 @njit(cache=True, inline="always")
-def lane_word(base, j):
-    """The 32-bit word of lane ``j`` of the stream at ``base`` (see :func:`stream_base`), as uint64."""
-    return mix64(np.uint64(base) + np.uint64(j) * LANE_GAMMA) >> _S32
+def flat_streams(key, base):
+    """For a run of fewer than 2**32 consecutive counters from ``base``: ``(h0, s0, m0, s1, m1)``, the
+    streams of the two upper halves h0 = base >> 32 and h0 + 1 the run can touch (:func:`flat_word`)."""
+    h0 = np.uint64(base) >> _S32
+    s0, m0 = stream(key, h0)
+    s1, m1 = stream(key, (h0 + np.uint64(1)) & _MASK)
+    return h0, s0, m0, s1, m1
+
+
+@njit(cache=True, inline="always")
+def flat_word(c, h0, s0, m0, s1, m1):
+    """``rand32(key, c)`` for a counter ``c`` of the run :func:`flat_streams` describes: a word and a select
+    per counter instead of three more hashes."""
+    lo = (c >> _S32) == h0
+    return np.uint64(word(s0 if lo else s1, m0 if lo else m1, step(c & _MASK)))
 
 
 def make_key(seed) -> np.uint64:
@@ -80,12 +134,21 @@ def _mix64_py(z: int) -> np.uint64:
     return np.uint64(z ^ (z >> 31))
 
 
+def _fmix32_np(x):
+    x = x ^ (x >> np.uint64(16))
+    x = (x * _C1) & _MASK
+    x = x ^ (x >> np.uint64(13))
+    x = (x * _C2) & _MASK
+    return x ^ (x >> np.uint64(16))
+
+
 def rand32_py(key, counters) -> np.ndarray:
-    """Vectorised numpy version of :func:`rand32` (for tests and references)."""
+    """Vectorised numpy version of :func:`rand32` (for tests and references): the statement above,
+    literally."""
     c = np.asarray(counters, dtype=np.uint64)
+    key = np.uint64(key)
     with np.errstate(over="ignore"):
-        z = np.uint64(key) + (c + np.uint64(1)) * GAMMA
-        z = (z ^ (z >> _S30)) * _M1
-        z = (z ^ (z >> _S27)) * _M2
-        z = z ^ (z >> _S31)
-    return z >> _S32
+        s = _fmix32_np(_fmix32_np((c >> _S32) ^ (key & _MASK)) ^ (key >> _S32))
+        m = _fmix32_np((s + G32) & _MASK) | np.uint64(1)
+        x = (s + ((c & _MASK) + np.uint64(1)) * G32) & _MASK
+        return _fmix32_np((x * m) & _MASK)

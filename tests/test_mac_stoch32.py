@@ -19,7 +19,7 @@ from kernels.ops import Path
 from kernels import reference as R
 from kernels.formats import FixedFormat, FloatFormat, parse_format
 from kernels.mac import MacSpec, as_spec
-from kernels.rng import lane_word, make_key, rand32, stream_base
+from kernels.rng import fill_streams, make_key, rand32, rand32_py, step, word
 
 from _macedges import edge_problems, fp8_grid
 from conftest import same_values
@@ -138,15 +138,34 @@ def test_lane_equals_the_exact_statement(rng, acc, r):
         assert not np.signbit(out[ok & (out == 0)]).any()
 
 
+@njit(cache=False)
+def _lane_words(key, e0, stage, n, ks):
+    """The kernels' per-row shortcut: streams of outputs e0 .. e0 + n - 1 once, then one word per (j, k)."""
+    S = np.empty(n, np.uint32)
+    M = np.empty(n, np.uint32)
+    fill_streams(key, e0 * 4 + stage, 4, n, S, M)
+    out = np.empty((ks.size, n), np.uint64)
+    for i in range(ks.size):
+        c = step(ks[i])
+        for j in range(n):
+            out[i, j] = word(S[j], M[j], c)
+    return out
+
+
 def test_lane_words_are_rand32_of_the_mac_counters(rng):
-    """lane_word(stream_base(key, c), j) is rand32(key, c + j * (4 << 32)): the counter of output
-    e0 + j at the same stage and k (kernels.ops._counter)."""
+    """The streams a row fills once and the words its lanes draw per k are rand32 (and the literal numpy
+    statement rand32_py) of the counters (e0 + j, stage, k) (kernels.ops._counter), also where e0 * 4
+    passes 2**32 (the counter keeps its low 64 bits)."""
     key = make_key(12345)
-    for _ in range(200):
-        e0, k, j = int(rng.integers(0, 2 ** 26)), int(rng.integers(0, 2 ** 20)), int(rng.integers(0, 4096))
-        c0 = ((e0 * 4 + 1) << 32) + k
-        cj = (((e0 + j) * 4 + 1) << 32) + k
-        assert lane_word(np.uint64(stream_base(key, np.uint64(c0))), j) == rand32(key, np.uint64(cj))
+    for e0 in [0, 5, int(rng.integers(0, 2 ** 26)), 2 ** 30 - 3, 2 ** 31 + 7]:
+        for stage in (0, 1, 3):
+            ks = np.concatenate([[0, 1, 2 ** 32 - 1], rng.integers(0, 2 ** 20, 5)]).astype(np.int64)
+            got = _lane_words(key, e0, stage, 9, ks)
+            counters = np.array([[(((e0 + j) * 4 + stage) << 32) + int(k) for j in range(9)] for k in ks],
+                                dtype=object) % 2 ** 64
+            want = rand32_py(key, counters.astype(np.uint64))
+            assert np.array_equal(got, want), (e0, stage)
+            assert all(rand32(key, np.uint64(c)) == w for c, w in zip(counters.ravel()[:5], want.ravel()[:5]))
 
 
 @pytest.mark.parametrize("spec,data,want", [

@@ -1,13 +1,15 @@
 """Stochastic rounding: bit-exact against an independent reference of the documented definition, and
 its statistics.
 
-Definition (the contract): element with flat C-order index ``i`` draws the 32-bit word
-``w_i = mix64(key + (i + 1) * 0x9E3779B97F4A7C15) >> 32`` with ``key = mix64(seed)`` (SplitMix64's
-finaliser ``mix64``); ``U = w_i >> (32 - r)`` (top ``r = rand_bits`` bits); the magnitude rounds up
-one quantum iff ``floor(f * 2**r) + U >= 2**r``, ``f`` the exact fractional distance in quanta above
-the grid value below the magnitude. So ``P(up) = floor(f * 2**r) / 2**r``.
+Definition (the contract, :mod:`kernels.rng`): element with flat C-order index ``i`` (the counter ``h * 2**32
++ l``) draws the 32-bit word ``w_i = fmix32((s + (l + 1) * G) * m)`` (mod 2**32) of the stream
+``s = fmix32(fmix32(h ^ lo32(key)) ^ hi32(key))``, ``m = fmix32(s + G) | 1``, ``G = 0x9E3779B9``, with
+``key = mix64(seed)`` (SplitMix64's finaliser ``mix64``, MurmurHash3's ``fmix32``); ``U = w_i >> (32 - r)``
+(top ``r = rand_bits`` bits); the magnitude rounds up one quantum iff ``floor(f * 2**r) + U >= 2**r``, ``f``
+the exact fractional distance in quanta above the grid value below the magnitude. So
+``P(up) = floor(f * 2**r) / 2**r``.
 
-The reference below re-implements SplitMix64 in Python integers and the rounding decision with exact
+The reference below re-implements the generator in Python integers and the rounding decision with exact
 integer arithmetic on the float32 significand (no float rounding anywhere); it is cross-checked
 against gfloat's ``RoundMode.StochasticFastest`` (``delta + srbits * 2**-n >= 1``, the same decision
 when the sum is exact in float64).
@@ -23,7 +25,8 @@ import kernels
 from kernels.formats import FixedFormat, FloatFormat, parse_format
 
 MASK64 = (1 << 64) - 1
-GAMMA = 0x9E3779B97F4A7C15
+MASK32 = (1 << 32) - 1
+G = 0x9E3779B9
 
 
 def _mix64(z):
@@ -32,21 +35,40 @@ def _mix64(z):
     return z ^ (z >> 31)
 
 
-def words_py(seed, n):
-    """The 32-bit random words of flat indices 0..n-1, in Python integers."""
+def _fmix32(x):
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & MASK32
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & MASK32
+    return x ^ (x >> 16)
+
+
+def word_py(seed, counter):
+    """The 32-bit random word at ``counter`` for ``seed``, in Python integers."""
     key = _mix64(seed & MASK64)
-    return np.array([_mix64((key + (i + 1) * GAMMA) & MASK64) >> 32 for i in range(n)], dtype=np.uint64)
+    h, l = counter >> 32, counter & MASK32
+    s = _fmix32(_fmix32(h ^ (key & MASK32)) ^ (key >> 32))
+    m = _fmix32((s + G) & MASK32) | 1
+    return _fmix32((((s + (l + 1) * G) & MASK32) * m) & MASK32)
+
+
+def words_py(seed, n, start=0):
+    """The words of flat indices start .. start + n - 1."""
+    return np.array([word_py(seed, start + i) for i in range(n)], dtype=np.uint64)
 
 
 def words(seed, n):
-    """Vectorised :func:`words_py` (uint64 arithmetic wraps modulo 2**64)."""
-    key = np.uint64(_mix64(seed & MASK64))
-    with np.errstate(over="ignore"):
-        z = key + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(GAMMA)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return z >> np.uint64(32)
+    """The words of flat indices 0..n-1 (n < 2**32: one stream), vectorised."""
+    key = _mix64(seed & MASK64)
+    s = _fmix32(_fmix32(key & MASK32) ^ (key >> 32))
+    m = _fmix32((s + G) & MASK32) | 1
+    x = (np.uint64(s) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(G)) & np.uint64(MASK32)
+    x = (x * np.uint64(m)) & np.uint64(MASK32)
+    x ^= x >> np.uint64(16)
+    x = (x * np.uint64(0x85EBCA6B)) & np.uint64(MASK32)
+    x ^= x >> np.uint64(13)
+    x = (x * np.uint64(0xC2B2AE35)) & np.uint64(MASK32)
+    return x ^ (x >> np.uint64(16))
 
 
 def test_words_vectorised_equals_python():
@@ -55,9 +77,34 @@ def test_words_vectorised_equals_python():
 
 
 def test_words_known_values():
-    """SplitMix64 sanity: the finaliser of the reference stream (state 0 -> first output
-    0xE220A8397B1DCDAF, Vigna's splitmix64.c with seed 0)."""
-    assert _mix64((0 + GAMMA) & MASK64) == 0xE220A8397B1DCDAF
+    """The two hashes against published values: SplitMix64's first output from state 0 is
+    0xE220A8397B1DCDAF (Vigna's splitmix64.c, seed 0); MurmurHash3_x86_32 of the empty input with seed 1
+    and 0xFFFFFFFF is fmix32 of the seed: 0x514E28B7 and 0x81F16F39 (SMHasher's test vectors)."""
+    assert _mix64((0 + 0x9E3779B97F4A7C15) & MASK64) == 0xE220A8397B1DCDAF
+    assert _fmix32(1) == 0x514E28B7 and _fmix32(0xFFFFFFFF) == 0x81F16F39
+
+
+def test_library_generator_equals_this_reference():
+    """kernels.rng (Numba and numpy) against the Python-integer statement, across the 2**32 boundary of the
+    counter's halves and at the ends of the 64-bit range."""
+    from numba import njit
+
+    from kernels import rng
+
+    @njit
+    def nb(key, cs):
+        out = np.empty(cs.size, np.uint64)
+        for i in range(cs.size):
+            out[i] = rng.rand32(key, cs[i])
+        return out
+
+    rs = np.random.default_rng(3)
+    cs = [0, 1, 2**32 - 1, 2**32, 2**32 + 1, 2**64 - 1, 2**63, *rs.integers(0, 2**63, 50).tolist()]
+    for seed in (0, 7, 2**64 - 1):
+        want = np.array([word_py(seed, c) for c in cs], dtype=np.uint64)
+        key = rng.make_key(seed)
+        np.testing.assert_array_equal(rng.rand32_py(key, np.array(cs, dtype=np.uint64)), want)
+        np.testing.assert_array_equal(nb(key, np.array(cs, dtype=np.uint64)), want)
 
 
 def _decode_f32(x32):
