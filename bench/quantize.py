@@ -15,7 +15,6 @@ ml_dtypes: its own overflow rules); the work per element is the comparable part.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import ml_dtypes

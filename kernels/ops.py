@@ -1352,7 +1352,7 @@ def _half_lane(spec: MacSpec, A, B, stats=False):
     of the format: operand precisions adding up to at most the format's, finite operands with
     max|a| * max|b| <= the format's largest finite value, and products on its grid (the operand
     formats' finest steps multiply to at least its finest step, or the smallest nonzero operand
-    magnitudes to at least its smallest normal)."""
+    magnitudes to at least its smallest normal); and operands float32 holds (:func:`_f32_normal`)."""
     from .mac import _finest, precision_bits
 
     acc = spec.accum
@@ -1368,8 +1368,8 @@ def _half_lane(spec: MacSpec, A, B, stats=False):
         return 0
     lo_a, hi_a = _abs_range(A)
     lo_b, hi_b = _abs_range(B)
-    if not (hi_a * hi_b <= acc.max):  # NaN / inf operands fail here too
-        return 0
+    if not (hi_a * hi_b <= acc.max and _f32_normal(lo_a, hi_a) and _f32_normal(lo_b, hi_b)):
+        return 0  # NaN / inf operands fail here too
     mx = isinstance(spec.a, MXFormat) or isinstance(spec.b, MXFormat)
     if (not mx and _finest(spec.a) * _finest(spec.b) >= _finest(acc)) or lo_a * lo_b >= acc.min_normal:
         return kind
@@ -1379,9 +1379,9 @@ def _half_lane(spec: MacSpec, A, B, stats=False):
 def _half_product_lane(spec: MacSpec, A, B, stats=False):
     """Path.HALF_PRODUCT_F16 / HALF_PRODUCT_BF16 when every step R(acc + R(a * b)) can run in float32 lanes;
     else 0. The product and accumulator formats are the same IEEE binary16 (with F16C) or bfloat16, both
-    stages round to nearest even with IEEE overflow (inf), sequential order, no event counters; and every
-    product a * b is exact in float32: operand precisions adding up to at most 24 bits, finite operands,
-    nonzero product magnitudes in float32's normal range (checked on the data). Then R(a * b) is one
+    stages round to nearest even with IEEE overflow (inf), sequential order, no event counters; operands
+    float32 holds (:func:`_f32_normal`); and every product a * b exact in float32: operand precisions adding
+    up to at most 24 bits, nonzero product magnitudes in float32's normal range (checked on the data). Then R(a * b) is one
     rounding of the exact product (overflow to inf included) and the accumulator stage adds two values of
     the format, which :func:`_half_lane`'s double-rounding argument covers; inf + -inf is NaN in both."""
     from .mac import precision_bits
@@ -1400,12 +1400,20 @@ def _half_product_lane(spec: MacSpec, A, B, stats=False):
         return 0
     lo_a, hi_a = _abs_range(A)
     lo_b, hi_b = _abs_range(B)
-    if not (hi_a * hi_b <= _F32_MAX and lo_a * lo_b >= 2.0 ** -126):
+    if not (hi_a * hi_b <= _F32_MAX and lo_a * lo_b >= 2.0 ** -126 and _f32_normal(lo_a, hi_a)
+            and _f32_normal(lo_b, hi_b)):
         return 0  # NaN / inf operands fail the first test
     return kind
 
 
 _F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _f32_normal(lo, hi) -> bool:
+    """Every nonzero magnitude of an operand in float32's normal range [2**-126, max] (``lo``, ``hi`` from
+    :func:`_abs_range`; a NaN fails): its values, of at most 24 significant bits, are then float32 values,
+    so the float32 lanes read them exactly (an MX operand's block scale or a wide exponent can leave it)."""
+    return bool(hi <= _F32_MAX and lo >= 2.0 ** -126)
 
 
 def _stoch32_lane(spec: MacSpec, A, B):

@@ -12,8 +12,9 @@ where ``G = 0x9E3779B9`` (2**32 / golden ratio), ``fmix32`` is MurmurHash3's 32-
 MurmurHash3, public domain: ``x ^= x >> 16; x *= 0x85EBCA6B; x ^= x >> 13; x *= 0xC2B2AE35; x ^= x >> 16``,
 a bijection) and ``mix64`` SplitMix64's (Steele, Lea and Flood, "Fast splittable pseudorandom number
 generators", OOPSLA 2014). Along ``l`` a stream is a Weyl sequence with the odd step ``m * G`` (all 2**32
-words distinct) through ``fmix32``; its start and step depend on ``h`` and the key, so two streams do not
-run the same sequence shifted. Only 32-bit multiplies: they vectorise on AVX2 (``vpmulld``), which has no
+words distinct) through ``fmix32``; its start and step depend on ``h`` and the key, so two streams run the
+same sequence shifted only where their odd steps coincide (2**31 possible steps), and then by a shift that
+is a random 32-bit number, not a small one. Only 32-bit multiplies: they vectorise on AVX2 (``vpmulld``), which has no
 64-bit multiply. The kernels compute ``(s, m)`` once per stream (:func:`stream`) and one ``fmix32`` and a
 multiply per word (:func:`word`).
 

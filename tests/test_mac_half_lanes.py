@@ -278,3 +278,23 @@ def test_product_gate(rng, spec, data, want):
     lanes = (Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16)
     assert path == want if want else path not in lanes
     assert ops._paths(spec, A, B, stats=True) not in lanes  # counters: the scalar core's events
+
+
+@pytest.mark.parametrize("spec,a,b", [
+    (MacSpec("e9m2", "bf16", product="bf16"), 2.0 ** 130, 2.0 ** -120),      # an operand above float32's max
+    (MacSpec("e9m2", "bf16", product="bf16"), 1.75 * 2.0 ** -148, 2.0 ** 30),  # ... off float32's subnormal grid
+    (MacSpec("e9m2", "bf16", product="bf16"), 2.0 ** -160, 2.0 ** 40),        # ... below float32's range
+    (MacSpec("e9m2", "bf16"), 2.0 ** 130, 2.0 ** -120),
+    (MacSpec("e9m2", "fp16"), 2.0 ** -160, 2.0 ** 150),
+    (MacSpec("mxfp8_e4m3", "fp16", product="fp16"), 448 * 2.0 ** 127, 2.0 ** -120),  # an MX block scale
+    (MacSpec("mxfp8_e4m3", "bf16"), 448 * 2.0 ** 127, 2.0 ** -120),
+])
+def test_operands_float32_cannot_hold_leave_the_float32_lanes(spec, a, b):
+    """The float32 lanes read the operands as float32: one outside float32's normal range (a wide exponent,
+    an MX block scale) must send the call elsewhere, with the reference's result (a review found
+    inf / rounded / 0 where the products alone were checked)."""
+    A, B = np.full((1, 1), a), np.full((1, 1), b)
+    path = ops._paths(spec, ops._prepare(A, spec.a, 1), ops._prepare(B, spec.b, 0))
+    assert path not in (Path.HALF_F16, Path.HALF_BF16, Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16)
+    got, want = kernels.matmul(A, B, spec), R.ref_matmul(A, B, spec)
+    assert same_values(got, want).all(), (got, want)

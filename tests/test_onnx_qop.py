@@ -92,6 +92,51 @@ def test_qoperator_model_on_x86_without_vnni(tmp_path, cls):
     np.testing.assert_array_equal(hwsim.run(hwsim.load_model(qpath, ort_cpu="avx2"), x), ref)
 
 
+def _qconv(cin, cout, group, rng, pads=0):
+    w = (rng.integers(60, 128, (cout, cin // group, 3, 3)) * rng.choice([-1, 1], (cout, cin // group, 3, 3))
+         ).astype(np.int8)
+    inits = [nh.from_array(np.array(v), k) for k, v in (("xs", np.float32(0.02)), ("xz", np.uint8(0)),
+                                                         ("ws", np.float32(0.01)), ("wz", np.int8(0)),
+                                                         ("ys", np.float32(0.5)), ("yz", np.uint8(128)))]
+    inits.append(nh.from_array(w, "w"))
+    node = oh.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], group=group,
+                        kernel_shape=[3, 3], pads=[pads] * 4)
+    out = 6 - 2 + 2 * pads
+    g = oh.make_graph([node], "g", [oh.make_tensor_value_info("x", TP.UINT8, [None, cin, 6, 6])],
+                      [oh.make_tensor_value_info("y", TP.UINT8, [None, cout, out, out])], inits)
+    m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.parametrize("cin,cout,group,pads", [(1, 4, 1, 0), (1, 1, 1, 1), (3, 8, 1, 1), (5, 4, 1, 0),
+                                                 (4, 4, 4, 1)])
+def test_single_convolutions_on_x86_without_vnni(tmp_path, cin, cout, group, pads):
+    """``ort_cpu="avx2"`` on single QLinearConvs whose pairs saturate (large same-signed products): one input
+    channel, odd channel counts (pairs across kernel taps), padding; a 1x1-channel convolution and a depthwise
+    one, which onnxruntime sends to its exact depthwise kernel (a review found the 1-channel case pair-saturated
+    here)."""
+    import _cpumask
+
+    rng = np.random.default_rng(cin * 100 + cout * 10 + group)
+    m = _qconv(cin, cout, group, rng, pads)
+    path = tmp_path / "c.onnx"
+    path.write_bytes(m.SerializeToString())
+    x = rng.integers(200, 256, (6, cin, 6, 6)).astype(np.uint8)
+    ref = _cpumask.ort_default_session_without_vnni(tmp_path, path, x).astype(np.float32)
+    got = hwsim.run(load_onnx(m, name="c", ort_cpu="avx2"), x.astype(np.float32))
+    np.testing.assert_array_equal(got.reshape(ref.shape), ref)
+    exact = hwsim.run(load_onnx(m, name="c"), x.astype(np.float32))
+    assert (np.sum(exact != got) > 0) == (cin // group > 1 or cout // group > 1)  # saturation shows where it applies
+
+
+def test_depthwise_multiplier_is_refused_on_x86_without_vnni():
+    m = _qconv(2, 4, 2, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="ort_cpu='avx2' on a depthwise QLinearConv with channel multiplier 2"):
+        load_onnx(m, name="c", ort_cpu="avx2")
+    load_onnx(m, name="c")  # the exact arithmetic takes it
+
+
 def test_qoperator_mac_options_are_checked(tmp_path):
     """``mac`` / ``ort_cpu``: an unknown value, both at once, a model without QOperator MAC layers, a spec whose
     integer operands cannot hold the codes, and int8 activations under ``ort_cpu="avx2"`` are refused by name."""

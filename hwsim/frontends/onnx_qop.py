@@ -30,13 +30,16 @@ AVX-512 VNNI CPU, where its u8s8 products are exact.
 
 **Which integer sums** (``load_onnx(..., ort_cpu=)``, :data:`ORT_CPUS`): by default (``"exact"``) the products
 and int32 sums are exact, which is onnxruntime with ``x64quantprecision = 1`` anywhere, and its default
-session on CPUs with VNNI. Its default session on an x86 CPU with AVX2 and no VNNI (``"avx2"``) runs
-``vpmaddubsw`` in the u8s8 GEMM (``qgemm_kernel_avx2.cpp``), which adds each pair of adjacent u8 x s8 products
-with saturation to int16 before the int32 sum: QLinearConv with groups 1, QLinearMatMul and QGemm get the
-``ort_u8s8_pairs`` MAC preset there, while depthwise QLinearConv (``MlasConvDepthwise``, ``qdwconv.cpp``) stays exact. Checked
-against onnxruntime 1.32's default session with the CPU's AVX-512 and VNNI hidden through CPUID faulting
-(``tests/_cpumask.c``), on three CNNs and 500 images. ``mac=`` instead puts any MAC spec on all of these
-layers (integer operand formats must hold the codes).
+session on CPUs with VNNI. Its default session on an x86 CPU with AVX2 and no VNNI (``"avx2"``) runs MLAS's
+AVX2 u8s8 kernels, which add each pair of adjacent u8 x s8 products (``vpmaddubsw``) with saturation to int16
+before the int32 sum: QLinearConv, QLinearMatMul and QGemm get the ``ort_u8s8_pairs`` MAC preset there (for
+a convolution, K runs over the channels of one kernel tap, then the next tap), except a QLinearConv with one
+input and one output channel per group (depthwise, or a one-channel convolution), which
+``qlinearconv.cc`` sends to MLAS's depthwise kernel: exact. A depthwise QLinearConv with a channel
+multiplier above 1 is refused under ``"avx2"`` (neither rule reproduces it). Checked against onnxruntime
+1.32's default session with the CPU's AVX-512 and VNNI hidden through CPUID faulting (``tests/_cpumask.c``):
+three CNNs on 500 images, and single convolutions with 1 to 16 input channels. ``mac=`` instead puts any
+MAC spec on all of these layers (integer operand formats must hold the codes).
 """
 
 from __future__ import annotations
@@ -178,7 +181,8 @@ ORT_CPUS = {
              "default session on a CPU with VNNI (AVX512-VNNI / AVX-VNNI) or on ARM",
     "avx2": "onnxruntime's default session on an x86 CPU with AVX2 but no VNNI: the u8s8 GEMM under QLinearConv "
             "(groups 1), QLinearMatMul and QGemm adds each pair of adjacent products with saturation to int16 "
-            "(vpmaddubsw; the ort_u8s8_pairs MAC preset), depthwise QLinearConv stays exact",
+            "(vpmaddubsw; the ort_u8s8_pairs MAC preset); a QLinearConv with one input and one output channel "
+            "per group (depthwise, or a 1-channel convolution) stays exact",
 }
 
 
@@ -243,8 +247,14 @@ def qlinear_conv(ctx, node, i):
         cls, extra = ir.Conv2D, {}
     else:
         raise ctx.error(node, f"group={g} (1 or depthwise)")
+    # onnxruntime's exact depthwise kernel takes a group conv with one input and one output channel per group
+    # (qlinearconv.cc), its GEMM the rest; a channel multiplier > 1 is verified for neither
+    if getattr(ctx, "ort_cpu", "exact") == "avx2" and cls is ir.DepthwiseConv2D and o != g:
+        raise ctx.error(node, f"ort_cpu='avx2' on a depthwise QLinearConv with channel multiplier {o // g}: "
+                              "onnxruntime's integer sums for it on CPUs without VNNI are not emulated; "
+                              "use ort_cpu='exact' (x64quantprecision=1)")
     rec = QLinearMac(zx, colsum, np.asarray(bias, np.int64).reshape(-1), scale, zy, lo, hi,
-                     _mac_spec(ctx, node, xdt, depthwise=cls is ir.DepthwiseConv2D))
+                     _mac_spec(ctx, node, xdt, depthwise=(ig == 1 and o == g)))
     ctx.out(node, ctx.add(cls(names, (x,), kernel=np.ascontiguousarray(kernel), quant=rec, **common, **extra)), IMAGE)
 
 
