@@ -1358,13 +1358,8 @@ def _half_lane(spec: MacSpec, A, B, stats=False):
     acc = spec.accum
     if stats or spec.order != "sequential" or spec.product is not None or spec.accum_rounding != "nearest":
         return 0
-    if acc == _FP16 and HAVE_F16C:
-        kind = Path.HALF_F16
-    elif acc == _BF16:
-        kind = Path.HALF_BF16
-    else:
-        return 0
-    if spec.overflow_for(acc) != "ieee" or precision_bits(spec.a) + precision_bits(spec.b) > acc.man + 1:
+    kind = _half_kind(spec, Path.HALF_F16, Path.HALF_BF16)
+    if not kind or precision_bits(spec.a) + precision_bits(spec.b) > acc.man + 1:
         return 0
     lo_a, hi_a = _abs_range(A)
     lo_b, hi_b = _abs_range(B)
@@ -1374,6 +1369,15 @@ def _half_lane(spec: MacSpec, A, B, stats=False):
     if (not mx and _finest(spec.a) * _finest(spec.b) >= _finest(acc)) or lo_a * lo_b >= acc.min_normal:
         return kind
     return 0
+
+
+def _half_kind(spec: MacSpec, f16, bf16):
+    """``f16`` for an IEEE binary16 accumulator (with F16C), ``bf16`` for bfloat16, with IEEE overflow (inf);
+    else 0."""
+    acc = spec.accum
+    if spec.overflow_for(acc) != "ieee":
+        return 0
+    return f16 if (acc == _FP16 and HAVE_F16C) else bf16 if acc == _BF16 else 0
 
 
 def _half_product_lane(spec: MacSpec, A, B, stats=False):
@@ -1390,13 +1394,8 @@ def _half_product_lane(spec: MacSpec, A, B, stats=False):
     if stats or spec.order != "sequential" or spec.product != acc \
             or spec.product_rounding != "nearest" or spec.accum_rounding != "nearest":
         return 0
-    if acc == _FP16 and HAVE_F16C:
-        kind = Path.HALF_PRODUCT_F16
-    elif acc == _BF16:
-        kind = Path.HALF_PRODUCT_BF16
-    else:
-        return 0
-    if spec.overflow_for(acc) != "ieee" or precision_bits(spec.a) + precision_bits(spec.b) > 24:
+    kind = _half_kind(spec, Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16)
+    if not kind or precision_bits(spec.a) + precision_bits(spec.b) > 24:
         return 0
     lo_a, hi_a = _abs_range(A)
     lo_b, hi_b = _abs_range(B)

@@ -140,6 +140,16 @@ def test_matmul_lanes_equal_reference(rng, acc, K, N):
         assert same_values(got, want).all(), (name, got, want)
 
 
+def _convolutions_equal_reference(spec, x, w, wd):
+    """conv2d and depthwise_conv2d with both paddings and strides equal the literal reference."""
+    for pad in ("same", "valid"):
+        for stride in (1, (2, 1)):
+            got = kernels.conv2d(x, w, spec, stride=stride, padding=pad)
+            assert same_values(got, R.ref_conv2d(x, w, spec, stride=stride, padding=pad)).all()
+            got = kernels.depthwise_conv2d(x, wd, spec, stride=stride, padding=pad)
+            assert same_values(got, R.ref_depthwise_conv2d(x, wd, spec, stride=stride, padding=pad)).all()
+
+
 @pytest.mark.parametrize("acc", ["fp16", "bf16"])
 def test_convolutions_on_the_lanes_equal_reference(rng, acc):
     spec = MacSpec("fp8_e4m3", acc, fma=True, out="fp8_e4m3")
@@ -148,12 +158,7 @@ def test_convolutions_on_the_lanes_equal_reference(rng, acc):
     wd = fp8_grid(rng, (3, 2, 5, 2), 2.0)
     X, W = ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)
     assert ops._paths(spec, X, W) == (Path.HALF_F16 if acc == "fp16" else Path.HALF_BF16)
-    for pad in ("same", "valid"):
-        for stride in (1, (2, 1)):
-            got = kernels.conv2d(x, w, spec, stride=stride, padding=pad)
-            assert same_values(got, R.ref_conv2d(x, w, spec, stride=stride, padding=pad)).all()
-            got = kernels.depthwise_conv2d(x, wd, spec, stride=stride, padding=pad)
-            assert same_values(got, R.ref_depthwise_conv2d(x, wd, spec, stride=stride, padding=pad)).all()
+    _convolutions_equal_reference(spec, x, w, wd)
 
 
 def test_without_f16c_binary16_takes_the_float64_lanes(rng, monkeypatch):
@@ -239,12 +244,7 @@ def test_product_rounded_convolutions_equal_reference(rng, acc):
     wd = rng.standard_normal((3, 2, 5, 2))
     X, W = ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)
     assert ops._paths(spec, X, W) == (Path.HALF_PRODUCT_F16 if acc == "fp16" else Path.HALF_PRODUCT_BF16)
-    for pad in ("same", "valid"):
-        for stride in (1, (2, 1)):
-            got = kernels.conv2d(x, w, spec, stride=stride, padding=pad)
-            assert same_values(got, R.ref_conv2d(x, w, spec, stride=stride, padding=pad)).all()
-            got = kernels.depthwise_conv2d(x, wd, spec, stride=stride, padding=pad)
-            assert same_values(got, R.ref_depthwise_conv2d(x, wd, spec, stride=stride, padding=pad)).all()
+    _convolutions_equal_reference(spec, x, w, wd)
 
 
 @pytest.mark.parametrize("spec,data,want", [
