@@ -137,7 +137,12 @@ def main():
     ap.add_argument("--apy-macs", type=int, default=2_000_000,
                     help="least MACs of the APyTypes slice (default 2e6; more rows are taken for small K*N)")
     ap.add_argument("--no-compile", action="store_true", help="skip the first-call compile measurement")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated substrings: time only the presets whose label contains one of them")
     args = ap.parse_args()
+    presets = [p for p in PRESETS if args.only is None or any(t in p[0] for t in args.only.split(","))]
+    if not presets:
+        ap.error(f"--only {args.only!r} matches no preset; labels: {', '.join(label for label, _ in PRESETS)}")
     rng = np.random.default_rng(0)
     import numba
     print(f"hwsim MAC kernel throughput; numpy {np.__version__}, numba {numba.__version__} "
@@ -157,7 +162,7 @@ def main():
     rows = []
     summary = {}
     np_rates = {}
-    for label, preset in PRESETS:
+    for label, preset in presets:
         tot_mac = {"matmul": 0, "conv": 0}
         tot_t = {"matmul": 0.0, "conv": 0.0}
         tot_np_t = {"matmul": 0.0, "conv": 0.0}
@@ -196,7 +201,7 @@ def main():
           "machine's load): " + ", ".join(f"{n}: {min(r) / 1e6:.0f}..{max(r) / 1e6:.0f}" for n, r in np_rates.items()))
 
     print("\ntargets (on the matmul and on all CIFAR conv layers together):")
-    for label, _ in PRESETS:
+    for label, _ in presets:
         _, need = TARGETS[label]
         for kind in ("matmul", "conv"):
             rate, r_np, r_apy = summary[label][kind]
