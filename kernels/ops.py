@@ -188,69 +188,96 @@ def _lane_nearest(x, y, t, man, eminb, maxval, negzero):
 
 _F1 = np.float32(1.0)
 _F0 = np.float32(0.0)
-_F2P24 = np.float32(2.0 ** 24)
-_EXP32 = np.uint32(0x7F800000)   # a float32's exponent field
-_INV32 = np.uint32(0x7F000000)   # bits(2**e) + bits(2**-e) for -126 <= e <= 127
-_MINQ32 = np.float32(2.0 ** -126)
+_SIGN32 = np.uint32(0x80000000)
+_ABS32 = np.uint32(0x7FFFFFFF)
+_ONES32 = np.uint32(0xFFFFFFFF)
+_U1_32 = np.uint32(1)
+_I1, _I23, _I24, _I31 = np.int32(1), np.int32(23), np.int32(24), np.int32(31)
+_NAN32 = np.float32(np.nan)
 
 
 @njit(cache=True, inline="always")
-def _lane_stoch32(x, y, w, qfix, man, emin, minval, maxval, negzero, sh, uscale, grid):
+def _lane_stoch32(x, y, w, L):
     """Stochastic rounding of the exact sum ``x + y`` (float32 values) into a float or fixed-point
-    format whose values float32 holds, in float32 arithmetic; ``w`` is the 32-bit random word (uint64).
-    Float formats: ``qfix`` any int below -126, quanta from ``man`` / ``emin``; fixed point: ``qfix`` the
-    exponent of its one quantum (``-frac``, in [-126, 126]), ``negzero`` False. The result must lie in
-    [minval, maxval].
+    format whose values float32 holds, on the bits of the float32 sum; ``w`` is the 32-bit random word
+    and ``L`` the format's constants from :func:`_stoch32_consts`.
 
     The format's rule (:func:`_lane_float`, ``rbits = r`` random bits) rounds the magnitude up exactly
     when ``f >= 1 - W * 2**-r``, where ``f`` in [0, 1) is the dropped fraction of a quantum and ``W =
-    w >> (32 - r)`` the top r bits of the word: for s <= r dropped bits, ``D + top_s(w) >= 2**s`` is that
-    comparison (its right side an integer); for s > r, ``floor(f * 2**r) + W >= 2**r`` is too. Here the
-    sum ``t = fl32(x + y)`` is exact (its TwoSum error is checked to be zero), so ``v = |t| / q`` (q the
-    quantum of t's binade, a power of two), ``n = floor(v)`` and ``f = v - n`` are exact in float32, and
-    so is ``1 - W * 2**-r`` for r <= 24. For r > 24, when ``f`` is a multiple of 2**-24 (checked), the
-    comparison is the same with the top 24 bits of the word (``sh = 32 - min(r, 24)``, ``uscale =
-    2**-min(r, 24)``, ``grid = r > 24``).
+    w >> (32 - r)`` the top r bits of the word: with s dropped bits D, that is ``D + top_s(w) >= 2**s``
+    for s <= r, and ``floor(D / 2**(s - r)) + W >= 2**r``, i.e. ``D + W * 2**(s - r) >= 2**s``, for s > r.
+    Both are ``D + R >= 2**s`` with ``R = (w & top_r) >> (32 - s)`` (``top_r`` the word's top r bits).
 
-    The fixed-point rule of the float64 lanes (:func:`_lane_fixed`: ``floor(f * 2**r) + W >= 2**r``
-    on ``|x + y| * 2**frac``) is the same comparison with the constant quantum.
+    Here the sum ``t = fl32(x + y)`` is exact (checked), and the quantum of its binade is ``2**s`` units
+    in the last place of t, ``s = max(c2, c1 - E)`` with E t's biased exponent (1 for a subnormal t, whose
+    quantum is then the format's smallest: the gate requires emin >= -126):
+    ``c2 = 23 - man``, ``c1 = emin - man + 150`` for a float format, ``c2 = 0``, ``c1 = 150 - frac`` for a
+    fixed-point one. For s <= 23 the rounded magnitude is ``(|t|_bits + R) & -2**s``: the carry of a
+    round-up into the exponent field is the next binade's power of two, as it must be. With ``small``
+    (fixed-point formats, where sums below the quantum are common) also 24 <= s <= 31, |t| below the
+    format's one quantum ``qlo`` (a float32 normal): the result is qlo when ``S + R >= 2**s``, S the
+    significand of t with its hidden bit, else 0.
 
-    Returns (value, ok): ok is False when the scalar core must redo the lane: an inexact float32 sum,
-    a non-finite sum, a result outside [minval, maxval], a quantum below float32's normal range, or
-    (grid) a fraction with bits below 2**-24."""
+    Overflow: ``|t| <= amax``, the smaller of the format's largest magnitudes of either sign, is checked
+    on the sum rather than on the result. amax lies on the grid of every binade at or below its own, so
+    rounding such a t stays in range (and NaN / inf fail the check); a sum beyond it, even one that
+    rounds back into range, goes to the scalar core.
+
+    Returns (value, ok): ok is False when the scalar core must redo the lane: an inexact float32 sum, a
+    non-finite sum or one beyond amax, or a nonzero sum with more than 23 dropped bits (31 with
+    ``small``): below the format's smallest quantum (times 2**-8 with ``small``). ``small`` is a
+    constant in the row function's vector loops (:func:`_row_stoch32`), which then carry no branch on
+    it."""
+    c1, c2, amaxb, zadd, topm, qbits, small = L
     t = x + y
-    bb = t - x
-    e = (x - (t - bb)) + (y - bb)
-    at = abs(t)
-    # the quantum q = 2**qe in float32 arithmetic, so that all lanes stay 32 bits wide: t's binade
-    # 2**floor(log2 |t|) is |t| with its significand bits cleared (0 for subnormal t), scaled by 2**-man and
-    # raised to the format's smallest quantum 2**(emin - man) (a power of two float32 holds exactly: the
-    # gate keeps emin - man >= -149); a fixed-point format has the one quantum 2**qfix. 1 / q is exact too,
-    # by its bits, while q is a float32 normal (q >= 2**-126, which ok requires).
-    isfloat = qfix < -126
-    pman = np.float32(C.pow2(-man)) if isfloat else _F0
-    qlo = np.float32(C.pow2(emin - man)) if isfloat else np.float32(C.pow2(qfix))
-    q = max(bits_f32(np.uint32(f32_bits(at) & _EXP32)) * pman, qlo)
-    iq = bits_f32(np.uint32(_INV32 - f32_bits(q)))
-    v = at * iq
-    n = np.floor(v)
-    f = v - n
-    u = np.float32(np.int32(w >> sh)) * uscale  # w >> sh < 2**24: exact
-    r = (n + _F1 if f >= _F1 - u else n) * q
-    g24 = f * _F2P24
-    res = np.float32(np.copysign(r, t))
-    ok = (e == _F0) & ((t - t) == _F0) & (res <= maxval) & (res >= minval) & ((q >= _MINQ32) | (at == _F0)) \
-        & ((not grid) | (g24 == np.floor(g24)))
-    if not negzero and res == _F0:
-        res = _F0
+    # t is the exact sum iff t - x == y and t - y == x: with |x| >= |y|, t - x is exact (Fast2Sum, Dekker
+    # 1971) and equals y only when t is exact; symmetrically for |y| > |x| (an exact t passes both)
+    exact = ((t - x) == y) & ((t - y) == x)
+    bt = f32_bits(t)
+    B = np.int32(bt & _ABS32)
+    Ee = np.int32(max(np.int32(B >> _I23), _I1))
+    s = np.int32(max(np.int32(c1 - Ee), c2))
+    s31 = np.int32(min(s, _I31))
+    # shift counts masked to 0..31, which they are: LLVM then keeps the variable shifts 32 bits wide
+    R = np.uint32(np.uint32(np.uint32(np.uint32(w) & topm) >> _U1_32) >> np.uint32((31 - s31) & 31))  # < 2**s31
+    mag = np.uint32(np.uint32(B + R) & np.uint32(_ONES32 << np.uint32(s31 & 31)))
+    if small:
+        # 24 <= s <= 31: |t| < qlo, the result 0 or qlo; up when S + R >= 2**s (S = t's significand, its
+        # hidden bit included: B less (Ee - 1) * 2**23)
+        S = np.uint32(B - np.int32(np.int32(Ee - _I1) << _I23))
+        up = np.int32(np.uint32(S + R) >> np.uint32(s31 & 31))
+        mag = np.uint32(np.uint32(np.int32(-up) & qbits) if s >= _I24 else mag)
+        ok = exact & (B <= amaxb) & ((s <= _I31) | (B == 0))
+    else:
+        ok = exact & (B <= amaxb) & ((s <= _I23) | (B == 0))
+    res = bits_f32(np.uint32(mag | np.uint32(bt & _SIGN32))) + zadd
     return res, ok
 
 
 @njit(cache=True, inline="always")
-def _stoch32_params(rbits):
-    """(sh, uscale, grid) of :func:`_lane_stoch32` for ``rbits`` random bits."""
-    rr = min(np.int64(rbits), np.int64(24))
-    return np.uint64(32 - rr), np.float32(C.pow2(-rr)), rbits > 24
+def _stoch32_consts(ipA, fpA, rbits):
+    """The constants ``(c1, c2, amax_bits, zadd, top_r, qlo_bits, small)`` of :func:`_lane_stoch32` for
+    the accumulator ``(ipA, fpA)`` and ``rbits`` random bits: ``amax`` is the smaller of the largest
+    magnitudes, ``zadd`` -0.0 for a format with a negative zero, else +0.0 (adding it turns a -0 into +0
+    or keeps it), ``top_r`` keeps the top ``min(rbits, 32)`` bits of a word; ``small`` (fixed point) and
+    the bits of its quantum."""
+    if ipA[0] == C.K_FLOAT:
+        man = ipA[1]
+        c1 = np.int32(ipA[2] - man + 150)
+        c2 = np.int32(23 - man)
+        amax = np.float32(fpA[0])
+        zadd = -_F0 if (ipA[4] & C.F_NEGZERO) != 0 else _F0
+        small = False
+    else:
+        c1 = np.int32(150 - ipA[3])
+        c2 = np.int32(0)
+        amax = np.float32(min(ipA[7], -ipA[6]) * C.pow2(-ipA[3]))
+        zadd = _F0
+        small = True
+    rr = min(np.int64(rbits), np.int64(32))
+    topm = np.uint32(((np.int64(1) << rr) - 1) << (32 - rr))
+    qbits = np.int32(f32_bits(np.float32(C.pow2(-ipA[3])))) if small else np.int32(0)
+    return c1, c2, np.int32(f32_bits(amax)), zadd, topm, qbits, small
 
 
 @njit(cache=True, inline="always")
@@ -524,67 +551,113 @@ def _row_half_product(K, N, get_a, a_row, a_lanes, B32, acc, acc32, bf16):
         acc[j] = acc32[j]
 
 
+@njit(cache=True, inline="always")
+def _stoch32_step(x, y, w, L):
+    """One addition in a block: the rounded sum if :func:`_lane_stoch32` settles it, else NaN (which no
+    later addition of the block settles either: the lane is then redone from the block's start)."""
+    r, g = _lane_stoch32(x, y, w, L)
+    return r if g else _NAN32
+
+
+@njit(cache=True, inline="always")
+def _stoch32_finish(x, j, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, fpA, modeA, ovfA, key, rbits, evc,
+                    L):
+    """Lane j's additions k0 <= k < k1 one at a time, from its value ``x`` before k0: each in float32 when
+    :func:`_lane_stoch32` settles it, else by the scalar core in float64 (the product is exact there)."""
+    for k in range(k0, k1):
+        ak64 = a_row[k] if get_a == 0 else a_lanes[k, j]
+        r, g = _lane_stoch32(x, np.float32(ak64) * B32[k, j], word(S[j], M[j], step(k)), L)
+        if g:
+            x = r
+        else:
+            s, e = _two_sum(np.float64(x), ak64 * B[k, j])
+            res = e if (s - s) == 0.0 else 0.0
+            r64, ev = C.round_scalar(s, res, ipA, fpA, modeA, ovfA, rand32(key, _counter(e0 + j, 1, k)), rbits)
+            x = np.float32(r64)
+            if ev != C.EV_NONE:
+                evc[ev - 1] += 1
+    return x
+
+
+@njit(cache=True, inline="always")
+def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, e0, acc2, ipA, fpA, modeA, ovfA, key, rbits, evc, S, M, L):
+    """The additions of :func:`_row_stoch32`, in blocks of two and then the last odd one;
+    returns the row of acc2 that holds the sums."""
+    p = 0
+    for kb in range(K // 2):
+        k = kb * 2
+        c0, c1 = step(k), step(k + 1)
+        src, dst = acc2[p], acc2[1 - p]
+        bad = False
+        if get_a == 0:
+            a0, a1 = np.float32(a_row[k]), np.float32(a_row[k + 1])
+            for j in range(N):
+                s, m = S[j], M[j]  # word(s, m, step(k)) = rand32(key, _counter(e0 + j, 1, k))
+                x = _stoch32_step(src[j], a0 * B32[k, j], word(s, m, c0), L)
+                x = _stoch32_step(x, a1 * B32[k + 1, j], word(s, m, c1), L)
+                dst[j] = x
+                bad |= x != x
+        else:
+            for j in range(N):
+                s, m = S[j], M[j]
+                x = _stoch32_step(src[j], np.float32(a_lanes[k, j]) * B32[k, j], word(s, m, c0), L)
+                x = _stoch32_step(x, np.float32(a_lanes[k + 1, j]) * B32[k + 1, j], word(s, m, c1), L)
+                dst[j] = x
+                bad |= x != x
+        if bad:
+            for j in range(N):
+                if dst[j] != dst[j]:
+                    dst[j] = _stoch32_finish(src[j], j, k, k + 2, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, fpA,
+                                             modeA, ovfA, key, rbits, evc, L)
+        p = 1 - p
+    for k in range((K // 2) * 2, K):  # the last addition of an odd K, alone
+        c0 = step(k)
+        src, dst = acc2[p], acc2[1 - p]
+        bad = False
+        if get_a == 0:
+            a0 = np.float32(a_row[k])
+            for j in range(N):
+                x = _stoch32_step(src[j], a0 * B32[k, j], word(S[j], M[j], c0), L)
+                dst[j] = x
+                bad |= x != x
+        else:
+            for j in range(N):
+                x = _stoch32_step(src[j], np.float32(a_lanes[k, j]) * B32[k, j], word(S[j], M[j], c0), L)
+                dst[j] = x
+                bad |= x != x
+        if bad:
+            for j in range(N):
+                if dst[j] != dst[j]:
+                    dst[j] = _stoch32_finish(src[j], j, k, k + 1, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, fpA,
+                                             modeA, ovfA, key, rbits, evc, L)
+        p = 1 - p
+    return p
+
+
 @njit(cache=True)
-def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc32, ok, ipA, fpA, modeA, ovfA, key, rbits, evc,
-                 sm):
+def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipA, fpA, modeA, ovfA, key, rbits, evc, sm):
     """STOCH32: stochastic rounding into a float or fixed-point accumulator in float32 lanes (see
-    :func:`_stoch32_lane`): the same random word per (output, k) as the float64 lanes; a lane
-    :func:`_lane_stoch32` cannot decide keeps its old accumulator value and is redone in float64 by the
-    scalar core after the pass."""
-    if ipA[0] == C.K_FLOAT:
-        qfix = np.int64(-1000)
-        man = ipA[1]
-        emin = ipA[2]
-        maxval = np.float32(fpA[0])
-        minval = -maxval
-        negzero = (ipA[4] & C.F_NEGZERO) != 0
-    else:
-        qfix = -ipA[3]
-        man = np.int64(0)
-        emin = np.int64(0)
-        maxval = np.float32(ipA[7] * C.pow2(-ipA[3]))
-        minval = np.float32(ipA[6] * C.pow2(-ipA[3]))
-        negzero = False
-    sh, uscale, grid = _stoch32_params(rbits)
+    :func:`_stoch32_lane`): the same random word per (output, k) as the float64 lanes. The additions go
+    in blocks of two k per lane, kept in registers, from one row of ``acc2`` into the other. A lane
+    that :func:`_lane_stoch32` cannot settle at some addition of a block ends it as NaN (the lane never
+    settles a NaN: it rejects non-finite sums), and after the pass over the lanes the block is redone
+    for it one addition at a time (:func:`_stoch32_finish`), the scalar core in float64 taking the
+    additions the float32 lane cannot. An accumulator the scalar core left at NaN (an overflow to NaN)
+    therefore takes that route in every later block: correct, and as slow as the float64 lanes."""
+    L = _stoch32_consts(ipA, fpA, rbits)
     S, M = sm[0], sm[1]
     fill_streams(key, e0 * 4 + 1, 4, N, S, M)  # the streams of counters _counter(e0 + j, 1, .)
     for j in range(N):
-        acc32[j] = 0.0
-    for k in range(K):
-        bad = False
-        c = step(k)
-        if get_a == 0:
-            ak = np.float32(a_row[k])
-            for j in range(N):
-                x = acc32[j]
-                w = word(S[j], M[j], c)  # = rand32(key, _counter(e0 + j, 1, k))
-                r, g = _lane_stoch32(x, ak * B32[k, j], w, qfix, man, emin, minval, maxval, negzero, sh, uscale,
-                                     grid)
-                acc32[j] = r if g else x
-                ok[j] = g
-                bad |= not g
-        else:
-            for j in range(N):
-                x = acc32[j]
-                w = word(S[j], M[j], c)
-                r, g = _lane_stoch32(x, np.float32(a_lanes[k, j]) * B32[k, j], w, qfix, man, emin, minval,
-                                     maxval, negzero, sh, uscale, grid)
-                acc32[j] = r if g else x
-                ok[j] = g
-                bad |= not g
-        if bad:
-            for j in range(N):
-                if not ok[j]:
-                    ak64 = a_row[k] if get_a == 0 else a_lanes[k, j]
-                    x, e = _two_sum(np.float64(acc32[j]), ak64 * B[k, j])  # the product is exact in float64
-                    res = e if (x - x) == 0.0 else 0.0
-                    w = rand32(key, _counter(e0 + j, 1, k))
-                    r, ev = C.round_scalar(x, res, ipA, fpA, modeA, ovfA, w, rbits)
-                    acc32[j] = np.float32(r)
-                    if ev != C.EV_NONE:
-                        evc[ev - 1] += 1
+        acc2[0, j] = 0.0
+    c1, c2, amaxb, zadd, topm, qbits, small = L
+    if small:  # a constant in each copy, so that the vector loops carry no branch on it
+        p = _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, e0, acc2, ipA, fpA, modeA, ovfA, key, rbits, evc,
+                            S, M, (c1, c2, amaxb, zadd, topm, qbits, True))
+    else:
+        p = _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, e0, acc2, ipA, fpA, modeA, ovfA, key, rbits, evc,
+                            S, M, (c1, c2, amaxb, zadd, topm, qbits, False))
     for j in range(N):
-        acc[j] = acc32[j]
+        acc[j] = acc2[p, j]
 
 
 @njit(cache=True, inline="always")
@@ -944,9 +1017,9 @@ def _workspace_levels(K):
 
 @njit(cache=True, inline="always")
 def _scratch(nws, N):
-    """The scratch buffers of the row functions for N lanes (wk, row, ok, acc32, occupied, idx, sm; sm holds
-    the random streams (s, m) of two stages, :func:`kernels.rng.fill_streams`)."""
-    return (np.empty((nws, N)), np.empty(N), np.empty(N, dtype=np.uint8), np.empty(N, dtype=np.float32),
+    """The scratch buffers of the row functions for N lanes (wk, row, ok, acc2, occupied, idx, sm; acc2 holds
+    two float32 rows, sm the random streams (s, m) of two stages, :func:`kernels.rng.fill_streams`)."""
+    return (np.empty((nws, N)), np.empty(N), np.empty(N, dtype=np.uint8), np.empty((2, N), dtype=np.float32),
             np.empty(nws - 6, dtype=np.bool_), np.empty(nws - 6, dtype=np.int64), np.empty((4, N), dtype=np.uint32))
 
 
@@ -981,7 +1054,8 @@ def _make_kernel(layout, path, has_out):
         dummy_row = np.zeros(kh)
         dummy_lanes = np.zeros((kh, kw))
         for bi in prange(nblk):
-            wk, row, ok, acc32, occupied, idx, sm = _scratch(nws, NC)
+            wk, row, ok, acc2, occupied, idx, sm = _scratch(nws, NC)
+            acc32 = acc2[0]
             if layout == _CONV:
                 a_row = np.empty(K)
                 lanes = dummy_lanes
@@ -1029,7 +1103,7 @@ def _make_kernel(layout, path, has_out):
                 elif path == _HALF_PRODUCT_BF16:
                     _row_half_product(K, NC, layout, a_row, lanes, W32, acc, acc32, 1)
                 elif path == _STOCH32:
-                    _row_stoch32(K, NC, layout, a_row, lanes, W2, W32, e0, acc, acc32, ok, ipA, fpA, modeA, ovfA,
+                    _row_stoch32(K, NC, layout, a_row, lanes, W2, W32, e0, acc, acc2, ipA, fpA, modeA, ovfA,
                                  key, rbits, evc, sm)
                 elif path == _NEAREST:
                     _row_nearest(K, NC, layout, a_row, lanes, W2, acc, wk[2], wk[3], ok, ipA, fpA, modeA, ovfA,
@@ -1420,10 +1494,12 @@ def _stoch32_lane(spec: MacSpec, A, B):
     exact products (no product format) of operands whose precisions add up to at most 16 bits, every
     nonzero operand magnitude in [2**-60, 2**60] (so each product is exact in float32; NaN / inf
     operands fail), and a float accumulator the branch-free lanes handle (subnormals, signed, a zero)
-    whose values float32 holds, with 2 to 16 bits of precision and quanta up to 2**126, or a signed
-    fixed-point accumulator of at most 16 bits with a quantum in [2**-126, 2**126]. The lane
-    checks the rest per addition (exact float32 sum, no overflow) and hands those lanes back to the
-    scalar core. The precision limits are for speed, not exactness: the float32 sum of the accumulator
+    whose values float32 holds, with 2 to 16 bits of precision, quanta up to 2**126 and no normal
+    value below float32's (emin >= -126: the lane reads a float32-subnormal sum's quantum off its bits,
+    which holds only where such a sum is a subnormal of the format too), or a signed fixed-point
+    accumulator with at most 16 bits of precision and a quantum in [2**-126, 2**126]. The lane checks
+    the rest per addition (exact float32 sum, no overflow, not too far below the smallest quantum) and
+    hands those lanes back to the scalar core. The precision limits are for speed, not exactness: the float32 sum of the accumulator
     and a product is exact while it spans at most 24 bits, so with 16-bit products a term 2**8 times
     smaller than the running sum still stays in the lane (fp8 products: 2**16 times), while a float32
     accumulator would hand back nearly every addition that rounds."""
@@ -1432,7 +1508,7 @@ def _stoch32_lane(spec: MacSpec, A, B):
         return False
     from .mac import precision_bits
     if isinstance(acc, FloatFormat):
-        if not (acc.fits_float32 and acc.man >= 1 and acc.emax - acc.man <= 126
+        if not (acc.fits_float32 and acc.man >= 1 and acc.emax - acc.man <= 126 and acc.emin >= -126
                 and _stage_params(acc, "stochastic", None, 32)[4]):
             return False
     elif not (isinstance(acc, FixedFormat) and acc.signed and -126 <= acc.frac <= 126):
