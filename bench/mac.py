@@ -24,16 +24,19 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _machine  # noqa: E402
+
+_machine.avx2_from_argv()  # --avx2: rerun with AVX-512 hidden, before numpy / Numba load
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # as kernels/__init__.py; before numpy loads
 
-import numpy as np
+import numpy as np  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import apytypes as apy  # noqa: E402
 
-import _machine  # noqa: E402
 import kernels  # noqa: E402
 from kernels.mac import MacSpec, as_spec  # noqa: E402
 
@@ -136,6 +139,8 @@ def main():
     ap.add_argument("--apy-rows", type=int, default=8, help="least GEMM rows of the APyTypes slice (default 8)")
     ap.add_argument("--apy-macs", type=int, default=2_000_000,
                     help="least MACs of the APyTypes slice (default 2e6; more rows are taken for small K*N)")
+    ap.add_argument("--avx2", action="store_true",
+                    help="run with AVX-512 / VNNI hidden from CPUID: the AVX2 code of every library (bench/_machine.py)")
     ap.add_argument("--no-compile", action="store_true", help="skip the first-call compile measurement")
     ap.add_argument("--only", default=None,
                     help="comma-separated substrings: time only the presets whose label contains one of them")

@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _machine  # noqa: E402
+
+_machine.avx2_from_argv()  # --avx2: rerun with AVX-512 hidden, before numpy / TensorFlow / Numba load
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # as kernels/__init__.py; before numpy loads
 
-import numpy as np
+import numpy as np  # noqa: E402
 
 
 MNV2_224 = "mobilenet_v2_224"
@@ -33,10 +38,11 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=10000, help="test images (default: the full test set)")
     ap.add_argument("--specs", default="fp32,bf16_fp32,fp8_e4m3_fp16")
     ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--avx2", action="store_true",
+                    help="run with AVX-512 / VNNI hidden from CPUID: the AVX2 code of every library (bench/_machine.py)")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs of each (the best is kept; default 2)")
     args = ap.parse_args(argv)
 
-    import _machine
     import numba
 
     import hwsim

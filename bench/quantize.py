@@ -15,16 +15,22 @@ ml_dtypes: its own overflow rules); the work per element is the comparable part.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
-import ml_dtypes
-import numba
-import numpy as np
-import torch
-from qtorch.quant import fixed_point_quantize, float_quantize
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _machine  # noqa: E402
 
-import _machine
-import kernels
+_machine.avx2_from_argv()  # --avx2: rerun with AVX-512 hidden, before numpy / torch / Numba load
+
+import ml_dtypes  # noqa: E402
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from qtorch.quant import fixed_point_quantize, float_quantize  # noqa: E402
+
+import kernels  # noqa: E402
 
 
 def best_time(fn, repeats):
@@ -40,6 +46,8 @@ def best_time(fn, repeats):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--log2n", type=int, default=22)
+    ap.add_argument("--avx2", action="store_true",
+                    help="run with AVX-512 / VNNI hidden from CPUID: the AVX2 code of every library (bench/_machine.py)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=None, help="numba threads (default: numba's)")
     args = ap.parse_args(argv)

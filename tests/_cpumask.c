@@ -11,12 +11,16 @@
  * checks CPUID before it uses AVX-512 / VNNI (MLAS does, see onnxruntime/core/mlas/lib/platform.cpp)
  * then takes its AVX2 paths.
  *
- * Built and used by tests/_cpumask.py: call hwsim_mask_cpu() before the library loads.
+ * Built and used by tests/_cpumask.py: call hwsim_mask_cpu() before the library loads. Or preload it with
+ * HWSIM_MASK_CPU=1 in the environment (LD_PRELOAD=cpumask.so): it then masks at load, in every process
+ * that inherits the environment (bench/_machine.py --avx2, Dask's worker processes included).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
@@ -91,3 +95,16 @@ int hwsim_mask_cpu(void)
 
 /* how many CPUID instructions the handler has answered */
 long hwsim_cpuid_trapped(void) { return trapped; }
+
+/* LD_PRELOAD with HWSIM_MASK_CPU=1: mask before the program's own code runs */
+__attribute__((constructor)) static void hwsim_mask_from_env(void)
+{
+    const char *v = getenv("HWSIM_MASK_CPU");
+    if (v && v[0] == '1' && v[1] == 0) {
+        int e = hwsim_mask_cpu();
+        if (e) {
+            fprintf(stderr, "cpumask: HWSIM_MASK_CPU=1 but CPUID faulting failed (errno %d)\n", e);
+            _exit(3);
+        }
+    }
+}
