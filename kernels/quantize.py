@@ -71,6 +71,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import _core as C
+from ._core import f32_bits
+from ._half import bits_f32
 from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
 from .rng import flat_streams, flat_word, make_key, rand32
 
@@ -193,51 +195,74 @@ _SIGN32 = np.uint32(0x80000000)
 _ABS32 = np.uint32(0x7FFFFFFF)
 _INF32 = np.uint32(0x7F800000)
 _QNAN32 = np.uint32(0x7FC00000)
+_MANT32, _HID32, _ONES32 = np.uint32(0x7FFFFF), np.uint32(0x800000), np.uint32(0xFFFFFFFF)
+_U0, _U1, _U23 = np.uint32(0), np.uint32(1), np.uint32(23)
+_I0, _I1, _I31, _I64, _I127, _I150 = (np.int32(0), np.int32(1), np.int32(31), np.int32(64), np.int32(127),
+                                      np.int32(150))
+_F1, _F2M64 = np.float32(1.0), np.float32(2.0 ** -64)
 
 
 @njit(cache=True, inline="always")
 def _f32_round(u, bias_mode, w, man, emin, maxv, ovbits, infbits, nanbits_flag, negzero, rbits, fbias):
     """One float32 element (bit pattern ``u``) rounded into a float format; returns the result bits.
 
-    Branch-free (selects only) so LLVM vectorises the loops below. The magnitude's significand is
-    rounded at bit ``s`` by adding a mode-dependent ``bias`` and truncating: ``bias`` is
-    ``half - 1 + lsb`` (nearest even), ``half`` (nearest away), 0 (toward zero), ``2**s - 1``
-    (away from zero: ``up`` for positives, ``down`` for negatives) or the random bits (stochastic);
-    this is the same decision as :func:`kernels._core.round_scalar` makes.
+    Branch-free (selects only), in 32-bit integer lanes, so LLVM vectorises the loops below on AVX2 as
+    on AVX-512. The magnitude's 24-bit significand ``sig`` (hidden bit included) has ``s`` bits below
+    the format's quantum ``2**qe`` of its binade; it is rounded by adding a mode-dependent ``bias`` and
+    dropping the s bits: ``bias`` is ``half - 1 + lsb`` (nearest even), ``half`` (nearest away), 0
+    (toward zero), ``2**s - 1`` (away from zero: ``up`` for positives, ``down`` for negatives) or the
+    random bits (stochastic); this is the same decision as :func:`kernels._core.round_scalar` makes.
+    For s > 31 (a magnitude below 2**-8 quanta) the shift stops at 31, which decides every mode
+    but stochastic the same way (nothing rounds up but away-from-zero, which rounds to one quantum);
+    stochastic rounding then rounds up when ``floor(sig / 2**(s - r)) + W >= 2**r`` (its statement).
+    s >= 23 - man >= 0: the path takes only formats whose values float32 holds (its output is float32).
     """
     sg = u & _SIGN32
-    a = u & _ABS32
-    E = np.int64(a >> np.uint32(23))
-    E1 = max(E, np.int64(1))
-    sig = np.uint64(a) if E == 0 else np.uint64((a & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
-    qe = max(E1 - 127, emin) - man
-    s = min(qe - (E1 - 150), np.int64(63))  # beyond 63 dropped bits nothing rounds up: see tie/stochastic notes
-    us = np.uint64(s)
-    one = np.uint64(1)
-    mask = (one << us) - one
-    half = (one << us) >> one
+    a = np.uint32(u & _ABS32)
+    E = np.int32(a >> _U23)
+    E1 = np.int32(max(E, _I1))
+    sig = a if E == 0 else np.uint32(np.uint32(a & _MANT32) | _HID32)
+    qe = np.int32(np.int32(max(np.int32(E1 - _I127), np.int32(emin))) - np.int32(man))
+    s = np.int32(qe - np.int32(E1 - _I150))
+    sc = np.int32(min(s, _I31)) & 31  # in 0..31: LLVM keeps the variable shifts 32 bits wide
+    us = np.uint32(sc)
+    mask = np.uint32(np.uint32(_U1 << us) - _U1)
+    half = np.uint32(np.uint32(_U1 << us) >> _U1)
     if bias_mode == 0:  # nearest, ties to even (the significand's last kept bit)
-        bias = (half - one + ((sig >> us) & one)) if s > 0 else np.uint64(0)
+        bias = np.uint32(half - _U1 + np.uint32(np.uint32(sig >> us) & _U1)) if sc > 0 else _U0
     elif bias_mode == 7:  # nearest, ties to even, no mantissa bits: the code's last bit is the exponent's
-        ip_ = sig >> us
-        odd = one if (ip_ == one and ((qe + fbias) & 1) == 1) else np.uint64(0)
-        bias = (half - one + odd) if s > 0 else np.uint64(0)
+        ip_ = np.uint32(sig >> us)
+        odd = _U1 if (ip_ == _U1 and (np.int32(qe + np.int32(fbias)) & 1) == 1) else _U0
+        bias = np.uint32(half - _U1 + odd) if sc > 0 else _U0
     elif bias_mode == 1:  # nearest, ties away
         bias = half
     elif bias_mode == 6:  # nearest, ties toward +inf
-        bias = half if sg == 0 else ((half - one) if s > 0 else np.uint64(0))
+        bias = half if sg == 0 else (np.uint32(half - _U1) if sc > 0 else _U0)
     elif bias_mode == 2:  # truncate
-        bias = np.uint64(0)
+        bias = _U0
     elif bias_mode == 3:  # away from zero for positives (up)
-        bias = mask if sg == 0 else np.uint64(0)
+        bias = mask if sg == 0 else _U0
     elif bias_mode == 4:  # away from zero for negatives (down)
-        bias = mask if sg != 0 else np.uint64(0)
+        bias = mask if sg != 0 else _U0
     else:  # stochastic: the top min(r, s) random bits, aligned to the top of the s dropped bits
-        r = np.int64(rbits)
-        bias = (w >> np.uint64(32 - s)) if s <= r else ((w >> np.uint64(32 - r)) << np.uint64(s - r))
-    n = (sig + bias) >> us
-    res = np.float32(np.float64(n) * C.bits_f64(np.uint64(qe + 1023) << np.uint64(52)))
-    rb = C.f32_bits(res)
+        r = np.int32(min(np.int64(rbits), np.int64(32)))
+        topm = np.uint32(((np.int64(1) << r) - 1) << (32 - r))
+        bias = np.uint32(np.uint32(np.uint32(np.uint32(w) & topm) >> _U1) >> np.uint32((31 - sc) & 31))
+    n = np.uint32(np.uint32(sig + bias) >> us)
+    if bias_mode == 5:
+        # s > 31: up when floor(sig / 2**(s - r)) + W >= 2**r, i.e. W > (2**r - 1) - Dh (no overflow: Dh < 2**r)
+        W = np.uint32(np.uint32(w) >> np.uint32((32 - r) & 31))  # the top r bits (r in 1..32)
+        lim = np.uint32(_ONES32 >> np.uint32((32 - r) & 31))  # 2**r - 1
+        Dh = np.uint32(sig >> np.uint32(np.int32(min(np.int32(s - r), _I31)) & 31))
+        far = _U1 if W > np.uint32(lim - Dh) else _U0
+        n = far if s > _I31 else n
+    # n * 2**qe, exact in float32 (n <= 2**24, and the result a value of the format, or above float32's
+    # range: inf); quanta below 2**-63 in two exact steps, through 2**64 times the quantum (a normal)
+    qq = qe
+    lo = qq < -63
+    p1 = bits_f32(np.uint32(np.uint32(np.int32(qq + (_I64 if lo else _I0)) + _I127) << _U23))
+    res = np.float32(np.float32(np.int32(n)) * p1) * (_F2M64 if lo else _F1)
+    rb = f32_bits(res)
     rb = ovbits if res > maxv else rb           # overflow: +inf / max / NaN bits (sign added below)
     rb = np.uint32(0) if (rb == 0 and not negzero) else rb | sg
     # special inputs
