@@ -580,6 +580,16 @@ def _stoch32_finish(x, j, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, 
 
 
 @njit(cache=True, inline="always")
+def _stoch32_redo(src, dst, N, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, fpA, modeA, ovfA, key, rbits, evc,
+                  L):
+    """The lanes a pass left at NaN: their additions k0 <= k < k1 again from ``src``, one at a time."""
+    for j in range(N):
+        if dst[j] != dst[j]:
+            dst[j] = _stoch32_finish(src[j], j, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, fpA, modeA, ovfA,
+                                     key, rbits, evc, L)
+
+
+@njit(cache=True, inline="always")
 def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, e0, acc2, ipA, fpA, modeA, ovfA, key, rbits, evc, S, M, L):
     """The additions of :func:`_row_stoch32`, in blocks of two and then the last odd one;
     returns the row of acc2 that holds the sums."""
@@ -605,10 +615,8 @@ def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, e0, acc2, ipA, fpA, mod
                 dst[j] = x
                 bad |= x != x
         if bad:
-            for j in range(N):
-                if dst[j] != dst[j]:
-                    dst[j] = _stoch32_finish(src[j], j, k, k + 2, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, fpA,
-                                             modeA, ovfA, key, rbits, evc, L)
+            _stoch32_redo(src, dst, N, k, k + 2, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, fpA, modeA, ovfA, key,
+                          rbits, evc, L)
         p = 1 - p
     for k in range((K // 2) * 2, K):  # the last addition of an odd K, alone
         c0 = step(k)
@@ -626,10 +634,8 @@ def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, e0, acc2, ipA, fpA, mod
                 dst[j] = x
                 bad |= x != x
         if bad:
-            for j in range(N):
-                if dst[j] != dst[j]:
-                    dst[j] = _stoch32_finish(src[j], j, k, k + 1, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, fpA,
-                                             modeA, ovfA, key, rbits, evc, L)
+            _stoch32_redo(src, dst, N, k, k + 1, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, fpA, modeA, ovfA, key,
+                          rbits, evc, L)
         p = 1 - p
     return p
 
