@@ -58,7 +58,9 @@ def describe() -> str:
 def _masked_env(directory: str) -> dict:
     """The environment that runs a program (and every process it starts) with AVX-512 / VNNI / AMX hidden:
     the CPUID mask preloaded (``tests/_cpumask.c``, built into ``directory``). Raises SystemExit with the
-    reason where it cannot work here (not x86-64 Linux, no CPUID faulting, no C compiler)."""
+    reason where it cannot work here (not x86-64 Linux, no CPUID faulting, no C compiler). The mask answers
+    CPUID in a SIGSEGV handler: a program that installs its own afterwards (pytest's faulthandler: run
+    ``pytest -p no:faulthandler``) crashes at its next CPUID."""
     sys.path.insert(0, _TESTS)
     import _cpumask
     why = _cpumask.unavailable()
