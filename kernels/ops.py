@@ -186,7 +186,6 @@ def _lane_nearest(x, y, t, man, eminb, maxval, negzero):
     return v, e, ok
 
 
-_F1 = np.float32(1.0)
 _F0 = np.float32(0.0)
 _SIGN32 = np.uint32(0x80000000)
 _ABS32 = np.uint32(0x7FFFFFFF)
