@@ -559,19 +559,20 @@ def _stoch32_step(x, y, w, L):
 
 
 @njit(cache=True, inline="always")
-def _stoch32_finish(x, j, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, fpA, modeA, ovfA, key, rbits, evc,
-                    L):
+def _stoch32_finish(x, j, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits, evc, L):
     """Lane j's additions k0 <= k < k1 one at a time, from its value ``x`` before k0: each in float32 when
-    :func:`_lane_stoch32` settles it, else by the scalar core in float64 (the product is exact there)."""
+    :func:`_lane_stoch32` settles it, else by the scalar core in float64 (the product is exact there), with
+    the same word (= rand32(key, _counter(e0 + j, 1, k)))."""
     for k in range(k0, k1):
         ak64 = a_row[k] if get_a == 0 else a_lanes[k, j]
-        r, g = _lane_stoch32(x, np.float32(ak64) * B32[k, j], word(S[j], M[j], step(k)), L)
+        w = word(S[j], M[j], step(k))
+        r, g = _lane_stoch32(x, np.float32(ak64) * B32[k, j], w, L)
         if g:
             x = r
         else:
             s, e = _two_sum(np.float64(x), ak64 * B[k, j])
             res = e if (s - s) == 0.0 else 0.0
-            r64, ev = C.round_scalar(s, res, ipA, fpA, modeA, ovfA, rand32(key, _counter(e0 + j, 1, k)), rbits)
+            r64, ev = C.round_scalar(s, res, ipA, fpA, modeA, ovfA, np.uint64(w), rbits)
             x = np.float32(r64)
             if ev != C.EV_NONE:
                 evc[ev - 1] += 1
@@ -579,17 +580,16 @@ def _stoch32_finish(x, j, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, 
 
 
 @njit(cache=True, inline="always")
-def _stoch32_redo(src, dst, N, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, fpA, modeA, ovfA, key, rbits, evc,
-                  L):
+def _stoch32_redo(src, dst, N, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits, evc, L):
     """The lanes a pass left at NaN: their additions k0 <= k < k1 again from ``src``, one at a time."""
     for j in range(N):
         if dst[j] != dst[j]:
-            dst[j] = _stoch32_finish(src[j], j, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, fpA, modeA, ovfA,
-                                     key, rbits, evc, L)
+            dst[j] = _stoch32_finish(src[j], j, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA,
+                                     rbits, evc, L)
 
 
 @njit(cache=True, inline="always")
-def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, e0, acc2, ipA, fpA, modeA, ovfA, key, rbits, evc, S, M, L):
+def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc, S, M, L):
     """The additions of :func:`_row_stoch32`, in blocks of two and then the last odd one;
     returns the row of acc2 that holds the sums."""
     p = 0
@@ -614,8 +614,8 @@ def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, e0, acc2, ipA, fpA, mod
                 dst[j] = x
                 bad |= x != x
         if bad:
-            _stoch32_redo(src, dst, N, k, k + 2, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, fpA, modeA, ovfA, key,
-                          rbits, evc, L)
+            _stoch32_redo(src, dst, N, k, k + 2, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits,
+                          evc, L)
         p = 1 - p
     for k in range((K // 2) * 2, K):  # the last addition of an odd K, alone
         c0 = step(k)
@@ -633,8 +633,8 @@ def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, e0, acc2, ipA, fpA, mod
                 dst[j] = x
                 bad |= x != x
         if bad:
-            _stoch32_redo(src, dst, N, k, k + 1, get_a, a_row, a_lanes, B, B32, S, M, e0, ipA, fpA, modeA, ovfA, key,
-                          rbits, evc, L)
+            _stoch32_redo(src, dst, N, k, k + 1, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits,
+                          evc, L)
         p = 1 - p
     return p
 
@@ -656,10 +656,10 @@ def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipA, fpA, m
         acc2[0, j] = 0.0
     c1, c2, amaxb, zadd, topm, qbits, small = L
     if small:  # a constant in each copy, so that the vector loops carry no branch on it
-        p = _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, e0, acc2, ipA, fpA, modeA, ovfA, key, rbits, evc,
+        p = _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc,
                             S, M, (c1, c2, amaxb, zadd, topm, qbits, True))
     else:
-        p = _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, e0, acc2, ipA, fpA, modeA, ovfA, key, rbits, evc,
+        p = _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc,
                             S, M, (c1, c2, amaxb, zadd, topm, qbits, False))
     for j in range(N):
         acc[j] = acc2[p, j]

@@ -258,9 +258,8 @@ def _f32_round(u, bias_mode, w, man, emin, maxv, ovbits, infbits, nanbits_flag, 
         n = far if s > _I31 else n
     # n * 2**qe, exact in float32 (n <= 2**24, and the result a value of the format, or above float32's
     # range: inf); quanta below 2**-63 in two exact steps, through 2**64 times the quantum (a normal)
-    qq = qe
-    lo = qq < -63
-    p1 = bits_f32(np.uint32(np.uint32(np.int32(qq + (_I64 if lo else _I0)) + _I127) << _U23))
+    lo = qe < -63
+    p1 = bits_f32(np.uint32(np.uint32(np.int32(qe + (_I64 if lo else _I0)) + _I127) << _U23))
     res = np.float32(np.float32(np.int32(n)) * p1) * (_F2M64 if lo else _F1)
     rb = f32_bits(res)
     rb = ovbits if res > maxv else rb           # overflow: +inf / max / NaN bits (sign added below)
