@@ -279,6 +279,74 @@ def _stoch32_consts(ipA, fpA, rbits):
     return c1, c2, np.int32(f32_bits(amax)), zadd, topm, qbits, small
 
 
+_ABS64 = np.uint64((1 << 63) - 1)
+_U32_64, _U52 = np.uint64(32), np.uint64(52)
+_J1, _J52, _J63 = np.int64(1), np.int64(52), np.int64(63)
+
+
+@njit(cache=True, inline="always")
+def _lane_stoch64(x, y, w, L):
+    """Stochastic rounding of the exact sum ``x + y`` (float64 values) into a float format whose values
+    float64 holds, on the bits of the float64 sum ``t = fl(x + y)`` and its TwoSum error ``e``; ``w`` is the
+    32-bit random word and ``L`` the format's constants from :func:`_stoch64_consts`.
+
+    As :func:`_lane_stoch32` with float64's fields: the quantum of t's binade is ``2**s`` units in t's
+    last place, ``s = max(52 - man, emin - man + 1075 - E)`` (E t's biased exponent, at least 1), and
+    the format's rule rounds the magnitude of an *exact* t up exactly when ``D + R >= 2**s``: D the s
+    dropped bits, ``R = (w & top_r) * 2**32 >> (64 - s)``, the word's top r bits placed below the quantum
+    (its top s bits when s <= r). The rounded magnitude is ``(|t|_bits + R) & -2**s``.
+
+    An inexact t (e != 0) is decided the same way unless it is near the decision boundary. The exact
+    dropped part is ``D + eps`` units, ``|eps| <= 1/2``, and the rule is ``D + eps + R + phi >= 2**s``
+    with ``phi`` in [0, 1) the fraction of the word below R (nonzero only when s < r): with n = D + R,
+    n <= 2**s - 2 rounds down and n >= 2**s + 1 up whatever eps and phi are, and D >= 1 keeps the exact
+    sum in t's quantum interval and binade. So a lane with e != 0 is settled unless D == 0 or n is
+    2**s - 1 or 2**s (about 2 in 2**s of the inexact sums; s >= 29 for a float32 accumulator).
+
+    Overflow: ``|t| <= amax`` (the smaller of the format's largest magnitudes), as in
+    :func:`_lane_stoch32`; t == amax with e != 0 has D == 0 and goes to the scalar core.
+
+    Returns (value, ok): ok is False when the scalar core must redo the lane: a non-finite sum or one
+    beyond amax, an inexact sum near the boundary (above), or a nonzero sum with more than 52 dropped bits
+    (below the format's smallest quantum, or a float64 subnormal)."""
+    t = x + y
+    bb = t - x
+    return _stoch64_sum(t, (x - (t - bb)) + (y - bb), w, L)
+
+
+@njit(cache=True, inline="always")
+def _stoch64_sum(t, e, w, L):
+    """:func:`_lane_stoch64` on the TwoSum pair ``(t, e)`` of the sum (``e`` 0.0 for an exact value, such
+    as an exact product that :func:`_row_product` rounds into its product format)."""
+    c1, c2, amaxb, zadd, topm = L
+    bt = C.f64_bits(t)
+    B = np.uint64(bt & _ABS64)
+    Ee = max(np.int64(B >> _U52), _J1)
+    s = max(np.int64(c1 - Ee), c2)
+    s63 = np.uint64(min(s, _J63) & _J63)
+    # shift counts in 0..63 (masked, which they are), so LLVM keeps the variable shifts 64 bits wide
+    R = np.uint64(np.uint64(np.uint64(np.uint64(w & topm) << _U32_64) >> _U1) >> np.uint64(np.uint64(63) - s63))
+    q = np.uint64(_U1 << s63)
+    low = np.uint64(q - _U1)
+    n = np.uint64(np.uint64(B & low) + R)
+    mag = np.uint64(np.uint64(B + R) & ~low)
+    near = ((B & low) == _U0) | (n == q) | (np.uint64(n + _U1) == q)
+    ok = (B <= amaxb) & ((s <= _J52) | (B == _U0)) & ((e == 0.0) | ~near)
+    res = C.bits_f64(np.uint64(mag | np.uint64(bt & _SIGN64))) + zadd
+    return res, ok
+
+
+@njit(cache=True, inline="always")
+def _stoch64_consts(ipA, fpA, rbits):
+    """The constants ``(c1, c2, amax_bits, zadd, top_r)`` of :func:`_lane_stoch64` for the float
+    accumulator ``(ipA, fpA)`` and ``rbits`` random bits (as :func:`_stoch32_consts`)."""
+    man = ipA[1]
+    zadd = -0.0 if (ipA[4] & C.F_NEGZERO) != 0 else 0.0
+    rr = min(np.int64(rbits), np.int64(32))
+    topm = np.uint32(((np.int64(1) << rr) - 1) << (32 - rr))
+    return (np.int64(ipA[2] - man + 1075), np.int64(52 - man), np.uint64(C.f64_bits(fpA[0])), zadd, topm)
+
+
 @njit(cache=True, inline="always")
 def _counter(e, stage, t):
     return (np.uint64(e * 4 + stage) << np.uint64(32)) + np.uint64(t)
@@ -412,12 +480,15 @@ class Path(enum.IntEnum):
     #: even, in float32 lanes (:func:`_half_product_lane`)
     HALF_PRODUCT_F16 = 9
     HALF_PRODUCT_BF16 = 10
+    #: stochastic rounding into a float accumulator in float64 lanes on the sum's bits, inexact sums
+    #: included (:func:`_stoch64_lane`)
+    STOCH64 = 11
 
 
 # the paths as plain ints: Numba prunes a branch on ``path == _NEAREST`` (a closure constant against a
 # global int) before typing, which it does not do for an enum attribute
 (_GENERIC, _LANE, _NEAREST, _FIXED_STOCH, _HALF_F16, _HALF_BF16, _STOCH32, _NATIVE32, _PRODUCT, _HALF_PRODUCT_F16,
- _HALF_PRODUCT_BF16) = (int(p) for p in Path)
+ _HALF_PRODUCT_BF16, _STOCH64) = (int(p) for p in Path)
 _FLOAT32_LANES = (Path.HALF_F16, Path.HALF_BF16, Path.STOCH32, Path.NATIVE32, Path.HALF_PRODUCT_F16,
                   Path.HALF_PRODUCT_BF16)
 
@@ -665,6 +736,47 @@ def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipA, fpA, m
         acc[j] = acc2[p, j]
 
 
+@njit(cache=True)
+def _row_stoch64(K, N, get_a, a_row, a_lanes, B, e0, acc, src, dst, ipA, fpA, modeA, ovfA, key, rbits, evc, sm):
+    """STOCH64: stochastic rounding into a float accumulator in float64 lanes on the sum's bits
+    (:func:`_lane_stoch64`, gated by :func:`_stoch64_lane`), with the same random word per (output, k)
+    as every other path. One k per pass over the lanes, from ``src`` into ``dst`` (then swapped); a lane
+    the lane routine cannot settle is left NaN and redone after the pass by the scalar core in
+    float64 from ``src`` (the product is exact there)."""
+    L = _stoch64_consts(ipA, fpA, rbits)
+    S, M = sm[0], sm[1]
+    fill_streams(key, e0 * 4 + 1, 4, N, S, M)  # the streams of counters _counter(e0 + j, 1, .)
+    for j in range(N):
+        src[j] = 0.0
+    for k in range(K):
+        c = step(k)
+        bad = False
+        if get_a == 0:
+            ak = a_row[k]
+            for j in range(N):
+                r, g = _lane_stoch64(src[j], ak * B[k, j], word(S[j], M[j], c), L)
+                dst[j] = r if g else np.nan
+                bad |= not g
+        else:
+            for j in range(N):
+                r, g = _lane_stoch64(src[j], a_lanes[k, j] * B[k, j], word(S[j], M[j], c), L)
+                dst[j] = r if g else np.nan
+                bad |= not g
+        if bad:
+            for j in range(N):
+                if dst[j] != dst[j]:
+                    y = (a_row[k] if get_a == 0 else a_lanes[k, j]) * B[k, j]
+                    t, e = _two_sum(src[j], y)
+                    r64, ev = C.round_scalar(t, e if (t - t) == 0.0 else 0.0, ipA, fpA, modeA, ovfA,
+                                             np.uint64(word(S[j], M[j], c)), rbits)
+                    dst[j] = r64
+                    if ev != C.EV_NONE:
+                        evc[ev - 1] += 1
+        src, dst = dst, src
+    for j in range(N):
+        acc[j] = src[j]
+
+
 @njit(cache=True, inline="always")
 def _redo(N, s, err, acc, ok, ipA, fpA, modeA, ovfA, key, e0, k, stoch, rbits, evc):
     """The lanes a float64 pass could not settle (``ok`` False): the scalar core rounds the TwoSum
@@ -849,7 +961,8 @@ def _row_product(K, N, get_a, a_row, a_lanes, B, e0, acc, p, y, s, err, ok, ipP,
     """PRODUCT: sequential order; per k, the exact product y = a * b (float64 holds it: MacSpec keeps
     the operand precisions within 53 bits) is rounded into the product format P (stage 0), then
     acc = R_A(acc + p) (stage 1), each stage to nearest even (:func:`kernels.quantize.rne_lane`, the
-    magic constant) or stochastically (:func:`_lane_float`, the word of counter (e0 + j, stage, k)),
+    magic constant) or stochastically (:func:`_stoch64_sum` on the float64 bits, the word of counter
+    (e0 + j, stage, k)),
     in one pass over the lanes per stage with the mode fixed outside the loop, so the loops vectorise.
     A lane a pass cannot settle (overflow, NaN / inf, a tie the TwoSum error decides) is redone by
     the scalar core, which also counts the events. The same results as the generic per-stage loop."""
@@ -863,6 +976,8 @@ def _row_product(K, N, get_a, a_row, a_lanes, B, e0, acc, p, y, s, err, ok, ipP,
     negzA = (ipA[4] & C.F_NEGZERO) != 0
     stochP = modeP == C.STOCHASTIC
     stochA = modeA == C.STOCHASTIC
+    LP = _stoch64_consts(ipP, fpP, rbits)
+    LA = _stoch64_consts(ipA, fpA, rbits)
     SP, MP, SA, MA = sm[0], sm[1], sm[2], sm[3]
     if stochP:
         fill_streams(key, e0 * 4, 4, N, SP, MP)  # _counter(e0 + j, 0, .)
@@ -876,8 +991,7 @@ def _row_product(K, N, get_a, a_row, a_lanes, B, e0, acc, p, y, s, err, ok, ipP,
         bad = False
         if stochP:
             for j in range(N):
-                w = np.uint64(word(SP[j], MP[j], c))  # = rand32(key, _counter(e0 + j, 0, k))
-                r, good, edge = _lane_float(y[j], C.STOCHASTIC, manP, eminP, maxP, negzP, w, rbits)
+                r, good = _stoch64_sum(y[j], 0.0, word(SP[j], MP[j], c), LP)  # rand32(key, _counter(e0 + j, 0, k))
                 p[j] = r
                 ok[j] = good
                 bad |= not good
@@ -898,14 +1012,8 @@ def _row_product(K, N, get_a, a_row, a_lanes, B, e0, acc, p, y, s, err, ok, ipP,
         bad = False
         if stochA:
             for j in range(N):
-                x = acc[j]
-                yy = p[j]
-                t = x + yy
-                bb = t - x
-                e = (x - (t - bb)) + (yy - bb)
-                w = np.uint64(word(SA[j], MA[j], c))  # = rand32(key, _counter(e0 + j, 1, k))
-                r, good, edge = _lane_float(t, C.STOCHASTIC, manA, eminA, maxA, negzA, w, rbits)
-                g = good & ((e == 0.0) | (not edge))
+                t, e = _two_sum(acc[j], p[j])
+                r, g = _stoch64_sum(t, e, word(SA[j], MA[j], c), LA)  # rand32(key, _counter(e0 + j, 1, k))
                 s[j] = t
                 err[j] = e
                 acc[j] = r
@@ -1110,6 +1218,9 @@ def _make_kernel(layout, path, has_out):
                 elif path == _STOCH32:
                     _row_stoch32(K, NC, layout, a_row, lanes, W2, W32, e0, acc, acc2, ipA, fpA, modeA, ovfA,
                                  key, rbits, evc, sm)
+                elif path == _STOCH64:
+                    _row_stoch64(K, NC, layout, a_row, lanes, W2, e0, acc, wk[2], wk[3], ipA, fpA, modeA, ovfA, key,
+                                 rbits, evc, sm)
                 elif path == _NEAREST:
                     _row_nearest(K, NC, layout, a_row, lanes, W2, acc, wk[2], wk[3], ok, ipA, fpA, modeA, ovfA,
                                  rbits, evc)
@@ -1379,6 +1490,8 @@ def _paths(spec: MacSpec, A, B, stats=False) -> Path:
         return half
     if _stoch32_lane(spec, A, B):
         return Path.STOCH32
+    if _stoch64_lane(spec, A, B):
+        return Path.STOCH64
     if not (det and isinstance(acc, FloatFormat)):
         return Path.FIXED_STOCH
     return Path.NEAREST if (spec.accum_rounding == "nearest" and rne_lane_applies(acc)) else Path.LANE
@@ -1520,6 +1633,22 @@ def _stoch32_lane(spec: MacSpec, A, B):
         return False
     if precision_bits(spec.a) + precision_bits(spec.b) > 16 or precision_bits(acc) > 16:
         return False  # exact in float32 only while the sum spans <= 24 bits: wider terms fall back too often
+    return _in_safe_range(A) and _in_safe_range(B)
+
+
+def _stoch64_lane(spec: MacSpec, A, B):
+    """True when the sequential stochastic accumulation can run in float64 lanes (:func:`_lane_stoch64`):
+    exact products (no product format; MacSpec keeps the operand precisions within float64's 53 bits),
+    every nonzero operand magnitude in [2**-60, 2**60] (so each product is an exact float64 normal; NaN /
+    inf operands fail), and a float accumulator the branch-free lanes handle (:func:`_stage_params`:
+    subnormals, signed, a zero, every value a float64 normal or zero).
+    The lane checks the rest per addition (overflow, inexact sums near a decision boundary, sums below
+    the smallest quantum) and hands those lanes to the scalar core."""
+    acc = spec.accum
+    if spec.order != "sequential" or spec.product is not None or spec.accum_rounding != "stochastic":
+        return False
+    if not (isinstance(acc, FloatFormat) and _stage_params(acc, "stochastic", None, 32)[4]):
+        return False  # the lanes' formats: every value a float64 normal or zero (emin - man >= -1022)
     return _in_safe_range(A) and _in_safe_range(B)
 
 

@@ -54,7 +54,7 @@ def test_a_cold_process_compiles_only_its_path(tmp_path):
     assert got["path"] == half
     want_row = "_row_half" if ops.HAVE_F16C else "_row_nearest"
     assert set(got["rows"]) == {"_row_native32", "_row_half", "_row_half_product", "_row_stoch32", "_row_nearest",
-                                "_row_lane", "_row_fixed_stoch", "_row_product", "_row_generic"}
+                                "_row_lane", "_row_fixed_stoch", "_row_product", "_row_generic", "_row_stoch64"}
     assert {n for n, c in got["rows"].items() if c} == {want_row}, got["rows"]
     # one kernel per operand layout (matmul runs on the convolution kernel), no output stage
     assert [tuple(k) for k in got["kernels"]] == [(ops._CONV, half, 0), (ops._DEPTHWISE, half, 0)]
@@ -64,8 +64,9 @@ def test_a_cold_process_compiles_only_its_path(tmp_path):
 def test_path_names_are_the_kernel_constants():
     """The ints the kernels branch on are the enum's values (the branches are pruned on them)."""
     assert [ops._GENERIC, ops._LANE, ops._NEAREST, ops._FIXED_STOCH, ops._HALF_F16, ops._HALF_BF16, ops._STOCH32,
-            ops._NATIVE32, ops._PRODUCT, ops._HALF_PRODUCT_F16, ops._HALF_PRODUCT_BF16] == [int(p) for p in Path]
-    assert len(set(Path)) == 11
+            ops._NATIVE32, ops._PRODUCT, ops._HALF_PRODUCT_F16, ops._HALF_PRODUCT_BF16, ops._STOCH64] == \
+        [int(p) for p in Path]
+    assert len(set(Path)) == 12
 
 
 def test_product_rounded_specs_take_the_product_path():

@@ -179,27 +179,27 @@ def test_lane_words_are_rand32_of_the_mac_counters(rng):
     (MacSpec("fp8_e4m3", "bf16", rounding="stochastic"), "normal", Path.STOCH32),
     (MacSpec("bf16", "bf16", rounding="stochastic", rand_bits=7), "normal", Path.STOCH32),
     (MacSpec("fp8_e5m2", "e5m6", rounding="stochastic"), "normal", Path.STOCH32),
-    (MacSpec("bf16", "fp32", rounding="stochastic"), "normal", Path.FIXED_STOCH),       # float32 sums: mostly inexact
-    (MacSpec("fp16", "fp16", rounding="stochastic"), "normal", Path.FIXED_STOCH),       # 22 product bits: likewise
+    (MacSpec("bf16", "fp32", rounding="stochastic"), "normal", Path.STOCH64),       # float32 sums: mostly inexact
+    (MacSpec("fp16", "fp16", rounding="stochastic"), "normal", Path.STOCH64),       # 22 product bits: likewise
     (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", overflow="saturate"), "normal", Path.STOCH32),
     (MacSpec("mxfp8_e4m3", "bf16", rounding="stochastic"), "normal", Path.STOCH32),
     (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "nan", Path.FIXED_STOCH),
     (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "inf", Path.FIXED_STOCH),
     (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "huge", Path.FIXED_STOCH),     # products not exact in float32
     (MacSpec("bf16", "fp16", b="fp8_e4m3", rounding="stochastic"), "normal", Path.STOCH32),  # 8 + 4 product bits
-    (MacSpec("bf16", "fp16", b="fp16", rounding="stochastic"), "normal", Path.FIXED_STOCH),       # 8 + 11
-    (MacSpec("fp8_e4m3", "e5m17", rounding="stochastic"), "normal", Path.FIXED_STOCH),           # 18 accumulator bits
-    (MacSpec("fp32", "fp32", rounding="stochastic"), "normal", Path.FIXED_STOCH),       # 48 product bits
+    (MacSpec("bf16", "fp16", b="fp16", rounding="stochastic"), "normal", Path.STOCH64),       # 8 + 11
+    (MacSpec("fp8_e4m3", "e5m17", rounding="stochastic"), "normal", Path.STOCH64),           # 18 accumulator bits
+    (MacSpec("fp32", "fp32", rounding="stochastic"), "normal", Path.STOCH64),       # 48 product bits
     (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", order="pairwise"), "normal", Path.GENERIC),
     (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", product="fp16"), "normal", Path.PRODUCT),  # rounded products
     (MacSpec("fp8_e4m3", "e8m0", rounding="stochastic"), "normal", Path.GENERIC),   # no mantissa bit, no subnormals
-    (MacSpec("fp8_e4m3", "e9m10", rounding="stochastic"), "normal", Path.FIXED_STOCH),  # not a float32 format
+    (MacSpec("fp8_e4m3", "e9m10", rounding="stochastic"), "normal", Path.STOCH64),  # not a float32 format
     (MacSpec("fp8_e4m3", "fixed16.8", rounding="stochastic"), "normal", Path.STOCH32),
     (MacSpec("fp8_e4m3", "fixed16.4", rounding="stochastic", overflow="wrap"), "normal", Path.STOCH32),
     (MacSpec("fp8_e4m3", "fixed32.16", rounding="stochastic"), "normal", Path.FIXED_STOCH),   # 31 accumulator bits
     (MacSpec("fp8_e4m3", "fp16", rounding="nearest"), "normal", Path.HALF_F16),
-    # normal values below float32's: the lane would read a float32-subnormal sum's quantum wrongly
-    (MacSpec("bf16", FloatFormat(8, 7, bias=130), b="bf16", rounding="stochastic"), "normal", Path.FIXED_STOCH),
+    # normal values below float32's: the float32 lane would read a float32-subnormal sum's quantum wrongly
+    (MacSpec("bf16", FloatFormat(8, 7, bias=130), b="bf16", rounding="stochastic"), "normal", Path.STOCH64),
 ])
 def test_gate(rng, spec, data, want):
     spec = as_spec(spec)
