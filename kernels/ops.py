@@ -28,7 +28,10 @@ to the 16-bit format (F16C's conversion pair, or an integer trick for bfloat16),
 rounding of the exact sum by Figueroa's double-rounding theorem (:func:`_half_lane` states the
 conditions; the gate checks them on the formats and the data). Stochastic rounding into a float
 or fixed-point accumulator also runs in float32 lanes when the operands' products are exact in float32
-(:func:`_lane_stoch32`, gated by :func:`_stoch32_lane`): same random words, same decisions.
+(:func:`_lane_stoch32`, gated by :func:`_stoch32_lane`): same random words, same decisions. Into
+other float accumulators it runs on the float64 sum's bits (:func:`_lane_stoch64`, gated by
+:func:`_stoch64_lane`; also the stochastic stages of :func:`_row_product`), where an inexact sum is
+decided from its TwoSum error except next to the decision boundary.
 
 Fast exact path: integer / fixed operands with a fixed-point accumulator whose grid holds every
 product, no product rounding, partial sums (with an ``inner`` format) that can neither round nor
