@@ -486,14 +486,16 @@ class Path(enum.IntEnum):
     #: stochastic rounding into a float accumulator in float64 lanes on the sum's bits, inexact sums
     #: included (:func:`_stoch64_lane`)
     STOCH64 = 11
+    #: as PRODUCT with both stages stochastic, in float32 lanes (:func:`_stoch32_product_lane`)
+    STOCH32_PRODUCT = 12
 
 
 # the paths as plain ints: Numba prunes a branch on ``path == _NEAREST`` (a closure constant against a
 # global int) before typing, which it does not do for an enum attribute
 (_GENERIC, _LANE, _NEAREST, _FIXED_STOCH, _HALF_F16, _HALF_BF16, _STOCH32, _NATIVE32, _PRODUCT, _HALF_PRODUCT_F16,
- _HALF_PRODUCT_BF16, _STOCH64) = (int(p) for p in Path)
-_FLOAT32_LANES = (Path.HALF_F16, Path.HALF_BF16, Path.STOCH32, Path.NATIVE32, Path.HALF_PRODUCT_F16,
-                  Path.HALF_PRODUCT_BF16)
+ _HALF_PRODUCT_BF16, _STOCH64, _STOCH32_PRODUCT) = (int(p) for p in Path)
+_FLOAT32_LANES = (Path.HALF_F16, Path.HALF_BF16, Path.STOCH32, Path.STOCH32_PRODUCT, Path.NATIVE32,
+                  Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16)
 
 
 @njit(cache=True, inline="always")
@@ -737,6 +739,73 @@ def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipA, fpA, m
                             S, M, (c1, c2, amaxb, zadd, topm, qbits, False))
     for j in range(N):
         acc[j] = acc2[p, j]
+
+
+_NZ32 = np.float32(-0.0)
+
+
+@njit(cache=True)
+def _row_stoch32_product(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipP, fpP, modeP, ovfP, ipA, fpA, modeA,
+                         ovfA, key, rbits, evc, sm):
+    """STOCH32_PRODUCT: as :func:`_row_product` with both stages stochastic, in float32 lanes (see
+    :func:`_stoch32_product_lane`): per k, p = R_P(a * b) by :func:`_lane_stoch32` on the exact float32
+    product (added to -0.0, which keeps every value and zero's sign), then acc = R_A(acc + p) likewise,
+    with the words of counters (e0 + j, 0, k) and (e0 + j, 1, k). One k per pass over the lanes, from one
+    row of ``acc2`` into the other; a lane either stage cannot settle is left NaN and redone after the
+    pass from its value before it, stage by stage, the scalar core in float64 taking what the lane
+    cannot (and counting the events)."""
+    c1, c2, amaxb, zadd, topm, qbits, small = _stoch32_consts(ipP, fpP, rbits)
+    LP = (c1, c2, amaxb, zadd, topm, qbits, False)  # float formats only: no small-sum case
+    c1, c2, amaxb, zadd, topm, qbits, small = _stoch32_consts(ipA, fpA, rbits)
+    LA = (c1, c2, amaxb, zadd, topm, qbits, False)
+    SP, MP, SA, MA = sm[0], sm[1], sm[2], sm[3]
+    fill_streams(key, e0 * 4, 4, N, SP, MP)  # _counter(e0 + j, 0, .)
+    fill_streams(key, e0 * 4 + 1, 4, N, SA, MA)  # _counter(e0 + j, 1, .)
+    src, dst = acc2[0], acc2[1]
+    for j in range(N):
+        src[j] = 0.0
+    for k in range(K):
+        c = step(k)
+        bad = False
+        if get_a == 0:
+            a0 = np.float32(a_row[k])
+            for j in range(N):
+                p, gp = _lane_stoch32(_NZ32, a0 * B32[k, j], word(SP[j], MP[j], c), LP)
+                r, ga = _lane_stoch32(src[j], p, word(SA[j], MA[j], c), LA)
+                x = r if gp & ga else _NAN32
+                dst[j] = x
+                bad |= x != x
+        else:
+            for j in range(N):
+                p, gp = _lane_stoch32(_NZ32, np.float32(a_lanes[k, j]) * B32[k, j], word(SP[j], MP[j], c), LP)
+                r, ga = _lane_stoch32(src[j], p, word(SA[j], MA[j], c), LA)
+                x = r if gp & ga else _NAN32
+                dst[j] = x
+                bad |= x != x
+        if bad:
+            for j in range(N):
+                if dst[j] != dst[j]:
+                    y = (a_row[k] if get_a == 0 else a_lanes[k, j]) * B[k, j]
+                    w = word(SP[j], MP[j], c)
+                    p, gp = _lane_stoch32(_NZ32, np.float32(y), w, LP)
+                    if not gp:
+                        p64, ev = C.round_scalar(y, 0.0, ipP, fpP, modeP, ovfP, np.uint64(w), rbits)
+                        p = np.float32(p64)
+                        if ev != C.EV_NONE:
+                            evc[ev - 1] += 1
+                    w = word(SA[j], MA[j], c)
+                    r, ga = _lane_stoch32(src[j], p, w, LA)
+                    if not ga:
+                        t, e = _two_sum(np.float64(src[j]), np.float64(p))
+                        r64, ev = C.round_scalar(t, e if (t - t) == 0.0 else 0.0, ipA, fpA, modeA, ovfA,
+                                                 np.uint64(w), rbits)
+                        r = np.float32(r64)
+                        if ev != C.EV_NONE:
+                            evc[ev - 1] += 1
+                    dst[j] = r
+        src, dst = dst, src
+    for j in range(N):
+        acc[j] = src[j]
 
 
 @njit(cache=True)
@@ -1221,6 +1290,9 @@ def _make_kernel(layout, path, has_out):
                 elif path == _STOCH32:
                     _row_stoch32(K, NC, layout, a_row, lanes, W2, W32, e0, acc, acc2, ipA, fpA, modeA, ovfA,
                                  key, rbits, evc, sm)
+                elif path == _STOCH32_PRODUCT:
+                    _row_stoch32_product(K, NC, layout, a_row, lanes, W2, W32, e0, acc, acc2, ipP, fpP, modeP, ovfP,
+                                         ipA, fpA, modeA, ovfA, key, rbits, evc, sm)
                 elif path == _STOCH64:
                     _row_stoch64(K, NC, layout, a_row, lanes, W2, e0, acc, wk[2], wk[3], ipA, fpA, modeA, ovfA, key,
                                  rbits, evc, sm)
@@ -1484,6 +1556,8 @@ def _paths(spec: MacSpec, A, B, stats=False) -> Path:
     if native:
         return Path.NATIVE32
     if _product_lane(spec):
+        if _stoch32_product_lane(spec, A, B):
+            return Path.STOCH32_PRODUCT
         return _half_product_lane(spec, A, B, stats) or Path.PRODUCT
     acc = spec.accum
     if not seq or not _stage_params(acc, "nearest", None, 32)[4]:
@@ -1629,8 +1703,7 @@ def _stoch32_lane(spec: MacSpec, A, B):
         return False
     from .mac import precision_bits
     if isinstance(acc, FloatFormat):
-        if not (acc.fits_float32 and acc.man >= 1 and acc.emax - acc.man <= 126 and acc.emin >= -126
-                and _stage_params(acc, "stochastic", None, 32)[4]):
+        if not _stoch32_float(acc):
             return False
     elif not (isinstance(acc, FixedFormat) and acc.signed and -126 <= acc.frac <= 126):
         return False
@@ -1652,6 +1725,32 @@ def _stoch64_lane(spec: MacSpec, A, B):
         return False
     if not (isinstance(acc, FloatFormat) and _stage_params(acc, "stochastic", None, 32)[4]):
         return False  # the lanes' formats: every value a float64 normal or zero (emin - man >= -1022)
+    return _in_safe_range(A) and _in_safe_range(B)
+
+
+def _stoch32_float(fmt) -> bool:
+    """A float format :func:`_lane_stoch32` rounds into: values float32 holds, 2 to 16 bits of precision,
+    quanta up to 2**126, no normal value below float32's (emin >= -126), and one the branch-free lanes
+    handle (subnormals, signed, a zero); see :func:`_stoch32_lane`."""
+    from .mac import precision_bits
+    return (isinstance(fmt, FloatFormat) and fmt.fits_float32 and fmt.man >= 1 and fmt.emax - fmt.man <= 126
+            and fmt.emin >= -126 and precision_bits(fmt) <= 16 and _stage_params(fmt, "stochastic", None, 32)[4])
+
+
+def _stoch32_product_lane(spec: MacSpec, A, B) -> bool:
+    """Path.STOCH32_PRODUCT: a product-rounded sequential MAC (:func:`_product_lane`) with both stages
+    stochastic into float formats :func:`_lane_stoch32` handles (:func:`_stoch32_float`), operand
+    precisions adding up to at most 24 bits and every nonzero operand magnitude in [2**-60, 2**60] (each
+    product exact in float32; NaN / inf operands fail). The sum of the accumulator and a rounded product
+    (both of at most 16 bits) is then exact in float32 unless their exponents lie far apart; the lane
+    hands such additions, overflow and sums below the smallest quantum to the scalar core."""
+    from .mac import precision_bits
+    if not (_product_lane(spec) and spec.product_rounding == "stochastic" and spec.accum_rounding == "stochastic"):
+        return False
+    if not (_stoch32_float(spec.product) and _stoch32_float(spec.accum)):
+        return False
+    if precision_bits(spec.a) + precision_bits(spec.b) > 24:
+        return False
     return _in_safe_range(A) and _in_safe_range(B)
 
 

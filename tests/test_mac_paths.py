@@ -54,7 +54,8 @@ def test_a_cold_process_compiles_only_its_path(tmp_path):
     assert got["path"] == half
     want_row = "_row_half" if ops.HAVE_F16C else "_row_nearest"
     assert set(got["rows"]) == {"_row_native32", "_row_half", "_row_half_product", "_row_stoch32", "_row_nearest",
-                                "_row_lane", "_row_fixed_stoch", "_row_product", "_row_generic", "_row_stoch64"}
+                                "_row_lane", "_row_fixed_stoch", "_row_product", "_row_generic", "_row_stoch64",
+                                "_row_stoch32_product"}
     assert {n for n, c in got["rows"].items() if c} == {want_row}, got["rows"]
     # one kernel per operand layout (matmul runs on the convolution kernel), no output stage
     assert [tuple(k) for k in got["kernels"]] == [(ops._CONV, half, 0), (ops._DEPTHWISE, half, 0)]
@@ -64,9 +65,9 @@ def test_a_cold_process_compiles_only_its_path(tmp_path):
 def test_path_names_are_the_kernel_constants():
     """The ints the kernels branch on are the enum's values (the branches are pruned on them)."""
     assert [ops._GENERIC, ops._LANE, ops._NEAREST, ops._FIXED_STOCH, ops._HALF_F16, ops._HALF_BF16, ops._STOCH32,
-            ops._NATIVE32, ops._PRODUCT, ops._HALF_PRODUCT_F16, ops._HALF_PRODUCT_BF16, ops._STOCH64] == \
-        [int(p) for p in Path]
-    assert len(set(Path)) == 12
+            ops._NATIVE32, ops._PRODUCT, ops._HALF_PRODUCT_F16, ops._HALF_PRODUCT_BF16, ops._STOCH64,
+            ops._STOCH32_PRODUCT] == [int(p) for p in Path]
+    assert len(set(Path)) == 13
 
 
 def test_product_rounded_specs_take_the_product_path():
@@ -90,7 +91,7 @@ def test_product_rounded_specs_take_the_product_path():
 @pytest.mark.parametrize("spec", [
     "fp16_fp16",
     MacSpec("fp32", "fp16", product="fp16"),
-    MacSpec("bf16", "fp16", product="fp16", rounding="stochastic", rand_bits=5),
+    MacSpec("fp32", "fp16", product="fp16", rounding="stochastic", rand_bits=5),  # (bf16: Path.STOCH32_PRODUCT)
     MacSpec("fp16", "fp16", product="fp16", product_rounding="stochastic", accum_rounding="nearest", out="fp8_e4m3"),
     MacSpec("fp32", "fp32", product="fp32", rounding="stochastic", overflow="saturate"),
 ], ids=str)

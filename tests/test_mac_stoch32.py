@@ -191,7 +191,7 @@ def test_lane_words_are_rand32_of_the_mac_counters(rng):
     (MacSpec("fp8_e4m3", "e5m17", rounding="stochastic"), "normal", Path.STOCH64),           # 18 accumulator bits
     (MacSpec("fp32", "fp32", rounding="stochastic"), "normal", Path.STOCH64),       # 48 product bits
     (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", order="pairwise"), "normal", Path.GENERIC),
-    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", product="fp16"), "normal", Path.PRODUCT),  # rounded products
+    (MacSpec("fp8_e4m3", "fp16", rounding="stochastic", product="fp16"), "normal", Path.STOCH32_PRODUCT),  # rounded products
     (MacSpec("fp8_e4m3", "e8m0", rounding="stochastic"), "normal", Path.GENERIC),   # no mantissa bit, no subnormals
     (MacSpec("fp8_e4m3", "e9m10", rounding="stochastic"), "normal", Path.STOCH64),  # not a float32 format
     (MacSpec("fp8_e4m3", "fixed16.8", rounding="stochastic"), "normal", Path.STOCH32),
@@ -259,3 +259,72 @@ def test_a_format_with_normals_below_float32s_equals_reference():
         got = ops.matmul(a, b, spec, seed=seed)
         assert got[0, 0] == 2.0 ** -127 * (1 + 2.0 ** -7)
         assert same_values(got, R.ref_matmul(a, b, spec, seed=seed)).all()
+
+
+# --- Path.STOCH32_PRODUCT: product-rounded MACs with both stages stochastic, in float32 lanes ---------------
+
+@pytest.mark.parametrize("spec,data,want", [
+    (MacSpec("bf16", "fp16", product="fp16", rounding="stochastic"), "normal", Path.STOCH32_PRODUCT),  # the sweep's
+    (MacSpec("bf16", "fp16", product="bf16", rounding="stochastic", rand_bits=3), "normal", Path.STOCH32_PRODUCT),
+    (MacSpec("fp8_e4m3", "bf16", product="bf16", rounding="stochastic"), "normal", Path.STOCH32_PRODUCT),
+    (MacSpec("fp32", "fp16", product="fp16", rounding="stochastic"), "normal", Path.PRODUCT),  # 48-bit products
+    (MacSpec("bf16", "fp16", product="fp16", product_rounding="stochastic", accum_rounding="nearest"), "normal",
+     Path.PRODUCT),
+    (MacSpec("bf16", "e5m17", product="fp16", rounding="stochastic"), "normal", Path.PRODUCT),  # 18 accumulator bits
+    (MacSpec("bf16", "fp16", product="fp16", rounding="stochastic"), "nan", Path.PRODUCT),
+    (MacSpec("bf16", "fp16", product="fp16", rounding="stochastic"), "huge", Path.PRODUCT),
+    (MacSpec("bf16", "fp16", product="fp16", rounding="stochastic", order="pairwise"), "normal", Path.GENERIC),
+])
+def test_product_gate(rng, spec, data, want):
+    test_gate(rng, spec, data, want)
+
+
+def _product_problems(rng, K):
+    """edge_problems, bfloat16 operands whose products overflow fp16 and fall below its subnormals, and
+    a big first product then small ones (sums inexact in float32)."""
+    out = edge_problems(rng, K)
+    out.append(("wide", rng.standard_normal((3, K)) * 2.0 ** rng.integers(-14, 9, (3, K)),
+                rng.standard_normal((K, 5)) * 2.0 ** rng.integers(-14, 9, (K, 5))))
+    a = rng.standard_normal((3, K)) * 2.0 ** -12
+    a[:, 0] = 300.0
+    out.append(("drift", a, rng.standard_normal((K, 4))))
+    return out
+
+
+@pytest.mark.parametrize("spec", [
+    MacSpec("bf16", "fp16", product="fp16", rounding="stochastic"),
+    MacSpec("bf16", "fp16", product="fp16", rounding="stochastic", overflow="saturate", rand_bits=3),
+    MacSpec("bf16", "fp16", product="bf16", rounding="stochastic", rand_bits=25),
+    MacSpec("fp8_e4m3", "float8_e5m2fnuz", product="fp16", rounding="stochastic"),
+    MacSpec("fp8_e5m2", "bf16", product="e5m6", rounding="stochastic", out="fp8_e4m3"),
+], ids=str)
+@pytest.mark.parametrize("K", [1, 2, 7, 64, 301])
+def test_product_lane_equals_reference(rng, spec, K):
+    """Values and event counts equal the literal reference on problems that overflow (to inf, saturating),
+    round below the subnormals, cancel exactly and drift far below the running sum."""
+    hit = 0
+    for name, a, b in _product_problems(rng, K):
+        A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
+        hit += ops._paths(spec, A, B, stats=True) == Path.STOCH32_PRODUCT
+        got, gs = kernels.matmul(a, b, spec, seed=5, offset=9, stats=True)
+        want, ws = R.ref_matmul(a, b, spec, seed=5, offset=9, stats=True)
+        assert got.dtype == want.dtype
+        assert same_values(got, want).all(), (name, got, want)
+        assert [getattr(gs, f) for f in ("saturated", "wrapped", "overflowed", "invalid")] == \
+            [getattr(ws, f) for f in ("saturated", "wrapped", "overflowed", "invalid")], name
+    assert hit >= 5
+
+
+def test_product_convolutions_on_the_lane_equal_reference(rng):
+    spec = MacSpec("bf16", "fp16", product="fp16", rounding="stochastic")
+    x = rng.standard_normal((2, 9, 8, 5))
+    w = rng.standard_normal((3, 3, 5, 7))
+    wd = rng.standard_normal((3, 2, 5, 2))
+    X, W = ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)
+    assert ops._paths(spec, X, W) == Path.STOCH32_PRODUCT
+    for pad in ("same", "valid"):
+        for stride in (1, (2, 1)):
+            kw = dict(stride=stride, padding=pad, seed=11, offset=5)
+            assert same_values(kernels.conv2d(x, w, spec, **kw), R.ref_conv2d(x, w, spec, **kw)).all()
+            assert same_values(kernels.depthwise_conv2d(x, wd, spec, **kw),
+                               R.ref_depthwise_conv2d(x, wd, spec, **kw)).all()
