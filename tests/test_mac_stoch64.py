@@ -81,7 +81,10 @@ def _addends(rng, fmt, n):
     neg = rng.random(n) < 0.02
     y[neg] = -x[neg]
     far = rng.random(n) < 0.05
-    y[far] = np.where(x[far] != 0, x[far], 1.0) * np.ldexp(rng.random(far.sum()) + 1.0, rng.integers(-80, -54, far.sum()))
+    # of either sign, down to below x's last float64 bit: t = x on the grid with the exact sum just above
+    # or just below it (the lane must hand the latter back: its binade or quantum interval differs)
+    y[far] = (np.where(x[far] != 0, x[far], 1.0) * rng.choice([-1.0, 1.0], far.sum())
+              * np.ldexp(rng.random(far.sum()) + 1.0, rng.integers(-80, -53, far.sum())))
     keep = np.isfinite(y) & (np.abs(y) < 2.0 ** 1000)
     return x[keep], y[keep]
 
