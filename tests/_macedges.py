@@ -33,3 +33,17 @@ def edge_problems(rng, K):
     b[0] = 64.0
     out.append(("ties", a, b))
     return out
+
+
+def assert_convs_equal_reference(spec, x, w, wd):
+    """kernels.conv2d (weights ``w``) and depthwise_conv2d (``wd``) of ``x`` equal the literal reference,
+    same and valid padding, strides 1 and (2, 1)."""
+    from conftest import same_values
+    from kernels import reference as R
+
+    for pad in ("same", "valid"):
+        for stride in (1, (2, 1)):
+            kw = dict(stride=stride, padding=pad, seed=11, offset=5)
+            assert same_values(kernels.conv2d(x, w, spec, **kw), R.ref_conv2d(x, w, spec, **kw)).all(), (pad, stride)
+            assert same_values(kernels.depthwise_conv2d(x, wd, spec, **kw),
+                               R.ref_depthwise_conv2d(x, wd, spec, **kw)).all(), (pad, stride)

@@ -22,7 +22,7 @@ from kernels.formats import FloatFormat, parse_format
 from kernels.mac import MacSpec, as_spec
 from kernels.ops import Path
 
-from _macedges import edge_problems, fp8_grid
+from _macedges import assert_convs_equal_reference, edge_problems, fp8_grid
 from conftest import same_values
 from test_mac_stoch32 import _format_values
 
@@ -206,9 +206,4 @@ def test_convolutions_on_the_lane_equal_reference(rng):
     wd = fp8_grid(rng, (3, 2, 5, 2), 2.0)
     X, W = ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)
     assert ops._paths(spec, X, W) == Path.STOCH64
-    for pad in ("same", "valid"):
-        for stride in (1, (2, 1)):
-            kw = dict(stride=stride, padding=pad, seed=11, offset=5)
-            assert same_values(kernels.conv2d(x, w, spec, **kw), R.ref_conv2d(x, w, spec, **kw)).all()
-            assert same_values(kernels.depthwise_conv2d(x, wd, spec, **kw),
-                               R.ref_depthwise_conv2d(x, wd, spec, **kw)).all()
+    assert_convs_equal_reference(spec, x, w, wd)
