@@ -449,6 +449,17 @@ def _two_sum(x, y):
     return t, (x - (t - bb)) + (y - bb)
 
 
+@njit(cache=True, inline="always")
+def _scalar_add(x, y, ip, fp, mode, ovf, w, rbits, evc):
+    """R(x + y) (float64 values) by the scalar core from the TwoSum pair (no residual for a non-finite
+    sum), counting its event in ``evc``; ``w`` is the addition's random word. A lane routine's fallback."""
+    t, e = _two_sum(x, y)
+    r, ev = C.round_scalar(t, e if (t - t) == 0.0 else 0.0, ip, fp, mode, ovf, np.uint64(w), rbits)
+    if ev != C.EV_NONE:
+        evc[ev - 1] += 1
+    return r
+
+
 # ------------------------------------------------------------------------------------------------
 # kernel paths: one row function per path, one compiled kernel per (operand layout, path, output stage)
 # ------------------------------------------------------------------------------------------------
@@ -643,15 +654,7 @@ def _stoch32_finish(x, j, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA,
         ak64 = a_row[k] if get_a == 0 else a_lanes[k, j]
         w = word(S[j], M[j], step(k))
         r, g = _lane_stoch32(x, np.float32(ak64) * B32[k, j], w, L)
-        if g:
-            x = r
-        else:
-            s, e = _two_sum(np.float64(x), ak64 * B[k, j])
-            res = e if (s - s) == 0.0 else 0.0
-            r64, ev = C.round_scalar(s, res, ipA, fpA, modeA, ovfA, np.uint64(w), rbits)
-            x = np.float32(r64)
-            if ev != C.EV_NONE:
-                evc[ev - 1] += 1
+        x = r if g else np.float32(_scalar_add(np.float64(x), ak64 * B[k, j], ipA, fpA, modeA, ovfA, w, rbits, evc))
     return x
 
 
@@ -788,20 +791,13 @@ def _row_stoch32_product(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipP
                     y = (a_row[k] if get_a == 0 else a_lanes[k, j]) * B[k, j]
                     w = word(SP[j], MP[j], c)
                     p, gp = _lane_stoch32(_NZ32, np.float32(y), w, LP)
-                    if not gp:
-                        p64, ev = C.round_scalar(y, 0.0, ipP, fpP, modeP, ovfP, np.uint64(w), rbits)
-                        p = np.float32(p64)
-                        if ev != C.EV_NONE:
-                            evc[ev - 1] += 1
+                    if not gp:  # -0.0 + y is y, exactly
+                        p = np.float32(_scalar_add(-0.0, y, ipP, fpP, modeP, ovfP, w, rbits, evc))
                     w = word(SA[j], MA[j], c)
                     r, ga = _lane_stoch32(src[j], p, w, LA)
                     if not ga:
-                        t, e = _two_sum(np.float64(src[j]), np.float64(p))
-                        r64, ev = C.round_scalar(t, e if (t - t) == 0.0 else 0.0, ipA, fpA, modeA, ovfA,
-                                                 np.uint64(w), rbits)
-                        r = np.float32(r64)
-                        if ev != C.EV_NONE:
-                            evc[ev - 1] += 1
+                        r = np.float32(_scalar_add(np.float64(src[j]), np.float64(p), ipA, fpA, modeA, ovfA, w,
+                                                   rbits, evc))
                     dst[j] = r
         src, dst = dst, src
     for j in range(N):
@@ -838,12 +834,7 @@ def _row_stoch64(K, N, get_a, a_row, a_lanes, B, e0, acc, src, dst, ipA, fpA, mo
             for j in range(N):
                 if dst[j] != dst[j]:
                     y = (a_row[k] if get_a == 0 else a_lanes[k, j]) * B[k, j]
-                    t, e = _two_sum(src[j], y)
-                    r64, ev = C.round_scalar(t, e if (t - t) == 0.0 else 0.0, ipA, fpA, modeA, ovfA,
-                                             np.uint64(word(S[j], M[j], c)), rbits)
-                    dst[j] = r64
-                    if ev != C.EV_NONE:
-                        evc[ev - 1] += 1
+                    dst[j] = _scalar_add(src[j], y, ipA, fpA, modeA, ovfA, word(S[j], M[j], c), rbits, evc)
         src, dst = dst, src
     for j in range(N):
         acc[j] = src[j]
