@@ -14,6 +14,10 @@
 The MAC kernels use them to accumulate in float32 and round each sum once to the 16-bit format,
 which equals one rounding of the exact sum when both addends are values of that format (see
 ``kernels.ops._half_lane``).
+
+* :func:`mul_add_f32`: ``a * b + c`` in float32, LLVM's ``llvm.fmuladd``: one FMA where the target has
+  one, else a multiply and an add. The two differ only when ``a * b`` is inexact in float32, so callers
+  pass exact products only; then either is one rounding of the exact ``a * b + c``.
 """
 
 from __future__ import annotations
@@ -52,6 +56,25 @@ def _f16_round_trip(typingctx, x):
 def round_f16(x):
     """float32 ``x`` rounded to nearest even into binary16, as float32 (see the module docstring)."""
     return _f16_round_trip(x)
+
+
+@intrinsic
+def _fmuladd32(typingctx, a, b, c):
+    if not (a == b == c == types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        fn = builder.module.declare_intrinsic("llvm.fmuladd", [f32], ir.FunctionType(f32, [f32] * 3))
+        return builder.call(fn, args)
+
+    return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+@njit(cache=True, inline="always")
+def mul_add_f32(a, b, c):
+    """float32 ``a * b + c``, fused or not (see the module docstring): exact ``a * b`` only."""
+    return _fmuladd32(a, b, c)
 
 
 _M16 = np.uint32(0xFFFF0000)

@@ -7,7 +7,9 @@ implements them literally and the tests hold the two equal bit for bit.
 Implementation. One parallel kernel serves all three ops (a matmul is the 1x1 convolution of an
 (M, 1, 1, K) input; depthwise convolutions gather per-lane operands). Each output row (a row of the
 GEMM: one output pixel for convolutions) is computed by one thread with the row function of the
-call's :class:`Path`, which :func:`_paths` picks from the spec and the data; the kernel for a path is
+call's :class:`Path`, which :func:`_paths` picks from the spec and the data (the float32 paths of
+matmuls and convolutions take tiles of four rows, so that each weight loaded serves four outputs:
+:func:`_tile_native32`, :func:`_tile_half`); the kernel for a path is
 compiled the first time a call takes it, so a spec never compiles the paths it does not use (a
 cold ``hwsim run`` compiles one row function, not all of them). The N outputs of a row are
 independent accumulators processed together,
@@ -51,7 +53,7 @@ from numba import njit, prange
 
 from . import _core as C
 from ._core import f32_bits
-from ._half import HAVE_F16C, bits_f32, round_bf16, round_f16
+from ._half import HAVE_F16C, bits_f32, mul_add_f32, round_bf16, round_f16
 from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
 from .mac import MacSpec, as_spec
 from .quantize import check_real_array, overflow_code, quantize, rand_bits_value, rne_lane, rne_lane_applies, rounding_code
@@ -522,72 +524,91 @@ def _products_into(p, k, N, get_a, a_row, a_lanes, B):
             p[j] = a_lanes[k, j] * B[k, j]
 
 
+#: output rows per tile of the float32 conv / matmul paths (:func:`_tile_native32`, :func:`_tile_half`): each
+#: weight loaded serves four accumulators, and four independent dependency chains hide the add /
+#: round latency (4 rows: 1.5-2.1x one row, 6 rows no better; /tmp bench, AVX2, one thread)
+_TILE = 4
+
+
 @njit(cache=True)
-def _row_native32(K, N, get_a, a_row, a_lanes, B32, acc, acc32):
-    """NATIVE32: float32 accumulator, nearest, exact products: IEEE float32 addition is exactly
-    R_fp32(acc + p). ``get_a`` 0: a_k = a_row[k] for every lane; 1: a_k(j) = a_lanes[k, j] (so for
-    every row function). Writes the accumulators into ``acc``."""
+def _tile_native32(K, N, A, B32, acc):
+    """NATIVE32 on a tile of _TILE GEMM rows: acc[p, j] = sum over k = 0, 1, ... of A[p, k] * B32[k, j], each
+    addition IEEE float32 (round to nearest even), so exactly R_fp32(acc + p) for exact products. With a
+    float32 product format the multiply rounds first (R32(R32(a*b) + acc)); the product is never fused
+    with the add, so both gates of :func:`_paths` hold."""
+    for p in range(_TILE):
+        for j in range(N):
+            acc[p, j] = 0.0
+    for k in range(K):
+        a0 = A[0, k]
+        a1 = A[1, k]
+        a2 = A[2, k]
+        a3 = A[3, k]
+        for j in range(N):
+            b = B32[k, j]
+            acc[0, j] = acc[0, j] + a0 * b
+            acc[1, j] = acc[1, j] + a1 * b
+            acc[2, j] = acc[2, j] + a2 * b
+            acc[3, j] = acc[3, j] + a3 * b
+
+
+@njit(cache=True)
+def _tile_half(K, N, A, B32, acc, bf16):
+    """HALF_F16 / HALF_BF16 (``bf16`` 0 / 1) on a tile of _TILE GEMM rows: binary16 / bfloat16 accumulator,
+    round to nearest even, exact products that are values of the accumulator format (see :func:`_half_lane`):
+    R16(acc + p) is float32's sum (one FMA or a multiply and an add, the same for an exact product,
+    :func:`kernels._half.mul_add_f32`) rounded once more. In order k = 0, 1, ... for every output."""
+    for p in range(_TILE):
+        for j in range(N):
+            acc[p, j] = 0.0
+    for k in range(K):
+        a0 = A[0, k]
+        a1 = A[1, k]
+        a2 = A[2, k]
+        a3 = A[3, k]
+        if not bf16:
+            for j in range(N):
+                b = B32[k, j]
+                acc[0, j] = round_f16(mul_add_f32(a0, b, acc[0, j]))
+                acc[1, j] = round_f16(mul_add_f32(a1, b, acc[1, j]))
+                acc[2, j] = round_f16(mul_add_f32(a2, b, acc[2, j]))
+                acc[3, j] = round_f16(mul_add_f32(a3, b, acc[3, j]))
+        else:
+            for j in range(N):
+                b = B32[k, j]
+                acc[0, j] = round_bf16(mul_add_f32(a0, b, acc[0, j]))
+                acc[1, j] = round_bf16(mul_add_f32(a1, b, acc[1, j]))
+                acc[2, j] = round_bf16(mul_add_f32(a2, b, acc[2, j]))
+                acc[3, j] = round_bf16(mul_add_f32(a3, b, acc[3, j]))
+
+
+@njit(cache=True)
+def _row_native32(K, N, a_lanes, B32, acc, acc32):
+    """NATIVE32 for one row of per-lane operands (the depthwise layout): acc[j] = sum over k of
+    a_lanes[k, j] * B32[k, j], each addition IEEE float32 as in :func:`_tile_native32`. Writes the
+    accumulators into ``acc``."""
     for j in range(N):
         acc32[j] = 0.0
     for k in range(K):
-        if get_a == 0:
-            ak = np.float32(a_row[k])
-            for j in range(N):
-                acc32[j] = acc32[j] + ak * B32[k, j]
-        else:
-            for j in range(N):
-                acc32[j] = acc32[j] + np.float32(a_lanes[k, j]) * B32[k, j]
+        for j in range(N):
+            acc32[j] = acc32[j] + np.float32(a_lanes[k, j]) * B32[k, j]
     for j in range(N):
         acc[j] = acc32[j]
 
 
 @njit(cache=True)
-def _row_half(K, N, get_a, a_row, a_lanes, B32, acc, acc32, bf16):
-    """HALF_F16 / HALF_BF16 (``bf16`` 0 / 1): binary16 / bfloat16 accumulator, round to nearest even, exact
-    products that are values of the accumulator format (see :func:`_half_lane`): R16(acc + p) is
-    float32's sum rounded once more. Up to 128 lanes, four k per pass over the lanes (the accumulator
-    stays in a register; in order k, k+1, ...): 4-35 % faster at 32 / 64 lanes, 13 % slower at 512
-    (bench, 2 threads)."""
+def _row_half(K, N, a_lanes, B32, acc, acc32, bf16):
+    """HALF_F16 / HALF_BF16 (``bf16`` 0 / 1) for one row of per-lane operands (the depthwise layout), as
+    :func:`_tile_half`. Writes the accumulators into ``acc``."""
     for j in range(N):
         acc32[j] = 0.0
-    k = 0
-    if get_a == 0:
-        k4 = K // 4 * 4 if N <= 128 else 0  # the four-k passes cover k < k4, single passes the rest
-        while k < k4:
-            a0 = np.float32(a_row[k])
-            a1 = np.float32(a_row[k + 1])
-            a2 = np.float32(a_row[k + 2])
-            a3 = np.float32(a_row[k + 3])
-            if not bf16:
-                for j in range(N):
-                    v = round_f16(acc32[j] + a0 * B32[k, j])
-                    v = round_f16(v + a1 * B32[k + 1, j])
-                    v = round_f16(v + a2 * B32[k + 2, j])
-                    acc32[j] = round_f16(v + a3 * B32[k + 3, j])
-            else:
-                for j in range(N):
-                    v = round_bf16(acc32[j] + a0 * B32[k, j])
-                    v = round_bf16(v + a1 * B32[k + 1, j])
-                    v = round_bf16(v + a2 * B32[k + 2, j])
-                    acc32[j] = round_bf16(v + a3 * B32[k + 3, j])
-            k += 4
-        while k < K:
-            a0 = np.float32(a_row[k])
-            if not bf16:
-                for j in range(N):
-                    acc32[j] = round_f16(acc32[j] + a0 * B32[k, j])
-            else:
-                for j in range(N):
-                    acc32[j] = round_bf16(acc32[j] + a0 * B32[k, j])
-            k += 1
-    else:
-        for k in range(K):
-            if not bf16:
-                for j in range(N):
-                    acc32[j] = round_f16(acc32[j] + np.float32(a_lanes[k, j]) * B32[k, j])
-            else:
-                for j in range(N):
-                    acc32[j] = round_bf16(acc32[j] + np.float32(a_lanes[k, j]) * B32[k, j])
+    for k in range(K):
+        if not bf16:
+            for j in range(N):
+                acc32[j] = round_f16(mul_add_f32(np.float32(a_lanes[k, j]), B32[k, j], acc32[j]))
+        else:
+            for j in range(N):
+                acc32[j] = round_bf16(mul_add_f32(np.float32(a_lanes[k, j]), B32[k, j], acc32[j]))
     for j in range(N):
         acc[j] = acc32[j]
 
@@ -1202,6 +1223,29 @@ def _scratch(nws, N):
 _CONV, _DEPTHWISE = 0, 1
 
 
+@njit(cache=True, inline="always")
+def _patch(X, r, OH, OW, kh, kw, sh, sw, pt, pl, a):
+    """a[(dh * kw + dw) * C + c] = X[b, oh * sh + dh - pt, ow * sw + dw - pl, c] for output pixel r = (b, oh, ow)
+    of the _CONV layout, zero where the window leaves the input (the zero padding): its GEMM row."""
+    _, H, Wd, Cin = X.shape
+    b = r // (OH * OW)
+    oh = (r // OW) % OH
+    ow = r % OW
+    for q in range(kh * kw * Cin):
+        a[q] = 0.0
+    for dh in range(kh):
+        ih = oh * sh + dh - pt
+        if ih < 0 or ih >= H:
+            continue
+        for dw in range(kw):
+            iw = ow * sw + dw - pl
+            if iw < 0 or iw >= Wd:
+                continue
+            base = (dh * kw + dw) * Cin
+            for c in range(Cin):
+                a[base + c] = X[b, ih, iw, c]
+
+
 def _make_kernel(layout, path, has_out):
     """The parallel kernel for one (operand layout, path, output stage); every argument is a closure
     constant, so Numba prunes the other branches before typing and compiles only this path's row
@@ -1211,7 +1255,11 @@ def _make_kernel(layout, path, has_out):
     row of its zero-padded patch, k = (dh * kw + dw) * C + c (a matmul is the 1x1 convolution of an
     (M, 1, 1, K) input). _DEPTHWISE: W2 (kh*kw, C*mult), lane j = c*mult + q reads channel c = j // mult,
     k = dh * kw + dw. out (n, OH, OW, NC). Output (r, j) has stochastic counter element ``offset + r * NC
-    + j``; each task handles a block of rows with scratch buffers allocated once per block."""
+    + j``; each task handles a block of rows with scratch buffers allocated once per block. The float32
+    paths of the _CONV layout (NATIVE32, HALF_F16, HALF_BF16) compute a block's rows in tiles of _TILE
+    (:func:`_tile_native32`, :func:`_tile_half`): each output still accumulates alone, in order k = 0, 1, ...
+    """
+    tiled = int(layout == _CONV and path in (_NATIVE32, _HALF_F16, _HALF_BF16))
 
     @njit(cache=True, parallel=True)
     def kernel(X, W2, W32, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, order, chunk, evc_rows, nws):
@@ -1239,41 +1287,58 @@ def _make_kernel(layout, path, has_out):
                 a_row = dummy_row
                 lanes = np.empty((K, NC))
             acc = wk[1]
-            for r in range(bi * npix // nblk, (bi + 1) * npix // nblk):
+            if tiled == 1:
+                A = np.empty((_TILE, K), dtype=np.float32)
+                acc4 = np.empty((_TILE, NC), dtype=np.float32)
+            else:
+                A = np.empty((1, 1), dtype=np.float32)
+                acc4 = A
+            r_lo = bi * npix // nblk
+            r_hi = (bi + 1) * npix // nblk
+            for r in range(r_lo, r_hi):
                 b = r // (OH * OW)
                 oh = (r // OW) % OH
                 ow = r % OW
-                if layout == _CONV:
-                    for q in range(K):
-                        a_row[q] = 0.0
+                e0 = offset + r * NC
+                evc = evc_rows[r]
+                if tiled == 1:
+                    t = (r - r_lo) % _TILE
+                    if t == 0:  # the tile's patches (the last one repeated past the block's end), then its rows
+                        for q in range(_TILE):
+                            _patch(X, min(r + q, r_hi - 1), OH, OW, kh, kw, sh, sw, pt, pl, A[q])
+                        if path == _NATIVE32:
+                            _tile_native32(K, NC, A, W32, acc4)
+                        elif path == _HALF_F16:
+                            _tile_half(K, NC, A, W32, acc4, 0)
+                        else:
+                            _tile_half(K, NC, A, W32, acc4, 1)
+                    for j in range(NC):
+                        acc[j] = acc4[t, j]
+                elif layout == _CONV:
+                    _patch(X, r, OH, OW, kh, kw, sh, sw, pt, pl, a_row)
                 else:
                     for k in range(K):
                         for j in range(NC):
                             lanes[k, j] = 0.0
-                for dh in range(kh):
-                    ih = oh * sh + dh - pt
-                    if ih < 0 or ih >= H:
-                        continue
-                    for dw in range(kw):
-                        iw = ow * sw + dw - pl
-                        if iw < 0 or iw >= Wd:
+                    for dh in range(kh):
+                        ih = oh * sh + dh - pt
+                        if ih < 0 or ih >= H:
                             continue
-                        if layout == _CONV:
-                            base = (dh * kw + dw) * Cin
-                            for c in range(Cin):
-                                a_row[base + c] = X[b, ih, iw, c]
-                        else:
+                        for dw in range(kw):
+                            iw = ow * sw + dw - pl
+                            if iw < 0 or iw >= Wd:
+                                continue
                             k = dh * kw + dw
                             for j in range(NC):
                                 lanes[k, j] = X[b, ih, iw, j // mult]
-                e0 = offset + r * NC
-                evc = evc_rows[r]
-                if path == _NATIVE32:
-                    _row_native32(K, NC, layout, a_row, lanes, W32, acc, acc32)
+                if tiled == 1:
+                    pass
+                elif path == _NATIVE32:
+                    _row_native32(K, NC, lanes, W32, acc, acc32)
                 elif path == _HALF_F16:
-                    _row_half(K, NC, layout, a_row, lanes, W32, acc, acc32, 0)
+                    _row_half(K, NC, lanes, W32, acc, acc32, 0)
                 elif path == _HALF_BF16:
-                    _row_half(K, NC, layout, a_row, lanes, W32, acc, acc32, 1)
+                    _row_half(K, NC, lanes, W32, acc, acc32, 1)
                 elif path == _HALF_PRODUCT_F16:
                     _row_half_product(K, NC, layout, a_row, lanes, W32, acc, acc32, 0)
                 elif path == _HALF_PRODUCT_BF16:

@@ -298,3 +298,27 @@ def test_operands_float32_cannot_hold_leave_the_float32_lanes(spec, a, b):
     assert path not in (Path.HALF_F16, Path.HALF_BF16, Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16)
     got, want = kernels.matmul(A, B, spec), R.ref_matmul(A, B, spec)
     assert same_values(got, want).all(), (got, want)
+
+
+@pytest.mark.parametrize("spec, path", [
+    (MacSpec("fp8_e4m3", "fp16", fma=True), Path.HALF_F16),
+    (MacSpec("fp8_e4m3", "bf16", fma=True), Path.HALF_BF16),
+    (as_spec("bf16_fp32"), Path.NATIVE32),  # exact products
+    (as_spec("fp32"), Path.NATIVE32),  # float32 products rounded before the add: never fused into an FMA
+], ids=str)
+@pytest.mark.parametrize("M", [1, 3, 5, 1030])
+def test_tiles_of_rows_equal_reference(rng, spec, path, M):
+    """Matmul and convolution rows on the float32 paths are computed four at a time (``ops._TILE``): every
+    row count (tiles cut short at the end of a task's block; 1030 rows make 256 blocks of 4 or 5, so tiles
+    start off the multiples of four) gives the reference's values, and float32 products that round stay
+    unfused."""
+    scale = 1.0 if path == Path.NATIVE32 else 0.5
+    a = kernels.quantize(rng.standard_normal((M, 19)) * scale, spec.a)
+    b = kernels.quantize(rng.standard_normal((19, 11)) * scale, spec.b)
+    assert ops._paths(spec, ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)) == path
+    assert same_values(kernels.matmul(a, b, spec), R.ref_matmul(a, b, spec)).all()
+    x = kernels.quantize(rng.standard_normal((2, 5, M % 7 + 3, 3)) * scale, spec.a)
+    w = kernels.quantize(rng.standard_normal((3, 2, 3, 6)) * scale, spec.b)
+    for pad in ("same", "valid"):
+        got = kernels.conv2d(x, w, spec, stride=(1, 2), padding=pad)
+        assert same_values(got, R.ref_conv2d(x, w, spec, stride=(1, 2), padding=pad)).all()

@@ -38,7 +38,7 @@ x = kernels.quantize(rng.standard_normal((1, 6, 6, 3)).astype(np.float32), "fp8_
 kernels.matmul(a, b, "fp8_e4m3_fp16")
 kernels.conv2d(x, rng.standard_normal((3, 3, 3, 4)), "fp8_e4m3_fp16", padding="same")
 kernels.depthwise_conv2d(x, rng.standard_normal((3, 3, 3, 2)), "fp8_e4m3_fp16", padding="same")
-rows = {n: len(getattr(ops, n).signatures) for n in dir(ops) if n.startswith("_row_")}
+rows = {n: len(getattr(ops, n).signatures) for n in dir(ops) if n.startswith(("_row_", "_tile_"))}
 print(json.dumps({"rows": rows, "kernels": sorted(ops._KERNELS), "q_f32": sorted(Q._Q_F32_FLOAT),
                   "path": int(ops._paths(kernels.mac.as_spec("fp8_e4m3_fp16"), a, b))}))
 """
@@ -52,11 +52,12 @@ def test_a_cold_process_compiles_only_its_path(tmp_path):
     got = json.loads(res.stdout.strip().splitlines()[-1])
     half = int(Path.HALF_F16) if ops.HAVE_F16C else int(Path.NEAREST)
     assert got["path"] == half
-    want_row = "_row_half" if ops.HAVE_F16C else "_row_nearest"
+    # matmul and conv2d: the float32 paths' tiles of rows; depthwise: one row of per-lane operands
+    want_rows = {"_tile_half", "_row_half"} if ops.HAVE_F16C else {"_row_nearest"}
     assert set(got["rows"]) == {"_row_native32", "_row_half", "_row_half_product", "_row_stoch32", "_row_nearest",
                                 "_row_lane", "_row_fixed_stoch", "_row_product", "_row_generic", "_row_stoch64",
-                                "_row_stoch32_product"}
-    assert {n for n, c in got["rows"].items() if c} == {want_row}, got["rows"]
+                                "_row_stoch32_product", "_tile_native32", "_tile_half"}
+    assert {n for n, c in got["rows"].items() if c} == want_rows, got["rows"]
     # one kernel per operand layout (matmul runs on the convolution kernel), no output stage
     assert [tuple(k) for k in got["kernels"]] == [(ops._CONV, half, 0), (ops._DEPTHWISE, half, 0)]
     assert got["q_f32"] == [0]  # float32 -> fp8, round to nearest even: one quantize loop
