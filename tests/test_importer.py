@@ -7,6 +7,7 @@ import keras
 
 import hwsim
 from kernels import MacSpec
+from hwsim.graph import runner
 from hwsim.graph.runner import resolve_specs
 
 
@@ -88,6 +89,22 @@ def test_stochastic_results_independent_of_batch_size(branchy):
     c = hwsim.run(net, imgs, mac=spec, batch_size=7, seed=12)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_large_batches_run_in_slices_with_the_same_results(branchy, monkeypatch):
+    """A batch whose layer outputs exceed ``runner.SLICE_ELEMENTS`` runs in slices of whole images, each with
+    its own counter offset: the stochastic results equal the unsliced batch's."""
+    net = hwsim.load_model(branchy)
+    imgs = np.random.default_rng(4).integers(0, 256, (7, 16, 16, 3)).astype(np.uint8)
+    spec = MacSpec("fp8_e4m3", "e5m6", rounding="stochastic")
+    whole = hwsim.run(net, imgs, mac=spec, batch_size=7, seed=11)
+    largest = max(int(np.prod(s)) for s in net.shapes.values())
+    monkeypatch.setattr(runner, "SLICE_ELEMENTS", 2 * largest + 1)  # two images per slice
+    sizes, one_slice = [], runner._forward
+    monkeypatch.setattr(runner, "_forward", lambda n, x, *a: sizes.append(len(x)) or one_slice(n, x, *a))
+    sliced = hwsim.run(net, imgs, mac=spec, batch_size=7, seed=11)
+    assert sizes == [2, 2, 2, 1]
+    assert np.array_equal(sliced, whole)
 
 
 def test_per_layer_specs(branchy):
