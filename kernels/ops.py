@@ -1271,7 +1271,8 @@ def _make_kernel(layout, path, has_out):
         if layout == _CONV:
             K = K * Cin
         npix = n * OH * OW
-        nblk = min(npix, _BLOCKS)
+        # a task's rows: at least a tile's worth on the tiled paths (a tile cut short computes its last row again)
+        nblk = min(-(-npix // _TILE) if tiled == 1 else npix, _BLOCKS)
         # the operand a layout does not use is a dummy, shaped from run-time values: Numba's branch
         # pruning leaves constant True / False conditions here, and a constant (1, 1) shape was then
         # conflated with (True, True) in the LLVM IR
