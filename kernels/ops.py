@@ -582,35 +582,50 @@ def _tile_half(K, N, A, B32, acc, bf16):
                 acc[3, j] = round_bf16(mul_add_f32(a3, b, acc[3, j]))
 
 
-@njit(cache=True)
-def _row_native32(K, N, a_lanes, B32, acc, acc32):
-    """NATIVE32 for one row of per-lane operands (the depthwise layout): acc[j] = sum over k of
-    a_lanes[k, j] * B32[k, j], each addition IEEE float32 as in :func:`_tile_native32`. Writes the
-    accumulators into ``acc``."""
-    for j in range(N):
-        acc32[j] = 0.0
-    for k in range(K):
+def _make_row_dw(kind):
+    """The row function of the depthwise layout on a float32 path, ``kind`` 0: NATIVE32, 1: HALF_F16,
+    2: HALF_BF16 (a closure constant, so each compiles one loop body). It computes output pixel
+    (b, oh, ow) from X directly: lane j = c * mult + q accumulates X[b, ih, iw, c] * B32[k, j] over the
+    taps k = dh * kw + dw in order, a tap outside the input reading ``zrow`` (zeros: the padding's +0,
+    as the other paths' gathered operands), each addition as in :func:`_tile_native32` /
+    :func:`_tile_half`; the accumulators go to ``acc``."""
+
+    @njit(cache=True)
+    def row(X, b, oh, ow, kh, kw, sh, sw, pt, pl, mult, N, B32, zrow, acc, acc32):
+        _, H, Wd, C = X.shape
         for j in range(N):
-            acc32[j] = acc32[j] + np.float32(a_lanes[k, j]) * B32[k, j]
-    for j in range(N):
-        acc[j] = acc32[j]
+            acc32[j] = 0.0
+        for dh in range(kh):
+            ih = oh * sh + dh - pt
+            for dw in range(kw):
+                iw = ow * sw + dw - pl
+                k = dh * kw + dw
+                xrow = X[b, ih, iw] if (ih >= 0 and ih < H and iw >= 0 and iw < Wd) else zrow
+                if mult == 1:
+                    for j in range(N):
+                        if kind == 0:
+                            acc32[j] = acc32[j] + np.float32(xrow[j]) * B32[k, j]
+                        elif kind == 1:
+                            acc32[j] = round_f16(mul_add_f32(np.float32(xrow[j]), B32[k, j], acc32[j]))
+                        else:
+                            acc32[j] = round_bf16(mul_add_f32(np.float32(xrow[j]), B32[k, j], acc32[j]))
+                else:
+                    for c in range(C):
+                        xc = np.float32(xrow[c])
+                        for j in range(c * mult, (c + 1) * mult):
+                            if kind == 0:
+                                acc32[j] = acc32[j] + xc * B32[k, j]
+                            elif kind == 1:
+                                acc32[j] = round_f16(mul_add_f32(xc, B32[k, j], acc32[j]))
+                            else:
+                                acc32[j] = round_bf16(mul_add_f32(xc, B32[k, j], acc32[j]))
+        for j in range(N):
+            acc[j] = acc32[j]
+
+    return row
 
 
-@njit(cache=True)
-def _row_half(K, N, a_lanes, B32, acc, acc32, bf16):
-    """HALF_F16 / HALF_BF16 (``bf16`` 0 / 1) for one row of per-lane operands (the depthwise layout), as
-    :func:`_tile_half`. Writes the accumulators into ``acc``."""
-    for j in range(N):
-        acc32[j] = 0.0
-    for k in range(K):
-        if not bf16:
-            for j in range(N):
-                acc32[j] = round_f16(mul_add_f32(np.float32(a_lanes[k, j]), B32[k, j], acc32[j]))
-        else:
-            for j in range(N):
-                acc32[j] = round_bf16(mul_add_f32(np.float32(a_lanes[k, j]), B32[k, j], acc32[j]))
-    for j in range(N):
-        acc[j] = acc32[j]
+_row_dw_native32, _row_dw_f16, _row_dw_bf16 = (_make_row_dw(kind) for kind in range(3))
 
 
 @njit(cache=True)
@@ -618,7 +633,7 @@ def _row_half_product(K, N, get_a, a_row, a_lanes, B32, acc, acc32, bf16):
     """HALF_PRODUCT_F16 / HALF_PRODUCT_BF16 (``bf16`` 0 / 1): acc = R16(acc + R16(a * b)), both roundings
     to nearest even into binary16 / bfloat16 (see :func:`_half_product_lane`): the float32 product is
     exact, so R16 of it is the product stage; the float32 sum of two values of the format, rounded once
-    more, is the accumulator stage (Figueroa, as in :func:`_row_half`). In order k = 0, 1, ..., up to
+    more, is the accumulator stage (Figueroa, as in :func:`_tile_half`). In order k = 0, 1, ..., up to
     128 lanes two k per pass over the lanes."""
     for j in range(N):
         acc32[j] = 0.0
@@ -1258,6 +1273,7 @@ def _make_kernel(layout, path, has_out):
     + j``; each task handles a block of rows with scratch buffers allocated once per block. The float32
     paths of the _CONV layout (NATIVE32, HALF_F16, HALF_BF16) compute a block's rows in tiles of _TILE
     (:func:`_tile_native32`, :func:`_tile_half`): each output still accumulates alone, in order k = 0, 1, ...
+    Those of the _DEPTHWISE layout read X directly (:func:`_make_row_dw`) instead of gathering lanes.
     """
     tiled = int(layout == _CONV and path in (_NATIVE32, _HALF_F16, _HALF_BF16))
 
@@ -1288,6 +1304,7 @@ def _make_kernel(layout, path, has_out):
                 a_row = dummy_row
                 lanes = np.empty((K, NC))
             acc = wk[1]
+            zrow = np.zeros(Cin)
             if tiled == 1:
                 A = np.empty((_TILE, K), dtype=np.float32)
                 acc4 = np.empty((_TILE, NC), dtype=np.float32)
@@ -1317,6 +1334,12 @@ def _make_kernel(layout, path, has_out):
                         acc[j] = acc4[t, j]
                 elif layout == _CONV:
                     _patch(X, r, OH, OW, kh, kw, sh, sw, pt, pl, a_row)
+                elif path == _NATIVE32:
+                    _row_dw_native32(X, b, oh, ow, kh, kw, sh, sw, pt, pl, mult, NC, W32, zrow, acc, acc32)
+                elif path == _HALF_F16:
+                    _row_dw_f16(X, b, oh, ow, kh, kw, sh, sw, pt, pl, mult, NC, W32, zrow, acc, acc32)
+                elif path == _HALF_BF16:
+                    _row_dw_bf16(X, b, oh, ow, kh, kw, sh, sw, pt, pl, mult, NC, W32, zrow, acc, acc32)
                 else:
                     for k in range(K):
                         for j in range(NC):
@@ -1332,14 +1355,8 @@ def _make_kernel(layout, path, has_out):
                             k = dh * kw + dw
                             for j in range(NC):
                                 lanes[k, j] = X[b, ih, iw, j // mult]
-                if tiled == 1:
+                if tiled == 1 or path == _NATIVE32 or path == _HALF_F16 or path == _HALF_BF16:
                     pass
-                elif path == _NATIVE32:
-                    _row_native32(K, NC, lanes, W32, acc, acc32)
-                elif path == _HALF_F16:
-                    _row_half(K, NC, lanes, W32, acc, acc32, 0)
-                elif path == _HALF_BF16:
-                    _row_half(K, NC, lanes, W32, acc, acc32, 1)
                 elif path == _HALF_PRODUCT_F16:
                     _row_half_product(K, NC, layout, a_row, lanes, W32, acc, acc32, 0)
                 elif path == _HALF_PRODUCT_BF16:
