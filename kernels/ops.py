@@ -1266,8 +1266,8 @@ def _make_kernel(layout, path, has_out):
     constant, so Numba prunes the other branches before typing and compiles only this path's row
     function (and the output rounding only when ``has_out``).
 
-    ``layout`` _CONV: X (n, H, W, C) float64, W2 (kh*kw*C, NC); output pixel r = (b, oh, ow) is the GEMM
-    row of its zero-padded patch, k = (dh * kw + dw) * C + c (a matmul is the 1x1 convolution of an
+    ``layout`` _CONV: X (n, H, W, C) float64 (float32 on the float32 paths), W2 (kh*kw*C, NC); output
+    pixel r = (b, oh, ow) is the GEMM row of its zero-padded patch, k = (dh * kw + dw) * C + c (a matmul is the 1x1 convolution of an
     (M, 1, 1, K) input). _DEPTHWISE: W2 (kh*kw, C*mult), lane j = c*mult + q reads channel c = j // mult,
     k = dh * kw + dw. out (n, OH, OW, NC). Output (r, j) has stochastic counter element ``offset + r * NC
     + j``; each task handles a block of rows with scratch buffers allocated once per block. The float32
@@ -1304,7 +1304,7 @@ def _make_kernel(layout, path, has_out):
                 a_row = dummy_row
                 lanes = np.empty((K, NC))
             acc = wk[1]
-            zrow = np.zeros(Cin)
+            zrow = np.zeros_like(X[0, 0, 0])  # X's dtype
             if tiled == 1:
                 A = np.empty((_TILE, K), dtype=np.float32)
                 acc4 = np.empty((_TILE, NC), dtype=np.float32)
@@ -1417,7 +1417,9 @@ def _run_kernel(layout, X, W64, path, spec, out, geometry, mult, offset, seed, K
     """Launch the kernel of ``path`` on prepared float64 operands; ``geometry`` (kh, kw, sh, sw, pt, pl)."""
     P, rbits = _params(spec)
     kh, kw, sh, sw, pt, pl = geometry
-    _kernel(layout, path, P[11])(np.ascontiguousarray(X, dtype=np.float64), W64, _lanes32(W64, path), np.int64(mult),
+    # the float32 paths read X as float32 (exact: their gates admit only operands float32 holds), half the bytes
+    xdt = np.float32 if path in _FLOAT32_LANES else np.float64
+    _kernel(layout, path, P[11])(np.ascontiguousarray(X, dtype=xdt), W64, _lanes32(W64, path), np.int64(mult),
                                  out, np.int64(kh), np.int64(kw), np.int64(sh), np.int64(sw), np.int64(pt),
                                  np.int64(pl), np.int64(offset), P, _key(spec, seed), rbits,
                                  np.int64(_ORDER[spec.order]), np.int64(spec.chunk or 1), evc, _workspace_levels(K))
