@@ -18,6 +18,15 @@ which equals one rounding of the exact sum when both addends are values of that 
 * :func:`mul_add_f32`: ``a * b + c`` in float32, LLVM's ``llvm.fmuladd``: one FMA where the target has
   one, else a multiply and an add. The two differ only when ``a * b`` is inexact in float32, so callers
   pass exact products only; then either is one rounding of the exact ``a * b + c``.
+* :func:`product_f16` / :func:`product_bf16`: a float32 product ``a * b`` rounded to nearest even into
+  binary16 / bfloat16 *once*, also when float32 rounds the product: the float32 product ``s`` and its
+  exact error ``e = fma(a, b, -s)`` (one FMA instruction, :data:`HAVE_FMA`) give the exact product
+  ``s + e``. Rounding ``s`` again is wrong only when ``s`` is exactly halfway between two neighbours of
+  the 16-bit format and ``e != 0``: every such midpoint is a float32 value and rounding is monotonic,
+  so a rounded ``s`` that is no midpoint has the exact product's nearest neighbour. At a midpoint the
+  sign of ``e`` picks the neighbour (``e == 0`` is a true tie, to even). Exact only where ``e`` is: the
+  caller keeps ``|a * b|`` in [2**-100, float32 max] (the error of a float32 product is a float32
+  value unless the product's exponents sum below -103, Boldo & Muller) or zero.
 """
 
 from __future__ import annotations
@@ -31,14 +40,16 @@ from numba.extending import intrinsic
 from ._core import f32_bits
 
 
-def _host_has_f16c() -> bool:
+def _host_has(feature: str) -> bool:
     try:
-        return "+f16c" in _llvm.get_host_cpu_features().flatten().split(",")
+        return f"+{feature}" in _llvm.get_host_cpu_features().flatten().split(",")
     except RuntimeError:  # llvmlite cannot tell on this host: do not rely on the instruction
         return False
 
 
-HAVE_F16C = _host_has_f16c()
+HAVE_F16C = _host_has("f16c")
+#: an FMA instruction (elsewhere ``llvm.fma`` would be a libm call that Numba may not link)
+HAVE_FMA = _host_has("fma")
 
 
 @intrinsic
@@ -77,6 +88,51 @@ def mul_add_f32(a, b, c):
     return _fmuladd32(a, b, c)
 
 
+@intrinsic
+def _fma32(typingctx, a, b, c):
+    if not (a == b == c == types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32] * 3))
+        return builder.call(fn, args)
+
+    return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+@njit(cache=True, inline="always")
+def _round_exact(s, e, r, emin, man):
+    """The 16-bit rounding of the exact value s + e, given ``r``, the rounding of s, before the overflow
+    check (see the module docstring; ``emin``, ``man``: the format's smallest normal exponent and
+    mantissa bits). Branch-free, so that it vectorises."""
+    E = np.int32((f32_bits(s) >> _E23) & _EMASK) - _BIAS
+    qe = max(E, emin) - man  # the format's quantum at s is 2**qe
+    q = s * bits_f32(np.uint32((_BIAS - qe) << _E23))  # s / 2**qe, exact
+    fq = np.floor(q)
+    side = (fq + _ONEF if e > 0 else fq) * bits_f32(np.uint32((_BIAS + qe) << _E23))
+    return side if (q - fq == _HALF and e != 0) else r  # s a midpoint: the neighbour on e's side
+
+
+@njit(cache=True, inline="always")
+def product_f16(a, b):
+    """float32 ``a * b`` rounded to nearest even into binary16 once, as float32 (module docstring)."""
+    s = a * b
+    return round_f16(_round_exact(s, _fma32(a, b, -s), round_f16(s), -14, 10))  # 65536 (a midpoint moved up): inf
+
+
+@njit(cache=True, inline="always")
+def product_bf16(a, b):
+    """float32 ``a * b`` rounded to nearest even into bfloat16 once, as float32 (module docstring)."""
+    s = a * b
+    return round_bf16(_round_exact(s, _fma32(a, b, -s), round_bf16(s), -126, 7))
+
+
+_E23 = np.uint32(23)
+_EMASK = np.uint32(0xFF)
+_BIAS = np.int32(127)
+_HALF = np.float32(0.5)
+_ONEF = np.float32(1.0)
 _M16 = np.uint32(0xFFFF0000)
 _H16 = np.uint32(0x7FFF)
 _S16 = np.uint32(16)

@@ -53,7 +53,7 @@ from numba import njit, prange
 
 from . import _core as C
 from ._core import f32_bits
-from ._half import HAVE_F16C, bits_f32, mul_add_f32, round_bf16, round_f16
+from ._half import HAVE_F16C, HAVE_FMA, bits_f32, mul_add_f32, product_bf16, product_f16, round_bf16, round_f16
 from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
 from .mac import MacSpec, as_spec
 from .quantize import check_real_array, overflow_code, quantize, rand_bits_value, rne_lane, rne_lane_applies, rounding_code
@@ -629,46 +629,50 @@ _row_dw_native32, _row_dw_f16, _row_dw_bf16 = (_make_row_dw(kind) for kind in ra
 
 
 @njit(cache=True)
-def _row_half_product(K, N, get_a, a_row, a_lanes, B32, acc, acc32, bf16):
-    """HALF_PRODUCT_F16 / HALF_PRODUCT_BF16 (``bf16`` 0 / 1): acc = R16(acc + R16(a * b)), both roundings
-    to nearest even into binary16 / bfloat16 (see :func:`_half_product_lane`): the float32 product is
-    exact, so R16 of it is the product stage; the float32 sum of two values of the format, rounded once
-    more, is the accumulator stage (Figueroa, as in :func:`_tile_half`). In order k = 0, 1, ..., up to
-    128 lanes two k per pass over the lanes."""
+def _tile_half_product(K, N, A, B32, acc, bf16):
+    """HALF_PRODUCT_F16 / HALF_PRODUCT_BF16 (``bf16`` 0 / 1) on a tile of _TILE GEMM rows: acc = R16(acc +
+    R16(a * b)), both roundings to nearest even into binary16 / bfloat16 (see :func:`_half_product_lane`).
+    The product stage is :func:`kernels._half.product_f16` / ``product_bf16``: one rounding of the exact
+    product, also where float32 rounds it; the float32 sum of two values of the format, rounded once
+    more, is the accumulator stage (Figueroa, as in :func:`_tile_half`). In order k = 0, 1, ... for every
+    output."""
+    for p in range(_TILE):
+        for j in range(N):
+            acc[p, j] = 0.0
+    for k in range(K):
+        a0 = A[0, k]
+        a1 = A[1, k]
+        a2 = A[2, k]
+        a3 = A[3, k]
+        if not bf16:
+            for j in range(N):
+                b = B32[k, j]
+                acc[0, j] = round_f16(acc[0, j] + product_f16(a0, b))
+                acc[1, j] = round_f16(acc[1, j] + product_f16(a1, b))
+                acc[2, j] = round_f16(acc[2, j] + product_f16(a2, b))
+                acc[3, j] = round_f16(acc[3, j] + product_f16(a3, b))
+        else:
+            for j in range(N):
+                b = B32[k, j]
+                acc[0, j] = round_bf16(acc[0, j] + product_bf16(a0, b))
+                acc[1, j] = round_bf16(acc[1, j] + product_bf16(a1, b))
+                acc[2, j] = round_bf16(acc[2, j] + product_bf16(a2, b))
+                acc[3, j] = round_bf16(acc[3, j] + product_bf16(a3, b))
+
+
+@njit(cache=True)
+def _row_half_product(K, N, a_lanes, B32, acc, acc32, bf16):
+    """HALF_PRODUCT_F16 / HALF_PRODUCT_BF16 for one row of per-lane operands (the depthwise layout), as
+    :func:`_tile_half_product`. Writes the accumulators into ``acc``."""
     for j in range(N):
         acc32[j] = 0.0
-    k = 0
-    if get_a == 0:
-        k2 = K // 2 * 2 if N <= 128 else 0
-        while k < k2:
-            a0 = np.float32(a_row[k])
-            a1 = np.float32(a_row[k + 1])
-            if not bf16:
-                for j in range(N):
-                    v = round_f16(acc32[j] + round_f16(a0 * B32[k, j]))
-                    acc32[j] = round_f16(v + round_f16(a1 * B32[k + 1, j]))
-            else:
-                for j in range(N):
-                    v = round_bf16(acc32[j] + round_bf16(a0 * B32[k, j]))
-                    acc32[j] = round_bf16(v + round_bf16(a1 * B32[k + 1, j]))
-            k += 2
-        while k < K:
-            a0 = np.float32(a_row[k])
-            if not bf16:
-                for j in range(N):
-                    acc32[j] = round_f16(acc32[j] + round_f16(a0 * B32[k, j]))
-            else:
-                for j in range(N):
-                    acc32[j] = round_bf16(acc32[j] + round_bf16(a0 * B32[k, j]))
-            k += 1
-    else:
-        for k in range(K):
-            if not bf16:
-                for j in range(N):
-                    acc32[j] = round_f16(acc32[j] + round_f16(np.float32(a_lanes[k, j]) * B32[k, j]))
-            else:
-                for j in range(N):
-                    acc32[j] = round_bf16(acc32[j] + round_bf16(np.float32(a_lanes[k, j]) * B32[k, j]))
+    for k in range(K):
+        if not bf16:
+            for j in range(N):
+                acc32[j] = round_f16(acc32[j] + product_f16(np.float32(a_lanes[k, j]), B32[k, j]))
+        else:
+            for j in range(N):
+                acc32[j] = round_bf16(acc32[j] + product_bf16(np.float32(a_lanes[k, j]), B32[k, j]))
     for j in range(N):
         acc[j] = acc32[j]
 
@@ -1271,11 +1275,12 @@ def _make_kernel(layout, path, has_out):
     (M, 1, 1, K) input). _DEPTHWISE: W2 (kh*kw, C*mult), lane j = c*mult + q reads channel c = j // mult,
     k = dh * kw + dw. out (n, OH, OW, NC). Output (r, j) has stochastic counter element ``offset + r * NC
     + j``; each task handles a block of rows with scratch buffers allocated once per block. The float32
-    paths of the _CONV layout (NATIVE32, HALF_F16, HALF_BF16) compute a block's rows in tiles of _TILE
-    (:func:`_tile_native32`, :func:`_tile_half`): each output still accumulates alone, in order k = 0, 1, ...
+    paths of the _CONV layout (NATIVE32, HALF_F16 / BF16, HALF_PRODUCT_F16 / BF16) compute a block's rows in
+    tiles of _TILE (:func:`_tile_native32`, :func:`_tile_half`, :func:`_tile_half_product`): each output
+    still accumulates alone, in order k = 0, 1, ...
     Those of the _DEPTHWISE layout read X directly (:func:`_make_row_dw`) instead of gathering lanes.
     """
-    tiled = int(layout == _CONV and path in (_NATIVE32, _HALF_F16, _HALF_BF16))
+    tiled = int(layout == _CONV and path in (_NATIVE32, _HALF_F16, _HALF_BF16, _HALF_PRODUCT_F16, _HALF_PRODUCT_BF16))
 
     @njit(cache=True, parallel=True)
     def kernel(X, W2, W32, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, order, chunk, evc_rows, nws):
@@ -1328,8 +1333,12 @@ def _make_kernel(layout, path, has_out):
                             _tile_native32(K, NC, A, W32, acc4)
                         elif path == _HALF_F16:
                             _tile_half(K, NC, A, W32, acc4, 0)
-                        else:
+                        elif path == _HALF_BF16:
                             _tile_half(K, NC, A, W32, acc4, 1)
+                        elif path == _HALF_PRODUCT_F16:
+                            _tile_half_product(K, NC, A, W32, acc4, 0)
+                        else:
+                            _tile_half_product(K, NC, A, W32, acc4, 1)
                     for j in range(NC):
                         acc[j] = acc4[t, j]
                 elif layout == _CONV:
@@ -1358,9 +1367,9 @@ def _make_kernel(layout, path, has_out):
                 if tiled == 1 or path == _NATIVE32 or path == _HALF_F16 or path == _HALF_BF16:
                     pass
                 elif path == _HALF_PRODUCT_F16:
-                    _row_half_product(K, NC, layout, a_row, lanes, W32, acc, acc32, 0)
+                    _row_half_product(K, NC, lanes, W32, acc, acc32, 0)
                 elif path == _HALF_PRODUCT_BF16:
-                    _row_half_product(K, NC, layout, a_row, lanes, W32, acc, acc32, 1)
+                    _row_half_product(K, NC, lanes, W32, acc, acc32, 1)
                 elif path == _STOCH32:
                     _row_stoch32(K, NC, layout, a_row, lanes, W2, W32, e0, acc, acc2, ipA, fpA, modeA, ovfA,
                                  key, rbits, evc, sm)
@@ -1729,10 +1738,13 @@ def _half_product_lane(spec: MacSpec, A, B, stats=False):
     """Path.HALF_PRODUCT_F16 / HALF_PRODUCT_BF16 when every step R(acc + R(a * b)) can run in float32 lanes;
     else 0. The product and accumulator formats are the same IEEE binary16 (with F16C) or bfloat16, both
     stages round to nearest even with IEEE overflow (inf), sequential order, no event counters; operands
-    float32 holds (:func:`_f32_normal`); and every product a * b exact in float32: operand precisions adding
-    up to at most 24 bits, nonzero product magnitudes in float32's normal range (checked on the data). Then R(a * b) is one
-    rounding of the exact product (overflow to inf included) and the accumulator stage adds two values of
-    the format, which :func:`_half_lane`'s double-rounding argument covers; inf + -inf is NaN in both."""
+    float32 holds (:func:`_f32_normal`), with products no larger than float32's largest value; and the
+    product stage one rounding of the exact product (:func:`kernels._half.product_f16`, overflow to inf
+    included): either the product is exact in float32 (operand precisions adding up to at most 24 bits,
+    nonzero product magnitudes in float32's normal range), or the host has FMA and every nonzero
+    product magnitude is at least 2**-100, where the FMA's product error is exact (checked on the data:
+    the smallest nonzero magnitudes). The accumulator stage adds two values of the format, which
+    :func:`_half_lane`'s double-rounding argument covers; inf + -inf is NaN in both."""
     from .mac import precision_bits
 
     acc = spec.accum
@@ -1740,12 +1752,15 @@ def _half_product_lane(spec: MacSpec, A, B, stats=False):
             or spec.product_rounding != "nearest" or spec.accum_rounding != "nearest":
         return 0
     kind = _half_kind(spec, Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16)
-    if not kind or precision_bits(spec.a) + precision_bits(spec.b) > 24:
+    if not kind:
+        return 0
+    exact = precision_bits(spec.a) + precision_bits(spec.b) <= 24
+    if not (exact or HAVE_FMA):
         return 0
     lo_a, hi_a = _abs_range(A)
     lo_b, hi_b = _abs_range(B)
-    if not (hi_a * hi_b <= _F32_MAX and lo_a * lo_b >= 2.0 ** -126 and _f32_normal(lo_a, hi_a)
-            and _f32_normal(lo_b, hi_b)):
+    if not (hi_a * hi_b <= _F32_MAX and lo_a * lo_b >= (2.0 ** -126 if exact else 2.0 ** -100)
+            and _f32_normal(lo_a, hi_a) and _f32_normal(lo_b, hi_b)):
         return 0  # NaN / inf operands fail the first test
     return kind
 

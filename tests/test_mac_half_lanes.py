@@ -17,7 +17,7 @@ import kernels
 from kernels import ops
 from kernels.ops import Path
 from kernels import reference as R
-from kernels._half import HAVE_F16C, round_bf16, round_f16
+from kernels._half import HAVE_F16C, HAVE_FMA, round_bf16, round_f16
 from kernels.mac import MacSpec, as_spec
 
 from _macedges import edge_problems, fp8_grid
@@ -256,7 +256,11 @@ def test_product_rounded_convolutions_equal_reference(rng, acc):
     ("fp16_fp16", "inf", None),
     (MacSpec("bf16", "bf16", product="bf16"), "tiny", None),       # a product below float32's normal range
     (MacSpec("bf16", "bf16", product="bf16"), "huge", None),       # a product above float32's largest value
-    (MacSpec("fp32", "fp16", product="fp16"), "normal", None),     # 48 product bits: not exact in float32
+    # 48 product bits: float32 rounds them, the FMA's error term makes the product stage one rounding
+    (MacSpec("fp32", "fp16", product="fp16"), "normal", Path.HALF_PRODUCT_F16 if HAVE_FMA else None),
+    (MacSpec("fp32", "bf16", product="bf16"), "normal", Path.HALF_PRODUCT_BF16 if HAVE_FMA else None),
+    (MacSpec("fp32", "fp16", product="fp16"), "small", None),      # a product below 2**-100: its error may round
+    (MacSpec("bf16", "bf16", product="bf16"), "small", Path.HALF_PRODUCT_BF16),  # ... which an exact one has not
     (MacSpec("fp16", "fp32", product="fp16"), "normal", None),     # product format differs from the accumulator's
     (MacSpec("fp16", "fp16", product="fp16", rounding="stochastic"), "normal", None),
     (MacSpec("fp16", "fp16", product="fp16", product_rounding="toward_zero"), "normal", None),
@@ -273,6 +277,8 @@ def test_product_gate(rng, spec, data, want):
         a[2, 3], b[3, 1] = 2.0 ** -70, 2.0 ** -70
     elif data == "huge":
         a[2, 3], b[3, 1] = 2.0 ** 70, 2.0 ** 70
+    elif data == "small":
+        a[2, 3], b[3, 1] = 2.0 ** -51, 2.0 ** -51
     A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
     path = ops._paths(spec, A, B)
     lanes = (Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16)
@@ -342,3 +348,48 @@ def test_depthwise_rows_on_the_float32_paths_equal_reference(rng, spec, path, mu
         for stride in (1, (2, 1)):
             got = kernels.depthwise_conv2d(x, w, spec, stride=stride, padding=pad)
             assert same_values(got, R.ref_depthwise_conv2d(x, w, spec, stride=stride, padding=pad)).all()
+
+
+def _midpoint_products(rng, acc, K):
+    """float32 operands (a of 8 rows, b of 3 columns) whose exact products lie within a float32 rounding of
+    the 16-bit format's midpoints, so that float32's product often is one: b = m / a for midpoints m, the
+    rows of a scaled by powers of two (some products in binary16's subnormal range or past its largest
+    value), both signs."""
+    man = 10 if acc == "fp16" else 7
+    a0 = rng.uniform(1, 2, K).astype(np.float32)
+    m = (2 * rng.integers(2 ** man, 2 ** (man + 1), (K, 3)) + 1) * 2.0 ** -(man + 1) * 2.0 ** rng.integers(-3, 4, (K, 3))
+    b = (m / a0[:, None]).astype(np.float32)
+    scale = np.array([1, -1, 2 ** 3, -2 ** -5, 2 ** -18, -2 ** -22, 2 ** 14, 1])[:, None]
+    a = (a0[None, :] * scale).astype(np.float32)
+    a[7, ::3] *= -1
+    return a, b
+
+
+@pytest.mark.skipif(not HAVE_FMA, reason="a host without FMA keeps inexact products off the lanes (gate test)")
+@pytest.mark.parametrize("acc", ["fp16", "bf16"])
+def test_inexact_products_round_once_on_the_lanes(rng, acc):
+    """fp32 operands into a 16-bit product and accumulator: float32 rounds the products, so the lanes fix
+    each product stage with the FMA's error term (``kernels._half.product_f16``). On products built to
+    land on the format's midpoints (where rounding float32's product again is wrong), matmul, conv2d and
+    depthwise_conv2d equal the reference."""
+    spec = MacSpec("fp32", acc, product=acc)
+    path = Path.HALF_PRODUCT_F16 if acc == "fp16" else Path.HALF_PRODUCT_BF16
+    a, b = _midpoint_products(rng, acc, 72)
+    exact = a.astype(np.float64)[:, :, None] * b.astype(np.float64)[None, :, :]
+    twice = kernels.quantize((a[:, :, None] * b[None, :, :]).astype(np.float64), acc)  # float32's product rounded again
+    assert (twice != kernels.quantize(exact, acc)).sum() >= 10  # the data hits the double-rounding cases
+    assert ops._paths(spec, ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)) == path
+    assert same_values(kernels.matmul(a, b, spec), R.ref_matmul(a, b, spec)).all()
+    x = a.reshape(2, 4, 4, 18)[..., :4].copy()
+    w = b[:36].T.reshape(3, 3, 4, 3).copy()
+    assert same_values(kernels.conv2d(x, w, spec, padding="same"), R.ref_conv2d(x, w, spec, padding="same")).all()
+    wd = b[:36, 1].reshape(3, 3, 4, 1).copy()
+    assert same_values(kernels.depthwise_conv2d(x, wd, spec, padding="same"),
+                       R.ref_depthwise_conv2d(x, wd, spec, padding="same")).all()
+
+
+def test_without_fma_inexact_products_leave_the_lanes(rng, monkeypatch):
+    monkeypatch.setattr(ops, "HAVE_FMA", False)
+    a, b = rng.standard_normal((3, 8)), rng.standard_normal((8, 2))
+    assert ops._paths(MacSpec("fp32", "fp16", product="fp16"), a, b) == Path.PRODUCT
+    assert ops._paths(as_spec("fp16_fp16"), a, b) == (Path.HALF_PRODUCT_F16 if HAVE_F16C else Path.PRODUCT)
