@@ -28,7 +28,9 @@ the spec), and binary16 / bfloat16 accumulators rounding to nearest even when ev
 value of the accumulator format (the fp8 presets): the sum is done in float32 and rounded once more
 to the 16-bit format (F16C's conversion pair, or an integer trick for bfloat16), which equals one
 rounding of the exact sum by Figueroa's double-rounding theorem (:func:`_half_lane` states the
-conditions; the gate checks them on the formats and the data). Stochastic rounding into a float
+conditions; the gate checks them on the formats and the data). Products rounded to nearest into such
+a 16-bit product format (same as the accumulator's) run there too, where float32 rounds the product
+(fp32 operands) with its FMA error term (:func:`kernels._half.product_f16`). Stochastic rounding into a float
 or fixed-point accumulator also runs in float32 lanes when the operands' products are exact in float32
 (:func:`_lane_stoch32`, gated by :func:`_stoch32_lane`): same random words, same decisions. Into
 other float accumulators it runs on the float64 sum's bits (:func:`_lane_stoch64`, gated by
@@ -493,7 +495,7 @@ class Path(enum.IntEnum):
     #: accumulator; each stage rounds to nearest even or stochastically (:func:`_product_lane`)
     PRODUCT = 8
     #: as PRODUCT with the product and the accumulator both binary16 / bfloat16, both rounding to nearest
-    #: even, in float32 lanes (:func:`_half_product_lane`)
+    #: even, in float32 lanes (:func:`_half_product_lane`; an FMA fixes products float32 rounds)
     HALF_PRODUCT_F16 = 9
     HALF_PRODUCT_BF16 = 10
     #: stochastic rounding into a float accumulator in float64 lanes on the sum's bits, inexact sums
