@@ -1697,19 +1697,32 @@ def _half_lane(spec: MacSpec, A, B, stats=False):
     """Path.HALF_F16 (binary16) or Path.HALF_BF16 (bfloat16) when the sequential accumulation can run in float32 with one
     rounding to the 16-bit format per add (:mod:`kernels._half`); else 0.
 
-    Every step of the spec is R(acc + p), acc a value of the accumulator format. When p is one too,
-    float32's rounded sum rounded again to the 16-bit format is R(acc + p): double rounding is
-    innocuous for the sum of two p-bit numbers through an intermediate format of at least 2p + 2 bits
-    (S. A. Figueroa, "When is double rounding innocuous?", ACM SIGNUM Newsletter 30(3), 1995),
-    and 24 >= 2 * 11 + 2 (binary16), 2 * 8 + 2 (bfloat16). Results in binary16's subnormal range are
-    exact (both addends are multiples of its quantum 2**-24) and overflow is decided on the same
-    rounded value. So the path needs: IEEE binary16 / bfloat16 accumulator, round to nearest, IEEE
-    overflow (inf), sequential, exact products, no event counters, and every product a finite value
-    of the format: operand precisions adding up to at most the format's, finite operands with
-    max|a| * max|b| <= the format's largest finite value, and products on its grid (the operand
-    formats' finest steps multiply to at least its finest step, or the smallest nonzero operand
-    magnitudes to at least its smallest normal); and operands float32 holds (:func:`_f32_normal`)."""
-    from .mac import _finest, precision_bits
+    Every step of the spec is R(acc + p), acc a value of the accumulator format (precision P: 11 bits for
+    binary16, 8 for bfloat16) and p an exact product of at most P significant bits. Then rounding
+    float32's sum s = fl32(acc + p) again to the 16-bit format is R(acc + p). For p a value of the
+    format that is Figueroa's theorem (double rounding of a sum of two P-bit numbers through at least
+    2P + 2 bits is innocuous: S. A. Figueroa, "When is double rounding innocuous?", ACM SIGNUM Newsletter
+    30(3), 1995); p need not be one (it may lie below the format's smallest subnormal or above its
+    largest value). The double rounding can only go wrong where s is a midpoint m of the format (every
+    midpoint is a float32 value) and acc + p != m: delta = acc + p - m has 0 < |delta| <= 2**(E - 24), E
+    being m's exponent (take m > 0; the other sign is the mirror image). Let 2**g be the format's quantum at m (m an odd multiple of 2**(g - 1), g >= E - P + 1).
+    If acc's quantum is at least 2**g, p = (m - acc) + delta with m - acc a nonzero multiple of
+    2**(g - 1): p's bits run from at least 2**(g - 2) down to delta's lowest, at most 2**(E - 24), which
+    is more than P bits. Otherwise |acc| < 2**E, and delta's lowest bit is at least the smaller of acc's
+    and p's quanta: if p's is at most 2**(E - 24), |p| < 2**(E - 24 + P) cannot bring acc to within
+    2**(E - 24) of m (m >= 2**E + 2**(g - 1)); if acc's is, |acc| < 2**(E - 24 + P) while p, a multiple of
+    2**g, is at least 2**(g - 1) = 2**(E - P) from m. Each step needs P <= 11. Results in the format's
+    subnormal range take the first case (their midpoints are odd multiples of half its smallest
+    quantum, of which acc is a multiple), and overflow is decided on the same rounded value (65520 is
+    binary16's overflow midpoint).
+    tests/test_mac_half_lanes.py checks it for every binary16 accumulator and every product of fp8
+    operands, and finds the failures at P + 1 product bits.
+
+    So the path needs: IEEE binary16 / bfloat16 accumulator, round to nearest, IEEE overflow (inf),
+    sequential, exact products, no event counters, operand precisions adding up to at most P, finite
+    operands float32 holds (:func:`_f32_normal`) whose nonzero products are float32 normals (exact in
+    float32): max|a| * max|b| <= float32's largest value, min|a| * min|b| >= 2**-126 (on the data)."""
+    from .mac import precision_bits
 
     acc = spec.accum
     if stats or spec.order != "sequential" or spec.product is not None or spec.accum_rounding != "nearest":
@@ -1719,12 +1732,10 @@ def _half_lane(spec: MacSpec, A, B, stats=False):
         return 0
     lo_a, hi_a = _abs_range(A)
     lo_b, hi_b = _abs_range(B)
-    if not (hi_a * hi_b <= acc.max and _f32_normal(lo_a, hi_a) and _f32_normal(lo_b, hi_b)):
+    if not (hi_a * hi_b <= _F32_MAX and lo_a * lo_b >= 2.0 ** -126 and _f32_normal(lo_a, hi_a)
+            and _f32_normal(lo_b, hi_b)):
         return 0  # NaN / inf operands fail here too
-    mx = isinstance(spec.a, MXFormat) or isinstance(spec.b, MXFormat)
-    if (not mx and _finest(spec.a) * _finest(spec.b) >= _finest(acc)) or lo_a * lo_b >= acc.min_normal:
-        return kind
-    return 0
+    return kind
 
 
 def _half_kind(spec: MacSpec, f16, bf16):

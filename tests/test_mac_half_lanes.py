@@ -18,6 +18,7 @@ from kernels import ops
 from kernels.ops import Path
 from kernels import reference as R
 from kernels._half import HAVE_F16C, HAVE_FMA, round_bf16, round_f16
+from kernels.formats import FloatFormat
 from kernels.mac import MacSpec, as_spec
 
 from _macedges import edge_problems, fp8_grid
@@ -89,17 +90,49 @@ def test_double_rounding_through_float32_is_innocuous_for_bfloat16(rng):
     assert same_values(via32, exact).all()
 
 
+def _fp8_products(dt):
+    v = np.arange(256, dtype=np.uint8).view(dt).astype(np.float64)
+    v = np.unique(np.abs(v[np.isfinite(v)]))
+    p = np.unique(np.outer(v, v))
+    return np.concatenate([p, -p[p > 0]])
+
+
+@pytest.mark.parametrize("dt", [ml_dtypes.float8_e5m2, ml_dtypes.float8_e4m3fn], ids=str)
+def test_double_rounding_is_innocuous_for_every_binary16_plus_every_fp8_product(dt):
+    """The HALF_F16 gate's argument (``ops._half_lane``): R16(fl32(acc + p)) == R16(acc + p) for every finite
+    binary16 acc and every product p of two fp8 values (at most 8 significant bits, many of them off
+    binary16's grid: e5m2 products reach down to 2**-32 and up to 2**31.6). numpy only: the float64 sum is
+    exact wherever the result is finite in binary16 (|p| < 2**17 there, and both are multiples of 2**-32),
+    and numpy's float64 -> float16 conversion rounds once. Products of 12 significant bits break it."""
+    acc = np.arange(0x7C00, dtype=np.uint16)
+    acc = np.concatenate([acc, acc | 0x8000]).view(np.float16)
+    acc64, acc32 = acc.astype(np.float64), acc.astype(np.float32)
+    rng = np.random.default_rng(0)
+    twelve = np.ldexp(rng.integers(2 ** 11, 2 ** 12, 64).astype(np.float64), rng.integers(-40, 5, 64) - 12)
+    bad = 0
+    with np.errstate(over="ignore"):
+        for p in _fp8_products(dt):
+            via32 = (acc32 + np.float32(p)).astype(np.float16)
+            assert same_values(via32, (acc64 + p).astype(np.float16)).all(), p
+        for p in twelve:
+            bad += int((~same_values((acc32 + np.float32(p)).astype(np.float16), (acc64 + p).astype(np.float16))).sum())
+    assert bad > 0
+
+
 @pytest.mark.parametrize("spec,data,want", [
     ("fp8_e4m3_fp16", "normal", Path.HALF_F16),
     (MacSpec("fp8_e4m3", "bf16"), "normal", Path.HALF_BF16),
     (MacSpec("fp8_e4m3", "fp16"), "normal", Path.HALF_F16),               # product rounding None without fma too
     (MacSpec("fp4_e2m1", "fp16", b="fp8_e5m2"), "normal", Path.HALF_F16),
-    ("fp8_e4m3_fp16", "big", None),                            # a product above 65504 is no binary16 value
+    ("fp8_e4m3_fp16", "big", Path.HALF_F16),                   # a product above 65504: inf, as the spec's
     ("fp8_e4m3_fp16", "nan", None),
     ("fp8_e4m3_fp16", "inf", None),
-    (MacSpec("fp8_e5m2", "fp16"), "clipped", Path.HALF_F16),             # e5m2 steps 2**-16: products checked on the data
-    (MacSpec("fp8_e5m2", "fp16"), "tiny", None),                # ... and below 2**-14 they may be off the grid
+    (MacSpec("fp8_e5m2", "fp16"), "clipped", Path.HALF_F16),
+    (MacSpec("fp8_e5m2", "fp16"), "tiny", Path.HALF_F16),       # products off binary16's grid (2**-32): still exact
+    (MacSpec("bf16", "bf16"), "tiny", None),                    # 2**-140: below float32's normals, it may round
     (MacSpec("fp16", "fp16"), "normal", None),                  # 22 product bits > 11
+    (MacSpec("fp8_e4m3", "fp16", b="e5m7"), "normal", None),    # 12 product bits: one too many
+    (MacSpec("fp8_e4m3", "fp16", b="e5m6"), "normal", Path.HALF_F16),  # 11
     (MacSpec("fp8_e4m3", "fp16", rounding="stochastic"), "normal", None),
     (MacSpec("fp8_e4m3", "fp16", rounding="toward_zero"), "normal", None),
     (MacSpec("fp8_e4m3", "fp16", overflow="saturate"), "normal", None),
@@ -118,6 +151,8 @@ def test_gate(rng, spec, data, want):
         a[1, 2] = np.nan if data == "nan" else -np.inf
     elif data == "tiny":
         a[2, 3], b[3, 1] = 2.0 ** -16, 2.0 ** -16
+        if spec.accum == FloatFormat(8, 7):
+            a[2, 3], b[3, 1] = 2.0 ** -70, 2.0 ** -70
     elif data == "clipped":  # every magnitude >= 2**-7: products >= 2**-14, binary16 normals
         a, b = np.copysign(np.maximum(abs(a), 2.0 ** -7), a), np.copysign(np.maximum(abs(b), 2.0 ** -7), b)
     A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
@@ -393,3 +428,19 @@ def test_without_fma_inexact_products_leave_the_lanes(rng, monkeypatch):
     a, b = rng.standard_normal((3, 8)), rng.standard_normal((8, 2))
     assert ops._paths(MacSpec("fp32", "fp16", product="fp16"), a, b) == Path.PRODUCT
     assert ops._paths(as_spec("fp16_fp16"), a, b) == (Path.HALF_PRODUCT_F16 if HAVE_F16C else Path.PRODUCT)
+
+
+def test_products_off_the_binary16_grid_on_the_lanes_equal_reference(rng):
+    """fp8_e5m2 operands over their whole range: products below binary16's smallest subnormal and above its
+    largest value take HALF_F16 (the gate's argument, ``ops._half_lane``) and equal the reference."""
+    spec = MacSpec("fp8_e5m2", "fp16", fma=True)
+    a = kernels.quantize(rng.standard_normal((37, 50)) * 2.0 ** rng.integers(-16, 14, (37, 50)), "fp8_e5m2")
+    b = kernels.quantize(rng.standard_normal((50, 9)) * 2.0 ** rng.integers(-16, 9, (50, 9)), "fp8_e5m2")
+    p = np.abs(a[:, :, None] * b[None, :, :])
+    assert ((p > 0) & (p < 2.0 ** -24)).sum() > 100 and (p > 65504).sum() > 100
+    assert ops._paths(spec, ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)) == Path.HALF_F16
+    got = kernels.matmul(a, b, spec)
+    assert np.isinf(got).any() and same_values(got, R.ref_matmul(a, b, spec)).all()
+    x = a[:32].reshape(2, 4, 4, 50)[..., :5].copy()
+    w = b[:45].reshape(3, 3, 5, 9).copy()
+    _convolutions_equal_reference(spec, x, w, w[..., :2].copy())
