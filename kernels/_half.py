@@ -105,12 +105,14 @@ def _fma32(typingctx, a, b, c):
 def _round_exact(s, e, r, emin, man):
     """The 16-bit rounding of the exact value s + e, given ``r``, the rounding of s, before the overflow
     check (see the module docstring; ``emin``, ``man``: the format's smallest normal exponent and
-    mantissa bits). Branch-free, so that it vectorises."""
+    mantissa bits). On magnitudes, where float32's q - floor(q) is exact (for a negative q above -0.5
+    it is 1 - |q|, which rounds). Branch-free, so that it vectorises."""
     E = np.int32((f32_bits(s) >> _E23) & _EMASK) - _BIAS
     qe = max(E, emin) - man  # the format's quantum at s is 2**qe
-    q = s * bits_f32(np.uint32((_BIAS - qe) << _E23))  # s / 2**qe, exact
+    q = np.abs(s) * bits_f32(np.uint32((_BIAS - qe) << _E23))  # |s| / 2**qe, exact
     fq = np.floor(q)
-    side = (fq + _ONEF if e > 0 else fq) * bits_f32(np.uint32((_BIAS + qe) << _E23))
+    away = (e > 0) == (s > 0)  # the exact value lies beyond s, away from zero
+    side = np.copysign((fq + _ONEF if away else fq) * bits_f32(np.uint32((_BIAS + qe) << _E23)), s)
     return side if (q - fq == _HALF and e != 0) else r  # s a midpoint: the neighbour on e's side
 
 

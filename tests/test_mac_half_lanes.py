@@ -17,7 +17,7 @@ import kernels
 from kernels import ops
 from kernels.ops import Path
 from kernels import reference as R
-from kernels._half import HAVE_F16C, HAVE_FMA, round_bf16, round_f16
+from kernels._half import HAVE_F16C, HAVE_FMA, product_bf16, product_f16, round_bf16, round_f16
 from kernels.formats import FloatFormat
 from kernels.mac import MacSpec, as_spec
 
@@ -349,10 +349,9 @@ def test_operands_float32_cannot_hold_leave_the_float32_lanes(spec, a, b):
 ], ids=str)
 @pytest.mark.parametrize("M", [1, 3, 5, 1030])
 def test_tiles_of_rows_equal_reference(rng, spec, path, M):
-    """Matmul and convolution rows on the float32 paths are computed four at a time (``ops._TILE``): every
-    row count (tiles cut short at the end of a task's block; 1030 rows make 256 blocks of 4 or 5, so tiles
-    start off the multiples of four) gives the reference's values, and float32 products that round stay
-    unfused."""
+    """Matmul and convolution rows on the float32 paths are computed four at a time (``ops._TILE``), whole
+    tiles per task: every row count (1030 rows: 258 tiles over 256 tasks, the last tile cut short) gives the
+    reference's values, and float32 products that round stay unfused."""
     scale = 1.0 if path == Path.NATIVE32 else 0.5
     a = kernels.quantize(rng.standard_normal((M, 19)) * scale, spec.a)
     b = kernels.quantize(rng.standard_normal((19, 11)) * scale, spec.b)
@@ -444,3 +443,31 @@ def test_products_off_the_binary16_grid_on_the_lanes_equal_reference(rng):
     x = a[:32].reshape(2, 4, 4, 50)[..., :5].copy()
     w = b[:45].reshape(3, 3, 5, 9).copy()
     _convolutions_equal_reference(spec, x, w, w[..., :2].copy())
+
+
+@njit(cache=True)
+def _products16(a, b, o16, ob16):
+    for i in range(a.size):
+        o16[i] = product_f16(a[i], b[i])
+        ob16[i] = product_bf16(a[i], b[i])
+
+
+def test_product_rounding_near_zero_and_the_midpoints_keeps_magnitude_and_sign(rng):
+    """``kernels._half.product_f16`` / ``product_bf16`` against kernels.quantize of the exact product, signs of zero
+    included: float32 products aimed at -0x1.fffffep-26 (just below half binary16's smallest subnormal; the
+    midpoint test once read it as one, giving -2**-24 for -0), at the first midpoints, at 65520 and near
+    float32's smallest normals, both signs. A review found 42.59432 * -6.996783e-10."""
+    h = float.fromhex
+    targets = np.array([h("0x1.fffffep-26"), 2.0 ** -25, h("0x1.000002p-25"), 3 * 2.0 ** -26, 3 * 2.0 ** -25, 65520.0,
+                        2.0 ** -14 + 2.0 ** -25, h("0x1.fffffep-100"), 2.0 ** -99])
+    a0 = rng.uniform(1, 2, (len(targets), 4000)).astype(np.float32)
+    t = np.concatenate([targets, -targets])[:, None]
+    a = np.concatenate([a0, a0]).astype(np.float32)
+    b = (t / a).astype(np.float32)
+    a, b = np.append(a.ravel(), np.float32(42.59432)), np.append(b.ravel(), np.float32(-6.996783e-10))
+    o16, ob16 = np.empty_like(a), np.empty_like(a)
+    _products16(a, b, o16, ob16)
+    exact = a.astype(np.float64) * b.astype(np.float64)
+    assert same_values(o16, kernels.quantize(exact, "fp16")).all()
+    assert same_values(ob16, kernels.quantize(exact, "bf16")).all()
+    assert o16[-1] == 0 and np.signbit(o16[-1])
