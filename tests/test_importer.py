@@ -7,7 +7,7 @@ import keras
 
 import hwsim
 from kernels import MacSpec
-from hwsim.graph import runner
+from hwsim.graph import ir, runner
 from hwsim.graph.runner import resolve_specs
 
 
@@ -105,6 +105,22 @@ def test_large_batches_run_in_slices_with_the_same_results(branchy, monkeypatch)
     sliced = hwsim.run(net, imgs, mac=spec, batch_size=7, seed=11)
     assert sizes == [2, 2, 2, 1]
     assert np.array_equal(sliced, whole)
+
+
+def test_grouped_convolution_stochastic_counters_do_not_depend_on_the_slice(monkeypatch):
+    """Each group of a grouped Conv2D counts its own outputs, so its first counter for a slice starting at
+    image i is i * OH * OW * (O / groups): sliced and whole batches agree (a review found a grouped conv
+    shifted by the other groups' outputs)."""
+    rng = np.random.default_rng(0)
+    conv = ir.Conv2D(name="g", inputs=(ir.INPUT,), kernel=rng.standard_normal((3, 3, 2, 6)).astype(np.float32),
+                     bias=None, padding="same", groups=2)
+    net = ir.Network("grouped", (8, 8, 4), [conv])
+    specs = {"g": MacSpec("bf16", "bf16", rounding="stochastic")}
+    x = rng.standard_normal((6, 8, 8, 4)).astype(np.float32)
+    whole = runner.forward(net, x, specs, seed=7)
+    monkeypatch.setattr(runner, "SLICE_ELEMENTS", 8 * 8 * 6 * 2)  # two images per slice
+    assert np.array_equal(runner.forward(net, x, specs, seed=7), whole)
+    assert not np.array_equal(runner.forward(net, x, specs, seed=8), whole)
 
 
 def test_per_layer_specs(branchy):

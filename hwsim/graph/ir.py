@@ -145,7 +145,9 @@ class Conv2D(MacLayer):
     the real taps: the emulated sum runs over the kernel dilated with zeros, whose zero products leave
     every rounded sum unchanged). ``groups`` splits the input channels (``I = C / groups`` per group)
     and the filters into ``groups`` independent convolutions, concatenated; group ``g`` > 0 draws its
-    stochastic rounding from the seed mixed with ``g``. The cost model maps each group as a sub-layer.
+    stochastic rounding from the seed mixed with ``g``, and each group counts its own outputs (O / groups
+    per pixel: the batch's first counter is ``offset / groups``, so results do not depend on where a batch
+    starts). The cost model maps each group as a sub-layer.
     """
 
     strides: tuple[int, int] = (1, 1)
@@ -164,7 +166,8 @@ class Conv2D(MacLayer):
         ci, co = k.shape[2], k.shape[3] // self.groups
         outs = [kernels.conv2d(np.ascontiguousarray(x[..., g * ci:(g + 1) * ci]),
                                np.ascontiguousarray(k[..., g * co:(g + 1) * co]), spec, stride=self.strides,
-                               padding=padding or self.padding, seed=_group_seed(seed, g), offset=offset)
+                               padding=padding or self.padding, seed=_group_seed(seed, g),
+                               offset=offset // self.groups)
                 for g in range(self.groups)]
         return np.concatenate(outs, axis=-1)
 
