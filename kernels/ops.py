@@ -1294,8 +1294,11 @@ def _make_kernel(layout, path, has_out):
         if layout == _CONV:
             K = K * Cin
         npix = n * OH * OW
-        # a task's rows: at least a tile's worth on the tiled paths (a tile cut short computes its last row again)
-        nblk = min(-(-npix // _TILE) if tiled == 1 else npix, _BLOCKS)
+        # the tiled paths hand out whole tiles (only the last tile of all may be cut short: it computes its last
+        # row again), the others rows
+        units = -(-npix // _TILE) if tiled == 1 else npix
+        per = _TILE if tiled == 1 else 1
+        nblk = min(units, _BLOCKS)
         # the operand a layout does not use is a dummy, shaped from run-time values: Numba's branch
         # pruning leaves constant True / False conditions here, and a constant (1, 1) shape was then
         # conflated with (True, True) in the LLVM IR
@@ -1318,8 +1321,8 @@ def _make_kernel(layout, path, has_out):
             else:
                 A = np.empty((1, 1), dtype=np.float32)
                 acc4 = A
-            r_lo = bi * npix // nblk
-            r_hi = (bi + 1) * npix // nblk
+            r_lo = bi * units // nblk * per
+            r_hi = min((bi + 1) * units // nblk * per, npix)
             for r in range(r_lo, r_hi):
                 b = r // (OH * OW)
                 oh = (r // OW) % OH
