@@ -69,36 +69,31 @@ def round_f16(x):
     return _f16_round_trip(x)
 
 
-@intrinsic
-def _fmuladd32(typingctx, a, b, c):
-    if not (a == b == c == types.float32):
-        return None
+def _f32_intrinsic3(name):
+    """An intrinsic calling LLVM's three-operand float32 intrinsic ``name`` (``llvm.fmuladd``, ``llvm.fma``)."""
 
-    def codegen(context, builder, signature, args):
-        f32 = ir.FloatType()
-        fn = builder.module.declare_intrinsic("llvm.fmuladd", [f32], ir.FunctionType(f32, [f32] * 3))
-        return builder.call(fn, args)
+    @intrinsic
+    def call(typingctx, a, b, c):
+        if not (a == b == c == types.float32):
+            return None
 
-    return types.float32(types.float32, types.float32, types.float32), codegen
+        def codegen(context, builder, signature, args):
+            f32 = ir.FloatType()
+            return builder.call(builder.module.declare_intrinsic(name, [f32], ir.FunctionType(f32, [f32] * 3)), args)
+
+        return types.float32(types.float32, types.float32, types.float32), codegen
+
+    return call
+
+
+_fmuladd32 = _f32_intrinsic3("llvm.fmuladd")
+_fma32 = _f32_intrinsic3("llvm.fma")
 
 
 @njit(cache=True, inline="always")
 def mul_add_f32(a, b, c):
     """float32 ``a * b + c``, fused or not (see the module docstring): exact ``a * b`` only."""
     return _fmuladd32(a, b, c)
-
-
-@intrinsic
-def _fma32(typingctx, a, b, c):
-    if not (a == b == c == types.float32):
-        return None
-
-    def codegen(context, builder, signature, args):
-        f32 = ir.FloatType()
-        fn = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32] * 3))
-        return builder.call(fn, args)
-
-    return types.float32(types.float32, types.float32, types.float32), codegen
 
 
 @njit(cache=True, inline="always")

@@ -9,7 +9,7 @@ Implementation. One parallel kernel serves all three ops (a matmul is the 1x1 co
 GEMM: one output pixel for convolutions) is computed by one thread with the row function of the
 call's :class:`Path`, which :func:`_paths` picks from the spec and the data (the float32 paths of
 matmuls and convolutions take tiles of four rows, so that each weight loaded serves four outputs:
-:func:`_tile_native32`, :func:`_tile_half`); the kernel for a path is
+:func:`_make_tile`); the kernel for a path is
 compiled the first time a call takes it, so a spec never compiles the paths it does not use (a
 cold ``hwsim run`` compiles one row function, not all of them). The N outputs of a row are
 independent accumulators processed together,
@@ -526,71 +526,72 @@ def _products_into(p, k, N, get_a, a_row, a_lanes, B):
             p[j] = a_lanes[k, j] * B[k, j]
 
 
-#: output rows per tile of the float32 conv / matmul paths (:func:`_tile_native32`, :func:`_tile_half`): each
+#: output rows per tile of the float32 conv / matmul paths (:func:`_make_tile`): each
 #: weight loaded serves four accumulators, and four independent dependency chains hide the add /
 #: round latency (4 rows: 1.5-2.1x one row, 6 rows no better; /tmp bench, AVX2, one thread)
 _TILE = 4
 
 
-@njit(cache=True)
-def _tile_native32(K, N, A, B32, acc):
-    """NATIVE32 on a tile of _TILE GEMM rows: acc[p, j] = sum over k = 0, 1, ... of A[p, k] * B32[k, j], each
-    addition IEEE float32 (round to nearest even), so exactly R_fp32(acc + p) for exact products. With a
-    float32 product format the multiply rounds first (R32(R32(a*b) + acc)); the product is never fused
-    with the add, so both gates of :func:`_paths` hold."""
-    for p in range(_TILE):
-        for j in range(N):
-            acc[p, j] = 0.0
-    for k in range(K):
-        a0 = A[0, k]
-        a1 = A[1, k]
-        a2 = A[2, k]
-        a3 = A[3, k]
-        for j in range(N):
-            b = B32[k, j]
-            acc[0, j] = acc[0, j] + a0 * b
-            acc[1, j] = acc[1, j] + a1 * b
-            acc[2, j] = acc[2, j] + a2 * b
-            acc[3, j] = acc[3, j] + a3 * b
+#: the float32 paths with their own tile and depthwise row functions; the position of each is its ``kind``
+#: in :func:`_f32_add`, :func:`_make_tile` and :func:`_make_row_dw`
+_KINDS = (_NATIVE32, _HALF_F16, _HALF_BF16, _HALF_PRODUCT_F16, _HALF_PRODUCT_BF16)
 
 
-@njit(cache=True)
-def _tile_half(K, N, A, B32, acc, bf16):
-    """HALF_F16 / HALF_BF16 (``bf16`` 0 / 1) on a tile of _TILE GEMM rows: binary16 / bfloat16 accumulator,
-    round to nearest even, exact products that are values of the accumulator format (see :func:`_half_lane`):
-    R16(acc + p) is float32's sum (one FMA or a multiply and an add, the same for an exact product,
-    :func:`kernels._half.mul_add_f32`) rounded once more. In order k = 0, 1, ... for every output."""
-    for p in range(_TILE):
-        for j in range(N):
-            acc[p, j] = 0.0
-    for k in range(K):
-        a0 = A[0, k]
-        a1 = A[1, k]
-        a2 = A[2, k]
-        a3 = A[3, k]
-        if not bf16:
+@njit(cache=True, inline="always")
+def _f32_add(kind, x, a, b):
+    """One step acc = R(acc + a * b) of a float32 path, ``kind`` (a closure constant of the caller, so
+    only its branch is compiled) (its position in :data:`_KINDS`):
+
+    * NATIVE32: IEEE float32 multiply and add, never fused (exactly R_fp32(acc + p) for exact products;
+      with a float32 product format the multiply rounds first, R32(R32(a * b) + acc));
+    * HALF_F16 / HALF_BF16: float32's sum rounded once more to binary16 / bfloat16 (:func:`_half_lane`);
+      the products are exact, so one FMA or a multiply and an add (:func:`kernels._half.mul_add_f32`);
+    * HALF_PRODUCT_F16 / BF16: the product rounded once into the format
+      (:func:`kernels._half.product_f16`), then the sum of two of its values rounded (Figueroa, as
+      :func:`_half_product_lane` says)."""
+    if kind == 0:
+        return x + a * b
+    if kind == 1:
+        return round_f16(mul_add_f32(a, b, x))
+    if kind == 2:
+        return round_bf16(mul_add_f32(a, b, x))
+    if kind == 3:
+        return round_f16(x + product_f16(a, b))
+    return round_bf16(x + product_bf16(a, b))
+
+
+def _make_tile(kind):
+    """The tile function of a float32 path (``kind`` (its position in :data:`_KINDS`)): acc[p, j] = the sum over
+    k = 0, 1, ... of A[p, k] * B32[k, j] for the _TILE rows p, each addition by :func:`_f32_add`. Each
+    weight loaded serves the tile's four accumulators, whose independent dependency chains hide the add
+    and round latency."""
+
+    @njit(cache=True)
+    def tile(K, N, A, B32, acc):
+        for p in range(_TILE):
+            for j in range(N):
+                acc[p, j] = 0.0
+        for k in range(K):
+            a0 = A[0, k]
+            a1 = A[1, k]
+            a2 = A[2, k]
+            a3 = A[3, k]
             for j in range(N):
                 b = B32[k, j]
-                acc[0, j] = round_f16(mul_add_f32(a0, b, acc[0, j]))
-                acc[1, j] = round_f16(mul_add_f32(a1, b, acc[1, j]))
-                acc[2, j] = round_f16(mul_add_f32(a2, b, acc[2, j]))
-                acc[3, j] = round_f16(mul_add_f32(a3, b, acc[3, j]))
-        else:
-            for j in range(N):
-                b = B32[k, j]
-                acc[0, j] = round_bf16(mul_add_f32(a0, b, acc[0, j]))
-                acc[1, j] = round_bf16(mul_add_f32(a1, b, acc[1, j]))
-                acc[2, j] = round_bf16(mul_add_f32(a2, b, acc[2, j]))
-                acc[3, j] = round_bf16(mul_add_f32(a3, b, acc[3, j]))
+                acc[0, j] = _f32_add(kind, acc[0, j], a0, b)
+                acc[1, j] = _f32_add(kind, acc[1, j], a1, b)
+                acc[2, j] = _f32_add(kind, acc[2, j], a2, b)
+                acc[3, j] = _f32_add(kind, acc[3, j], a3, b)
+
+    return tile
 
 
 def _make_row_dw(kind):
-    """The row function of the depthwise layout on a float32 path, ``kind`` 0: NATIVE32, 1: HALF_F16,
-    2: HALF_BF16 (a closure constant, so each compiles one loop body). It computes output pixel
-    (b, oh, ow) from X directly: lane j = c * mult + q accumulates X[b, ih, iw, c] * B32[k, j] over the
-    taps k = dh * kw + dw in order, a tap outside the input reading ``zrow`` (zeros: the padding's +0,
-    as the other paths' gathered operands), each addition as in :func:`_tile_native32` /
-    :func:`_tile_half`; the accumulators go to ``acc``."""
+    """The row function of the depthwise layout on a float32 path (``kind`` (its position in :data:`_KINDS`)). It
+    computes output pixel (b, oh, ow) from X directly: lane j = c * mult + q accumulates
+    X[b, ih, iw, c] * B32[k, j] over the taps k = dh * kw + dw in order, a tap outside the input reading
+    ``zrow`` (zeros: the padding's +0, as the other paths' gathered operands), each addition by
+    :func:`_f32_add`; the accumulators go to ``acc``."""
 
     @njit(cache=True)
     def row(X, b, oh, ow, kh, kw, sh, sw, pt, pl, mult, N, B32, zrow, acc, acc32):
@@ -605,78 +606,21 @@ def _make_row_dw(kind):
                 xrow = X[b, ih, iw] if (ih >= 0 and ih < H and iw >= 0 and iw < Wd) else zrow
                 if mult == 1:
                     for j in range(N):
-                        if kind == 0:
-                            acc32[j] = acc32[j] + np.float32(xrow[j]) * B32[k, j]
-                        elif kind == 1:
-                            acc32[j] = round_f16(mul_add_f32(np.float32(xrow[j]), B32[k, j], acc32[j]))
-                        else:
-                            acc32[j] = round_bf16(mul_add_f32(np.float32(xrow[j]), B32[k, j], acc32[j]))
+                        acc32[j] = _f32_add(kind, acc32[j], np.float32(xrow[j]), B32[k, j])
                 else:
                     for c in range(C):
                         xc = np.float32(xrow[c])
                         for j in range(c * mult, (c + 1) * mult):
-                            if kind == 0:
-                                acc32[j] = acc32[j] + xc * B32[k, j]
-                            elif kind == 1:
-                                acc32[j] = round_f16(mul_add_f32(xc, B32[k, j], acc32[j]))
-                            else:
-                                acc32[j] = round_bf16(mul_add_f32(xc, B32[k, j], acc32[j]))
+                            acc32[j] = _f32_add(kind, acc32[j], xc, B32[k, j])
         for j in range(N):
             acc[j] = acc32[j]
 
     return row
 
 
-_row_dw_native32, _row_dw_f16, _row_dw_bf16 = (_make_row_dw(kind) for kind in range(3))
-
-
-@njit(cache=True)
-def _tile_half_product(K, N, A, B32, acc, bf16):
-    """HALF_PRODUCT_F16 / HALF_PRODUCT_BF16 (``bf16`` 0 / 1) on a tile of _TILE GEMM rows: acc = R16(acc +
-    R16(a * b)), both roundings to nearest even into binary16 / bfloat16 (see :func:`_half_product_lane`).
-    The product stage is :func:`kernels._half.product_f16` / ``product_bf16``: one rounding of the exact
-    product, also where float32 rounds it; the float32 sum of two values of the format, rounded once
-    more, is the accumulator stage (Figueroa, as in :func:`_tile_half`). In order k = 0, 1, ... for every
-    output."""
-    for p in range(_TILE):
-        for j in range(N):
-            acc[p, j] = 0.0
-    for k in range(K):
-        a0 = A[0, k]
-        a1 = A[1, k]
-        a2 = A[2, k]
-        a3 = A[3, k]
-        if not bf16:
-            for j in range(N):
-                b = B32[k, j]
-                acc[0, j] = round_f16(acc[0, j] + product_f16(a0, b))
-                acc[1, j] = round_f16(acc[1, j] + product_f16(a1, b))
-                acc[2, j] = round_f16(acc[2, j] + product_f16(a2, b))
-                acc[3, j] = round_f16(acc[3, j] + product_f16(a3, b))
-        else:
-            for j in range(N):
-                b = B32[k, j]
-                acc[0, j] = round_bf16(acc[0, j] + product_bf16(a0, b))
-                acc[1, j] = round_bf16(acc[1, j] + product_bf16(a1, b))
-                acc[2, j] = round_bf16(acc[2, j] + product_bf16(a2, b))
-                acc[3, j] = round_bf16(acc[3, j] + product_bf16(a3, b))
-
-
-@njit(cache=True)
-def _row_half_product(K, N, a_lanes, B32, acc, acc32, bf16):
-    """HALF_PRODUCT_F16 / HALF_PRODUCT_BF16 for one row of per-lane operands (the depthwise layout), as
-    :func:`_tile_half_product`. Writes the accumulators into ``acc``."""
-    for j in range(N):
-        acc32[j] = 0.0
-    for k in range(K):
-        if not bf16:
-            for j in range(N):
-                acc32[j] = round_f16(acc32[j] + product_f16(np.float32(a_lanes[k, j]), B32[k, j]))
-        else:
-            for j in range(N):
-                acc32[j] = round_bf16(acc32[j] + product_bf16(np.float32(a_lanes[k, j]), B32[k, j]))
-    for j in range(N):
-        acc[j] = acc32[j]
+_tile_native32, _tile_f16, _tile_bf16, _tile_product_f16, _tile_product_bf16 = (_make_tile(k) for k in range(5))
+_row_dw_native32, _row_dw_f16, _row_dw_bf16, _row_dw_product_f16, _row_dw_product_bf16 = (
+    _make_row_dw(k) for k in range(5))
 
 
 @njit(cache=True, inline="always")
@@ -1277,12 +1221,11 @@ def _make_kernel(layout, path, has_out):
     (M, 1, 1, K) input). _DEPTHWISE: W2 (kh*kw, C*mult), lane j = c*mult + q reads channel c = j // mult,
     k = dh * kw + dw. out (n, OH, OW, NC). Output (r, j) has stochastic counter element ``offset + r * NC
     + j``; each task handles a block of rows with scratch buffers allocated once per block. The float32
-    paths of the _CONV layout (NATIVE32, HALF_F16 / BF16, HALF_PRODUCT_F16 / BF16) compute a block's rows in
-    tiles of _TILE (:func:`_tile_native32`, :func:`_tile_half`, :func:`_tile_half_product`): each output
-    still accumulates alone, in order k = 0, 1, ...
-    Those of the _DEPTHWISE layout read X directly (:func:`_make_row_dw`) instead of gathering lanes.
+    paths (:data:`_KINDS`) compute the _CONV layout's rows in tiles of _TILE (:func:`_make_tile`), each
+    output still accumulating alone, in order k = 0, 1, ...; in the _DEPTHWISE layout they read X directly
+    (:func:`_make_row_dw`) instead of gathering lanes.
     """
-    tiled = int(layout == _CONV and path in (_NATIVE32, _HALF_F16, _HALF_BF16, _HALF_PRODUCT_F16, _HALF_PRODUCT_BF16))
+    tiled = int(layout == _CONV and path in _KINDS)
 
     @njit(cache=True, parallel=True)
     def kernel(X, W2, W32, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, order, chunk, evc_rows, nws):
@@ -1337,13 +1280,13 @@ def _make_kernel(layout, path, has_out):
                         if path == _NATIVE32:
                             _tile_native32(K, NC, A, W32, acc4)
                         elif path == _HALF_F16:
-                            _tile_half(K, NC, A, W32, acc4, 0)
+                            _tile_f16(K, NC, A, W32, acc4)
                         elif path == _HALF_BF16:
-                            _tile_half(K, NC, A, W32, acc4, 1)
+                            _tile_bf16(K, NC, A, W32, acc4)
                         elif path == _HALF_PRODUCT_F16:
-                            _tile_half_product(K, NC, A, W32, acc4, 0)
+                            _tile_product_f16(K, NC, A, W32, acc4)
                         else:
-                            _tile_half_product(K, NC, A, W32, acc4, 1)
+                            _tile_product_bf16(K, NC, A, W32, acc4)
                     for j in range(NC):
                         acc[j] = acc4[t, j]
                 elif layout == _CONV:
@@ -1354,6 +1297,10 @@ def _make_kernel(layout, path, has_out):
                     _row_dw_f16(X, b, oh, ow, kh, kw, sh, sw, pt, pl, mult, NC, W32, zrow, acc, acc32)
                 elif path == _HALF_BF16:
                     _row_dw_bf16(X, b, oh, ow, kh, kw, sh, sw, pt, pl, mult, NC, W32, zrow, acc, acc32)
+                elif path == _HALF_PRODUCT_F16:
+                    _row_dw_product_f16(X, b, oh, ow, kh, kw, sh, sw, pt, pl, mult, NC, W32, zrow, acc, acc32)
+                elif path == _HALF_PRODUCT_BF16:
+                    _row_dw_product_bf16(X, b, oh, ow, kh, kw, sh, sw, pt, pl, mult, NC, W32, zrow, acc, acc32)
                 else:
                     for k in range(K):
                         for j in range(NC):
@@ -1369,12 +1316,9 @@ def _make_kernel(layout, path, has_out):
                             k = dh * kw + dw
                             for j in range(NC):
                                 lanes[k, j] = X[b, ih, iw, j // mult]
-                if tiled == 1 or path == _NATIVE32 or path == _HALF_F16 or path == _HALF_BF16:
+                if tiled == 1 or path == _NATIVE32 or path == _HALF_F16 or path == _HALF_BF16 \
+                        or path == _HALF_PRODUCT_F16 or path == _HALF_PRODUCT_BF16:
                     pass
-                elif path == _HALF_PRODUCT_F16:
-                    _row_half_product(K, NC, lanes, W32, acc, acc32, 0)
-                elif path == _HALF_PRODUCT_BF16:
-                    _row_half_product(K, NC, lanes, W32, acc, acc32, 1)
                 elif path == _STOCH32:
                     _row_stoch32(K, NC, layout, a_row, lanes, W2, W32, e0, acc, acc2, ipA, fpA, modeA, ovfA,
                                  key, rbits, evc, sm)

@@ -368,12 +368,14 @@ def test_tiles_of_rows_equal_reference(rng, spec, path, M):
     (MacSpec("fp8_e4m3", "fp16", fma=True), Path.HALF_F16),
     (MacSpec("fp8_e4m3", "bf16", fma=True), Path.HALF_BF16),
     (as_spec("fp32"), Path.NATIVE32),
+    (as_spec("fp16_fp16"), Path.HALF_PRODUCT_F16),
+    (MacSpec("bf16", "bf16", product="bf16"), Path.HALF_PRODUCT_BF16),
 ], ids=str)
 @pytest.mark.parametrize("mult", [1, 3])
 def test_depthwise_rows_on_the_float32_paths_equal_reference(rng, spec, path, mult):
     """The float32 paths' depthwise rows read the input directly (``ops._make_row_dw``), one loop for a
     channel multiplier of 1 and one for the others; taps in the padding add zero products."""
-    scale = 1.0 if path == Path.NATIVE32 else 0.5
+    scale = 0.5 if path in (Path.HALF_F16, Path.HALF_BF16) else 1.0
     x = kernels.quantize(rng.standard_normal((2, 6, 5, 4)) * scale, spec.a)
     w = kernels.quantize(rng.standard_normal((3, 3, 4, mult)) * scale, spec.b)
     X, W = ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)

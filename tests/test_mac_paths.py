@@ -53,11 +53,11 @@ def test_a_cold_process_compiles_only_its_path(tmp_path):
     half = int(Path.HALF_F16) if ops.HAVE_F16C else int(Path.NEAREST)
     assert got["path"] == half
     # matmul and conv2d: the float32 paths' tiles of rows; depthwise: its own row function, binary16 only
-    want_rows = {"_tile_half", "_row_dw_f16"} if ops.HAVE_F16C else {"_row_nearest"}
-    assert set(got["rows"]) == {"_row_dw_native32", "_row_dw_f16", "_row_dw_bf16", "_row_half_product", "_row_stoch32",
-                                "_row_nearest", "_row_lane", "_row_fixed_stoch", "_row_product", "_row_generic",
-                                "_row_stoch64", "_row_stoch32_product", "_tile_native32", "_tile_half",
-                                "_tile_half_product"}
+    want_rows = {"_tile_f16", "_row_dw_f16"} if ops.HAVE_F16C else {"_row_nearest"}
+    kinds = ("native32", "f16", "bf16", "product_f16", "product_bf16")
+    assert set(got["rows"]) == {"_row_stoch32", "_row_nearest", "_row_lane", "_row_fixed_stoch", "_row_product",
+                                "_row_generic", "_row_stoch64", "_row_stoch32_product",
+                                *(f"_tile_{k}" for k in kinds), *(f"_row_dw_{k}" for k in kinds)}
     assert {n for n, c in got["rows"].items() if c} == want_rows, got["rows"]
     # one kernel per operand layout (matmul runs on the convolution kernel), no output stage
     assert [tuple(k) for k in got["kernels"]] == [(ops._CONV, half, 0), (ops._DEPTHWISE, half, 0)]
