@@ -535,6 +535,18 @@ _TILE = 4
 #: the float32 paths with their own tile and depthwise row functions; the position of each is its ``kind``
 #: in :func:`_f32_add`, :func:`_make_tile` and :func:`_make_row_dw`
 _KINDS = (_NATIVE32, _HALF_F16, _HALF_BF16, _HALF_PRODUCT_F16, _HALF_PRODUCT_BF16)
+_KIND_NAMES = ("native32", "f16", "bf16", "product_f16", "product_bf16")
+
+
+def _cached(fn, name, parallel=False):
+    """``njit(cache=True)`` of a closure made by a factory, under its own ``name``. Numba names a function's
+    on-disk cache (index and data files) after its qualified name and first line, which every closure of
+    one factory shares; the index tells them apart by their closure values, but two processes compiling
+    two of them at once (the sweep's workers) can each write an index with one entry for the same data
+    file, and the later data then serves the other's key: a kernel of another path, silently (seen: a
+    warm sweep's fp8 -> fp16 points changed, and NATIVE32 matmuls disagreed with the reference)."""
+    fn.__name__ = fn.__qualname__ = name
+    return njit(cache=True, parallel=parallel)(fn)
 
 
 @njit(cache=True, inline="always")
@@ -566,7 +578,6 @@ def _make_tile(kind):
     weight loaded serves the tile's four accumulators, whose independent dependency chains hide the add
     and round latency."""
 
-    @njit(cache=True)
     def tile(K, N, A, B32, acc):
         for p in range(_TILE):
             for j in range(N):
@@ -583,7 +594,7 @@ def _make_tile(kind):
                 acc[2, j] = _f32_add(kind, acc[2, j], a2, b)
                 acc[3, j] = _f32_add(kind, acc[3, j], a3, b)
 
-    return tile
+    return _cached(tile, f"_tile_{_KIND_NAMES[kind]}")
 
 
 def _make_row_dw(kind):
@@ -593,7 +604,6 @@ def _make_row_dw(kind):
     ``zrow`` (zeros: the padding's +0, as the other paths' gathered operands), each addition by
     :func:`_f32_add`; the accumulators go to ``acc``."""
 
-    @njit(cache=True)
     def row(X, b, oh, ow, kh, kw, sh, sw, pt, pl, mult, N, B32, zrow, acc, acc32):
         _, H, Wd, C = X.shape
         for j in range(N):
@@ -615,7 +625,7 @@ def _make_row_dw(kind):
         for j in range(N):
             acc[j] = acc32[j]
 
-    return row
+    return _cached(row, f"_row_dw_{_KIND_NAMES[kind]}")
 
 
 _tile_native32, _tile_f16, _tile_bf16, _tile_product_f16, _tile_product_bf16 = (_make_tile(k) for k in range(5))
@@ -1227,7 +1237,6 @@ def _make_kernel(layout, path, has_out):
     """
     tiled = int(layout == _CONV and path in _KINDS)
 
-    @njit(cache=True, parallel=True)
     def kernel(X, W2, W32, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, order, chunk, evc_rows, nws):
         n, H, Wd, Cin = X.shape
         _, OH, OW, NC = out.shape
@@ -1355,7 +1364,8 @@ def _make_kernel(layout, path, has_out):
                     for j in range(NC):
                         out[b, oh, ow, j] = acc[j]
 
-    return kernel
+    name = f"_kernel_{('conv', 'depthwise')[layout]}_{Path(path).name.lower()}_{has_out}"
+    return _cached(kernel, name, parallel=True)
 
 
 _KERNELS: dict = {}

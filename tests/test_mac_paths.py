@@ -118,3 +118,13 @@ def test_product_path_equals_reference_on_edge_problems(spec, K):
         assert got.dtype == want.dtype and same_values(got, want).all(), (name, got, want)
         assert [getattr(gs, f) for f in ("saturated", "wrapped", "overflowed", "invalid")] == \
             [getattr(ws, f) for f in ("saturated", "wrapped", "overflowed", "invalid")], name
+
+
+def test_every_factory_made_kernel_has_its_own_cache_name():
+    """Numba names its disk cache after a function's qualified name: closures of one factory that shared one
+    could swap compiled code when two processes compiled them at once (``ops._cached``; a warm sweep gave
+    NATIVE32 matmuls another path's code). Every tile, depthwise row and kernel has its own name."""
+    fns = [getattr(ops, f"_{kind}_{k}") for kind in ("tile", "row_dw") for k in ops._KIND_NAMES]
+    fns += [ops._make_kernel(lay, int(p), h) for lay in (ops._CONV, ops._DEPTHWISE) for p in Path for h in (0, 1)]
+    names = [f.py_func.__qualname__ for f in fns]
+    assert len(set(names)) == len(names) == 10 + 2 * len(Path) * 2
