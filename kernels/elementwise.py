@@ -15,11 +15,17 @@ can, with Keras 3's definitions:
 ``gelu``            ``0.5 * y * (1 + erf(y / sqrt(2)))`` (exact, Keras' default ``approximate=False``)
 ``tanh``            ``tanh(y)``
 ==================  ==========================================================================
+
+``bias_activate(y, bias, name)`` is ``activate(y + bias, name)`` for a bias along the last axis, in one
+pass over ``y`` for linear / relu / relu6 (:func:`bias_activate`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
+
+from .quantize import threads_for
 
 ACTIVATIONS = ("linear", "relu", "relu6", "softmax", "sigmoid", "hard_sigmoid", "silu", "hard_silu", "gelu", "tanh")
 #: other names of the same functions (Keras 2 / TF-Lite spellings)
@@ -53,3 +59,48 @@ def activate(y, activation: str):
         one, half = y.dtype.type(1), y.dtype.type(0.5)
         return half * y * (one + erf(y / y.dtype.type(np.sqrt(2.0))))
     raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
+
+
+#: the activations :func:`bias_activate` fuses with the bias add (their codes in :func:`_bias_act`)
+_FUSED = {"linear": 0, "relu": 1, "relu6": 2}
+
+
+def bias_activate(y, bias, activation: str):
+    """``activate(y + bias, activation)``, overwriting ``y`` (a new array the caller owns, float32 or float64,
+    channels on the last axis; ``bias`` of length ``y.shape[-1]`` or None), with the same values, NaN and
+    signed zeros as numpy's operators: the bias is cast to ``y``'s dtype and added in that precision (one
+    IEEE rounding, never fused with anything); relu is ``np.maximum(v, 0)`` (NaN stays NaN, -0 becomes
+    +0), relu6 ``np.clip(v, 0, 6)`` (NaN stays, -0 stays -0). For linear / relu / relu6 on a C-contiguous
+    ``y`` this is one parallel pass (:func:`_bias_act`); anything else adds in place and calls
+    :func:`activate`."""
+    if bias is None:
+        return activate(y, activation)
+    b = np.asarray(bias).astype(y.dtype)
+    code = _FUSED.get(activation)
+    if (code is None or y.ndim == 0 or not y.flags.c_contiguous or not y.flags.writeable
+            or y.dtype not in (np.float32, np.float64) or b.shape != y.shape[-1:]):
+        y = np.add(y, b, out=y) if y.flags.writeable and np.result_type(y, b) == y.dtype else y + b
+        return activate(y, activation)
+    if y.size:
+        with threads_for(y.size):
+            _bias_act(y.reshape(-1, y.shape[-1]), b, np.int64(code))
+    return y
+
+
+@njit(cache=True, parallel=True)
+def _bias_act(y, b, code):
+    """y[i, j] = act(y[i, j] + b[j]) in y's precision, rows in parallel (each element alone, so the thread
+    count cannot matter); ``code`` 0 linear, 1 relu (``v`` when v > 0 or NaN, else +0), 2 relu6 (0 below
+    0, 6 above 6, else ``v``: NaN and -0 stay)."""
+    for i in prange(y.shape[0]):
+        for j in range(y.shape[1]):
+            v = y[i, j] + b[j]
+            if code == 1:
+                if not (v > 0 or v != v):
+                    v = 0.0
+            elif code == 2:
+                if v < 0:
+                    v = 0.0
+                elif v > 6:
+                    v = 6.0
+            y[i, j] = v

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import kernels
-from kernels.elementwise import ACTIVATIONS, activate
+from kernels.elementwise import ACTIVATIONS, activate, bias_activate
 
 INPUT = "input"
 
@@ -117,9 +117,9 @@ class MacLayer(Layer):
         return w
 
     def mac(self, x, kernel, spec, seed=None, offset: int = 0, padding=None):  # pragma: no cover
-        """The products and sums of the layer on the emulated array (no bias, no activation); ``offset``
-        is the stochastic-rounding counter of the batch's first output; ``padding`` overrides the layer's
-        (spatial layers only)."""
+        """The products and sums of the layer on the emulated array (no bias, no activation), as a new array
+        (:meth:`run` adds the bias in place); ``offset`` is the stochastic-rounding counter of the batch's first
+        output; ``padding`` overrides the layer's (spatial layers only)."""
         raise NotImplementedError
 
     def gemm_dims(self, in_shape, out_shape) -> dict:  # pragma: no cover
@@ -132,9 +132,7 @@ class MacLayer(Layer):
         x = ins[0]
         per_image = int(np.prod(self.output_shape([x.shape[1:]])))
         y = self.mac(x, self.kernel, spec, seed=seed, offset=offset * per_image)
-        if self.bias is not None:
-            y = y + self.bias.astype(y.dtype)
-        return activate(y, self.activation)
+        return bias_activate(y, self.bias, self.activation)  # in place: mac returns a new array
 
 
 @dataclass(frozen=True, eq=False)
