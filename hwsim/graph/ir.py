@@ -414,7 +414,7 @@ class Pool2D(Layer):
         else:
             pt = pl = pb = pr = 0
         fill = -np.inf if self.op == "max" else 0.0
-        xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=fill)
+        xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=fill) if pt or pb or pl or pr else x
         if self.op == "avg":
             ones = np.pad(np.ones((1, H, W, 1), x.dtype), ((0, 0), (pt, pb), (pl, pr), (0, 0)),
                           constant_values=1 if self.count_pad else 0)
@@ -423,7 +423,7 @@ class Pool2D(Layer):
             for dw in range(kw):
                 sl = xp[:, dh:dh + (OH - 1) * sh + 1:sh, dw:dw + (OW - 1) * sw + 1:sw, :]
                 if self.op == "max":
-                    out = sl.copy() if out is None else np.maximum(out, sl)
+                    out = sl.copy() if out is None else np.maximum(out, sl, out=out)
                 else:
                     c = ones[:, dh:dh + (OH - 1) * sh + 1:sh, dw:dw + (OW - 1) * sw + 1:sw, :]
                     out = sl.astype(x.dtype) if out is None else out + sl
