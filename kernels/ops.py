@@ -55,6 +55,7 @@ from numba import njit, prange
 
 from . import _core as C
 from ._core import f32_bits
+from ._vec import make_block
 from ._half import HAVE_F16C, HAVE_FMA, bits_f32, mul_add_f32, product_bf16, product_f16, round_bf16, round_f16
 from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
 from .mac import MacSpec, as_spec
@@ -526,10 +527,12 @@ def _products_into(p, k, N, get_a, a_row, a_lanes, B):
             p[j] = a_lanes[k, j] * B[k, j]
 
 
-#: output rows per tile of the float32 conv / matmul paths (:func:`_make_tile`): each
-#: weight loaded serves four accumulators, and four independent dependency chains hide the add /
-#: round latency (4 rows: 1.5-2.1x one row, 6 rows no better; /tmp bench, AVX2, one thread)
-_TILE = 4
+#: output rows per tile of the float32 conv / matmul paths (:func:`_make_tile`), by ``kind``: NATIVE32 and
+#: HALF_F16 / BF16 run register-blocked blocks of 6 rows x 16 columns (:mod:`kernels._vec`); the
+#: product-rounding kinds four rows, where each weight loaded serves four accumulators, whose independent
+#: dependency chains hide the add / round latency (4 rows: 1.5-2.1x one row, 6 rows no better; /tmp bench,
+#: AVX2, one thread)
+_TILE_ROWS = (6, 6, 6, 4, 4)
 
 
 #: the float32 paths with their own tile and depthwise row functions; the position of each is its ``kind``
@@ -574,12 +577,39 @@ def _f32_add(kind, x, a, b):
 
 def _make_tile(kind):
     """The tile function of a float32 path (``kind`` (its position in :data:`_KINDS`)): acc[p, j] = the sum over
-    k = 0, 1, ... of A[p, k] * B32[k, j] for the _TILE rows p, each addition by :func:`_f32_add`. Each
-    weight loaded serves the tile's four accumulators, whose independent dependency chains hide the add
-    and round latency."""
+    k = 0, 1, ... of A[p, k] * B32[k, j] for the ``_TILE_ROWS[kind]`` rows p, each addition by :func:`_f32_add`,
+    A (rows, K), B32 (K, N) and acc (rows, N) C-contiguous float32.
+
+    NATIVE32 and HALF_F16 / BF16 compute 16 columns at a time, then 8, in register-blocked blocks
+    (:func:`kernels._vec.make_block`, the same arithmetic in LLVM vectors), and the last N % 8 columns here.
+    The product-rounding kinds compute four rows per pass over the columns: each weight loaded serves the
+    tile's four accumulators."""
+    if kind <= 2:
+        T = _TILE_ROWS[kind]
+        block16 = make_block(kind, 2, T)
+        block8 = make_block(kind, 1, T)
+
+        def tile(K, N, A, B32, acc):
+            pa, pb, pc = np.int64(A.ctypes.data), np.int64(B32.ctypes.data), np.int64(acc.ctypes.data)
+            j0 = 0
+            while j0 + 16 <= N:
+                block16(np.int64(K), pa, np.int64(K), pb + 4 * j0, np.int64(N), pc + 4 * j0, np.int64(N))
+                j0 += 16
+            if j0 + 8 <= N:
+                block8(np.int64(K), pa, np.int64(K), pb + 4 * j0, np.int64(N), pc + 4 * j0, np.int64(N))
+                j0 += 8
+            for p in range(T):
+                for j in range(j0, N):
+                    acc[p, j] = 0.0
+                for k in range(K):
+                    ap = A[p, k]
+                    for j in range(j0, N):
+                        acc[p, j] = _f32_add(kind, acc[p, j], ap, B32[k, j])
+
+        return _cached(tile, f"_tile_{_KIND_NAMES[kind]}")
 
     def tile(K, N, A, B32, acc):
-        for p in range(_TILE):
+        for p in range(4):
             for j in range(N):
                 acc[p, j] = 0.0
         for k in range(K):
@@ -1231,11 +1261,12 @@ def _make_kernel(layout, path, has_out):
     (M, 1, 1, K) input). _DEPTHWISE: W2 (kh*kw, C*mult), lane j = c*mult + q reads channel c = j // mult,
     k = dh * kw + dw. out (n, OH, OW, NC). Output (r, j) has stochastic counter element ``offset + r * NC
     + j``; each task handles a block of rows with scratch buffers allocated once per block. The float32
-    paths (:data:`_KINDS`) compute the _CONV layout's rows in tiles of _TILE (:func:`_make_tile`), each
+    paths (:data:`_KINDS`) compute the _CONV layout's rows in tiles of _TILE_ROWS (:func:`_make_tile`), each
     output still accumulating alone, in order k = 0, 1, ...; in the _DEPTHWISE layout they read X directly
     (:func:`_make_row_dw`) instead of gathering lanes.
     """
     tiled = int(layout == _CONV and path in _KINDS)
+    T = _TILE_ROWS[_KINDS.index(path)] if tiled else 1
 
     def kernel(X, W2, W32, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, order, chunk, evc_rows, nws):
         n, H, Wd, Cin = X.shape
@@ -1248,8 +1279,8 @@ def _make_kernel(layout, path, has_out):
         npix = n * OH * OW
         # the tiled paths hand out whole tiles (only the last tile of all may be cut short: it computes its last
         # row again), the others rows
-        units = -(-npix // _TILE) if tiled == 1 else npix
-        per = _TILE if tiled == 1 else 1
+        units = -(-npix // T)
+        per = T
         nblk = min(units, _BLOCKS)
         # the operand a layout does not use is a dummy, shaped from run-time values: Numba's branch
         # pruning leaves constant True / False conditions here, and a constant (1, 1) shape was then
@@ -1268,8 +1299,8 @@ def _make_kernel(layout, path, has_out):
             acc = wk[1]
             zrow = np.zeros_like(X[0, 0, 0])  # X's dtype
             if tiled == 1:
-                A = np.empty((_TILE, K), dtype=np.float32)
-                acc4 = np.empty((_TILE, NC), dtype=np.float32)
+                A = np.empty((T, K), dtype=np.float32)
+                acc4 = np.empty((T, NC), dtype=np.float32)
             else:
                 A = np.empty((1, 1), dtype=np.float32)
                 acc4 = A
@@ -1282,9 +1313,9 @@ def _make_kernel(layout, path, has_out):
                 e0 = offset + r * NC
                 evc = evc_rows[r]
                 if tiled == 1:
-                    t = (r - r_lo) % _TILE
+                    t = (r - r_lo) % T
                     if t == 0:  # the tile's patches (the last one repeated past the block's end), then its rows
-                        for q in range(_TILE):
+                        for q in range(T):
                             _patch(X, min(r + q, r_hi - 1), OH, OW, kh, kw, sh, sw, pt, pl, A[q])
                         if path == _NATIVE32:
                             _tile_native32(K, NC, A, W32, acc4)

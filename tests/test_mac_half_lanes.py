@@ -347,18 +347,20 @@ def test_operands_float32_cannot_hold_leave_the_float32_lanes(spec, a, b):
     (as_spec("bf16_fp32"), Path.NATIVE32),  # exact products
     (as_spec("fp32"), Path.NATIVE32),  # float32 products rounded before the add: never fused into an FMA
 ], ids=str)
-@pytest.mark.parametrize("M", [1, 3, 5, 1030])
-def test_tiles_of_rows_equal_reference(rng, spec, path, M):
-    """Matmul and convolution rows on the float32 paths are computed four at a time (``ops._TILE``), whole
-    tiles per task: every row count (1030 rows: 258 tiles over 256 tasks, the last tile cut short) gives the
-    reference's values, and float32 products that round stay unfused."""
+@pytest.mark.parametrize("M, N", [(1, 11), (3, 16), (5, 24), (7, 37), (13, 45), (1543, 11), (1030, 3)])
+def test_tiles_of_rows_equal_reference(rng, spec, path, M, N):
+    """Matmul and convolution rows on these float32 paths are computed six at a time (``ops._TILE_ROWS``),
+    whole tiles per task, in register-blocked blocks of 16 and then 8 columns (``kernels._vec``) and the
+    last N % 8 columns alone: every row count (1543 rows: 258 tiles over 256 tasks, the last tile cut short)
+    and column count (16 + 8 + 0, 16 + 16 + 5, 16 + 16 + 8 + 5, ...) gives the reference's values, and
+    float32 products that round stay unfused."""
     scale = 1.0 if path == Path.NATIVE32 else 0.5
     a = kernels.quantize(rng.standard_normal((M, 19)) * scale, spec.a)
-    b = kernels.quantize(rng.standard_normal((19, 11)) * scale, spec.b)
+    b = kernels.quantize(rng.standard_normal((19, N)) * scale, spec.b)
     assert ops._paths(spec, ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)) == path
     assert same_values(kernels.matmul(a, b, spec), R.ref_matmul(a, b, spec)).all()
     x = kernels.quantize(rng.standard_normal((2, 5, M % 7 + 3, 3)) * scale, spec.a)
-    w = kernels.quantize(rng.standard_normal((3, 2, 3, 6)) * scale, spec.b)
+    w = kernels.quantize(rng.standard_normal((3, 2, 3, N)) * scale, spec.b)
     for pad in ("same", "valid"):
         got = kernels.conv2d(x, w, spec, stride=(1, 2), padding=pad)
         assert same_values(got, R.ref_conv2d(x, w, spec, stride=(1, 2), padding=pad)).all()
