@@ -575,10 +575,17 @@ def _f32_add(kind, x, a, b):
     return round_bf16(x + product_bf16(a, b))
 
 
+# the register-blocked blocks of the 6-row tiles (16 and 8 columns), module globals: a closure variable holding
+# an intrinsic would go into the tile's cache key, which then never matches in another process
+_block16_native32, _block16_f16, _block16_bf16 = (make_block(k, 2, _TILE_ROWS[k]) for k in range(3))
+_block8_native32, _block8_f16, _block8_bf16 = (make_block(k, 1, _TILE_ROWS[k]) for k in range(3))
+
+
 def _make_tile(kind):
     """The tile function of a float32 path (``kind`` (its position in :data:`_KINDS`)): acc[p, j] = the sum over
     k = 0, 1, ... of A[p, k] * B32[k, j] for the ``_TILE_ROWS[kind]`` rows p, each addition by :func:`_f32_add`,
-    A (rows, K), B32 (K, N) and acc (rows, N) C-contiguous float32.
+    A (rows, K), B32 (K, N) and acc (rows, N) C-contiguous float32 (the blocks read them through raw pointers:
+    the kernel allocates A and acc, and :func:`_lanes32` makes B32).
 
     NATIVE32 and HALF_F16 / BF16 compute 16 columns at a time, then 8, in register-blocked blocks
     (:func:`kernels._vec.make_block`, the same arithmetic in LLVM vectors), and the last N % 8 columns here.
@@ -586,17 +593,26 @@ def _make_tile(kind):
     tile's four accumulators."""
     if kind <= 2:
         T = _TILE_ROWS[kind]
-        block16 = make_block(kind, 2, T)
-        block8 = make_block(kind, 1, T)
 
         def tile(K, N, A, B32, acc):
             pa, pb, pc = np.int64(A.ctypes.data), np.int64(B32.ctypes.data), np.int64(acc.ctypes.data)
+            k64, n64 = np.int64(K), np.int64(N)
             j0 = 0
             while j0 + 16 <= N:
-                block16(np.int64(K), pa, np.int64(K), pb + 4 * j0, np.int64(N), pc + 4 * j0, np.int64(N))
+                if kind == 0:
+                    _block16_native32(k64, pa, k64, pb + 4 * j0, n64, pc + 4 * j0, n64)
+                elif kind == 1:
+                    _block16_f16(k64, pa, k64, pb + 4 * j0, n64, pc + 4 * j0, n64)
+                else:
+                    _block16_bf16(k64, pa, k64, pb + 4 * j0, n64, pc + 4 * j0, n64)
                 j0 += 16
             if j0 + 8 <= N:
-                block8(np.int64(K), pa, np.int64(K), pb + 4 * j0, np.int64(N), pc + 4 * j0, np.int64(N))
+                if kind == 0:
+                    _block8_native32(k64, pa, k64, pb + 4 * j0, n64, pc + 4 * j0, n64)
+                elif kind == 1:
+                    _block8_f16(k64, pa, k64, pb + 4 * j0, n64, pc + 4 * j0, n64)
+                else:
+                    _block8_bf16(k64, pa, k64, pb + 4 * j0, n64, pc + 4 * j0, n64)
                 j0 += 8
             for p in range(T):
                 for j in range(j0, N):
@@ -1882,7 +1898,7 @@ _NO_LANES32 = np.zeros((1, 1), dtype=np.float32)
 def _lanes32(B64, path):
     """B as float32 for the float32 lanes (exact there: their gates admit only operands float32 holds),
     else a dummy the kernel never reads."""
-    return B64.astype(np.float32) if path in _FLOAT32_LANES else _NO_LANES32
+    return np.ascontiguousarray(B64, dtype=np.float32) if path in _FLOAT32_LANES else _NO_LANES32
 
 
 def _in_safe_range(z):

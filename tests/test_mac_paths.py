@@ -64,6 +64,33 @@ def test_a_cold_process_compiles_only_its_path(tmp_path):
     assert got["q_f32"] == [0]  # float32 -> fp8, round to nearest even: one quantize loop
 
 
+_TILE_PROBE = r"""
+import json, numpy as np
+from kernels import ops
+out = {}
+for kind in ops._KIND_NAMES[:3]:  # the tiles with register-blocked blocks (kernels._vec)
+    tile = getattr(ops, "_tile_" + kind)
+    tile(np.int64(3), np.int64(24), np.ones((6, 3), np.float32), np.ones((3, 24), np.float32),
+         np.empty((6, 24), np.float32))
+    out[kind] = [sum(tile.stats.cache_hits.values()), sum(tile.stats.cache_misses.values())]
+print(json.dumps(out))
+"""
+
+
+def test_vector_tiles_load_from_the_disk_cache(tmp_path):
+    """The 6-row tiles call their blocks as module globals: held in a closure variable, an intrinsic went into
+    the tile's cache key with a per-process id, and no later process ever loaded the tile (review)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    runs = []
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-c", _TILE_PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert res.returncode == 0, res.stderr
+        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    assert runs[0] == {k: [0, 1] for k in ops._KIND_NAMES[:3]}
+    assert runs[1] == {k: [1, 0] for k in ops._KIND_NAMES[:3]}
+
+
 def test_path_names_are_the_kernel_constants():
     """The ints the kernels branch on are the enum's values (the branches are pruned on them)."""
     assert [ops._GENERIC, ops._LANE, ops._NEAREST, ops._FIXED_STOCH, ops._HALF_F16, ops._HALF_BF16, ops._STOCH32,
