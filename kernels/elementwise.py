@@ -67,10 +67,12 @@ _FUSED = {"linear": 0, "relu": 1, "relu6": 2}
 
 def bias_activate(y, bias, activation: str):
     """``activate(y + bias, activation)``, overwriting ``y`` (a new array the caller owns, float32 or float64,
-    channels on the last axis; ``bias`` of length ``y.shape[-1]`` or None), with the same values, NaN and
-    signed zeros as numpy's operators: the bias is cast to ``y``'s dtype and added in that precision (one
-    IEEE rounding, never fused with anything); relu is ``np.maximum(v, 0)`` (NaN stays NaN, -0 becomes
-    +0), relu6 ``np.clip(v, 0, 6)`` (NaN stays, -0 stays -0). For linear / relu / relu6 on a C-contiguous
+    channels on the last axis; ``bias`` of length ``y.shape[-1]`` or None), with the same values and signed
+    zeros as numpy's operators: the bias is cast to ``y``'s dtype and added in that precision (one IEEE
+    rounding, never fused with anything); relu is ``np.maximum(v, 0)`` (NaN stays NaN, -0 becomes +0),
+    relu6 ``np.clip(v, 0, 6)`` (NaN stays, -0 stays -0). A NaN is a NaN either way, but where both y and the
+    bias are NaN, which one's sign the sum carries may differ from numpy's (it varies with vectorisation,
+    in numpy too). For linear / relu / relu6 on a C-contiguous
     ``y`` this is one parallel pass (:func:`_bias_act`); anything else adds in place and calls
     :func:`activate`."""
     if bias is None:

@@ -88,8 +88,9 @@ def _faults(keep: str) -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_keep_heap_reuses_freed_buffers():
-    """With the setting malloc reuses the freed pages (almost no faults); without it (HWSIM_KEEP_HEAP=0) the
-    24 MiB freed at the heap's top is trimmed (above twice the 8 MiB dynamic mmap threshold) and every round
-    faults its pages in again: 30260 measured here, a quarter of the 20 x 6144 pages."""
-    assert _faults("1") < 500
-    assert _faults("0") > 10000
+    """With the setting malloc reuses the freed pages; without it (HWSIM_KEEP_HEAP=0) the 24 MiB freed at the
+    heap's top is trimmed (above twice the 8 MiB dynamic mmap threshold) and rounds fault their pages in
+    again (30260 faults measured here, with 4 KiB pages; huge pages make fewer, larger faults)."""
+    kept, returned = _faults("1"), _faults("0")
+    assert returned >= 100
+    assert kept <= returned // 10
