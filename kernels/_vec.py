@@ -13,7 +13,11 @@ each output alone, in order of k, with the ``kind`` (:data:`kernels.ops._KINDS` 
 * 1, HALF_F16: ``llvm.fmuladd`` (the products are exact, so fused or not is one rounding), then
   ``fptrunc`` to half and ``fpext`` back (:func:`kernels._half.round_f16`);
 * 2, HALF_BF16: ``llvm.fmuladd``, then the bfloat16 rounding of :func:`kernels._half.round_bf16` on the bit
-  pattern, ``(u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000``.
+  pattern, ``(u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000``;
+* 3 / 4, HALF_PRODUCT_F16 / BF16: the float32 product, its exact error by ``llvm.fma``, the product rounded
+  once into binary16 / bfloat16 as :func:`kernels._half.product_f16` / ``product_bf16`` do it (their
+  ``_round_exact``, operation for operation: :func:`_round_exact` here), then the unfused float32 sum rounded
+  again.
 
 The ``rows * nv`` accumulators are ``<8 x float>`` values that stay in registers across the k loop (LLVM
 promotes their stack slots), so each step loads ``nv`` vectors of B and ``rows`` scalars of A and does no
@@ -50,10 +54,51 @@ def _round(builder, kind, s):
     return builder.bitcast(r, _V8)
 
 
+def _vconst(ty, v):
+    return ir.Constant(ir.VectorType(ty, 8), [v] * 8)
+
+
+def _round_exact(builder, s, e, r, emin, man):
+    """:func:`kernels._half._round_exact` on <8 x float> lanes, operation for operation (the same int32
+    wrap-around where the discarded ``side`` is garbage): the 16-bit rounding of the exact s + e, given r,
+    the rounding of s."""
+    u = builder.bitcast(s, _U8)
+    E = builder.sub(builder.and_(builder.lshr(u, _vconst(_I32, 23)), _vconst(_I32, 0xFF)), _vconst(_I32, 127))
+    emin_v = _vconst(_I32, emin)
+    qe = builder.sub(builder.select(builder.icmp_signed(">", E, emin_v), E, emin_v), _vconst(_I32, man))
+    down = builder.bitcast(builder.shl(builder.sub(_vconst(_I32, 127), qe), _vconst(_I32, 23)), _V8)
+    up = builder.bitcast(builder.shl(builder.add(_vconst(_I32, 127), qe), _vconst(_I32, 23)), _V8)
+    fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8]), "llvm.fabs.v8f32")
+    floor = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8]), "llvm.floor.v8f32")
+    copysign = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8, _V8]),
+                                              "llvm.copysign.v8f32")
+    q = builder.fmul(builder.call(fabs, [s]), down)
+    fq = builder.call(floor, [q])
+    zero = _vconst(_F32, 0.0)
+    away = builder.icmp_unsigned("==", builder.fcmp_ordered(">", e, zero), builder.fcmp_ordered(">", s, zero))
+    side = builder.call(copysign, [builder.fmul(builder.select(away, builder.fadd(fq, _vconst(_F32, 1.0)), fq), up),
+                                   s])
+    mid = builder.and_(builder.fcmp_ordered("==", builder.fsub(q, fq), _vconst(_F32, 0.5)),
+                       builder.fcmp_unordered("!=", e, zero))
+    return builder.select(mid, side, r)
+
+
+def _product_step(builder, kind, acc, a, b):
+    """acc + the product a * b rounded once into binary16 (kind 3) / bfloat16 (kind 4), the sum rounded again
+    (:func:`kernels.ops._f32_add`, :func:`kernels._half.product_f16` / ``product_bf16``)."""
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8] * 3), "llvm.fma.v8f32")
+    r16 = 1 if kind == 3 else 2
+    emin, man = (-14, 10) if kind == 3 else (-126, 7)
+    s = builder.fmul(a, b)
+    e = builder.call(fma, [a, b, builder.fneg(s)])
+    p = _round(builder, r16, _round_exact(builder, s, e, _round(builder, r16, s), emin, man))
+    return _round(builder, r16, builder.fadd(acc, p))
+
+
 def make_block(kind: int, nv: int, rows: int):
-    """The block intrinsic of ``kind`` (0 NATIVE32, 1 HALF_F16, 2 HALF_BF16) for ``rows`` rows and ``8 * nv``
-    columns (see the module docstring)."""
-    if kind not in (0, 1, 2) or nv < 1 or rows < 1:
+    """The block intrinsic of ``kind`` (0 NATIVE32, 1 HALF_F16, 2 HALF_BF16, 3 HALF_PRODUCT_F16, 4
+    HALF_PRODUCT_BF16) for ``rows`` rows and ``8 * nv`` columns (see the module docstring)."""
+    if kind not in (0, 1, 2, 3, 4) or nv < 1 or rows < 1:
         raise ValueError(f"no block for kind={kind!r}, nv={nv!r}, rows={rows!r}")
 
     @intrinsic
@@ -88,6 +133,8 @@ def make_block(kind: int, nv: int, rows: int):
                         acc = builder.load(slots[p][q])
                         if kind == 0:
                             s = builder.fadd(acc, builder.fmul(av, bv[q]))
+                        elif kind >= 3:
+                            s = _product_step(builder, kind, acc, av, bv[q])
                         else:
                             s = _round(builder, kind, builder.call(fmuladd, [av, bv[q], acc]))
                         builder.store(s, slots[p][q])

@@ -527,11 +527,10 @@ def _products_into(p, k, N, get_a, a_row, a_lanes, B):
             p[j] = a_lanes[k, j] * B[k, j]
 
 
-#: output rows per tile of the float32 conv / matmul paths (:func:`_make_tile`), by ``kind``: NATIVE32 and
-#: HALF_F16 / BF16 run register-blocked blocks of 6 rows x 16 columns (:mod:`kernels._vec`); the
-#: product-rounding kinds four rows, where each weight loaded serves four accumulators, whose independent
-#: dependency chains hide the add / round latency (4 rows: 1.5-2.1x one row, 6 rows no better; /tmp bench,
-#: AVX2, one thread)
+#: output rows per tile of the float32 conv / matmul paths (:func:`_make_tile`), by ``kind``, in register-blocked
+#: blocks of 16 columns (:mod:`kernels._vec`): NATIVE32 and HALF_F16 / BF16 6 rows (12 accumulator chains);
+#: the product-rounding kinds 4 rows, whose product fix needs more registers (fp16_fp16, bench/mac.py --avx2:
+#: 6 rows 3.42 / 3.43 GMAC/s matmul / convs, 4 rows 4.34 / 4.36)
 _TILE_ROWS = (6, 6, 6, 4, 4)
 
 
@@ -575,10 +574,39 @@ def _f32_add(kind, x, a, b):
     return round_bf16(x + product_bf16(a, b))
 
 
-# the register-blocked blocks of the 6-row tiles (16 and 8 columns), module globals: a closure variable holding
-# an intrinsic would go into the tile's cache key, which then never matches in another process
-_block16_native32, _block16_f16, _block16_bf16 = (make_block(k, 2, _TILE_ROWS[k]) for k in range(3))
-_block8_native32, _block8_f16, _block8_bf16 = (make_block(k, 1, _TILE_ROWS[k]) for k in range(3))
+# the register-blocked blocks of the tiles (16 and 8 columns), module globals: a closure variable holding an
+# intrinsic would go into the tile's cache key, which then never matches in another process
+_block16_native32, _block16_f16, _block16_bf16, _block16_product_f16, _block16_product_bf16 = (
+    make_block(k, 2, _TILE_ROWS[k]) for k in range(5))
+_block8_native32, _block8_f16, _block8_bf16, _block8_product_f16, _block8_product_bf16 = (
+    make_block(k, 1, _TILE_ROWS[k]) for k in range(5))
+
+
+@njit(cache=True, inline="always")
+def _block(kind, nv, K, pa, pb, pc, N):
+    """The block of ``kind`` and ``nv`` (closure constants of the caller: only that call is compiled) on A at
+    ``pa`` (leading dimension K), B32 and acc at ``pb``, ``pc`` (leading dimension N)."""
+    if nv == 2:
+        if kind == 0:
+            _block16_native32(K, pa, K, pb, N, pc, N)
+        elif kind == 1:
+            _block16_f16(K, pa, K, pb, N, pc, N)
+        elif kind == 2:
+            _block16_bf16(K, pa, K, pb, N, pc, N)
+        elif kind == 3:
+            _block16_product_f16(K, pa, K, pb, N, pc, N)
+        else:
+            _block16_product_bf16(K, pa, K, pb, N, pc, N)
+    elif kind == 0:
+        _block8_native32(K, pa, K, pb, N, pc, N)
+    elif kind == 1:
+        _block8_f16(K, pa, K, pb, N, pc, N)
+    elif kind == 2:
+        _block8_bf16(K, pa, K, pb, N, pc, N)
+    elif kind == 3:
+        _block8_product_f16(K, pa, K, pb, N, pc, N)
+    else:
+        _block8_product_bf16(K, pa, K, pb, N, pc, N)
 
 
 def _make_tile(kind):
@@ -587,58 +615,27 @@ def _make_tile(kind):
     A (rows, K), B32 (K, N) and acc (rows, N) C-contiguous float32 (the blocks read them through raw pointers:
     the kernel allocates A and acc, and :func:`_lanes32` makes B32).
 
-    NATIVE32 and HALF_F16 / BF16 compute 16 columns at a time, then 8, in register-blocked blocks
-    (:func:`kernels._vec.make_block`, the same arithmetic in LLVM vectors), and the last N % 8 columns here.
-    The product-rounding kinds compute four rows per pass over the columns: each weight loaded serves the
-    tile's four accumulators."""
-    if kind <= 2:
-        T = _TILE_ROWS[kind]
-
-        def tile(K, N, A, B32, acc):
-            pa, pb, pc = np.int64(A.ctypes.data), np.int64(B32.ctypes.data), np.int64(acc.ctypes.data)
-            k64, n64 = np.int64(K), np.int64(N)
-            j0 = 0
-            while j0 + 16 <= N:
-                if kind == 0:
-                    _block16_native32(k64, pa, k64, pb + 4 * j0, n64, pc + 4 * j0, n64)
-                elif kind == 1:
-                    _block16_f16(k64, pa, k64, pb + 4 * j0, n64, pc + 4 * j0, n64)
-                else:
-                    _block16_bf16(k64, pa, k64, pb + 4 * j0, n64, pc + 4 * j0, n64)
-                j0 += 16
-            if j0 + 8 <= N:
-                if kind == 0:
-                    _block8_native32(k64, pa, k64, pb + 4 * j0, n64, pc + 4 * j0, n64)
-                elif kind == 1:
-                    _block8_f16(k64, pa, k64, pb + 4 * j0, n64, pc + 4 * j0, n64)
-                else:
-                    _block8_bf16(k64, pa, k64, pb + 4 * j0, n64, pc + 4 * j0, n64)
-                j0 += 8
-            for p in range(T):
-                for j in range(j0, N):
-                    acc[p, j] = 0.0
-                for k in range(K):
-                    ap = A[p, k]
-                    for j in range(j0, N):
-                        acc[p, j] = _f32_add(kind, acc[p, j], ap, B32[k, j])
-
-        return _cached(tile, f"_tile_{_KIND_NAMES[kind]}")
+    It computes 16 columns at a time, then 8, in register-blocked blocks (:func:`kernels._vec.make_block`, the
+    same arithmetic in LLVM vectors), and the last N % 8 columns here."""
+    T = _TILE_ROWS[kind]
 
     def tile(K, N, A, B32, acc):
-        for p in range(4):
-            for j in range(N):
+        pa, pb, pc = np.int64(A.ctypes.data), np.int64(B32.ctypes.data), np.int64(acc.ctypes.data)
+        k64, n64 = np.int64(K), np.int64(N)
+        j0 = 0
+        while j0 + 16 <= N:
+            _block(kind, 2, k64, pa, pb + 4 * j0, pc + 4 * j0, n64)
+            j0 += 16
+        if j0 + 8 <= N:
+            _block(kind, 1, k64, pa, pb + 4 * j0, pc + 4 * j0, n64)
+            j0 += 8
+        for p in range(T):
+            for j in range(j0, N):
                 acc[p, j] = 0.0
-        for k in range(K):
-            a0 = A[0, k]
-            a1 = A[1, k]
-            a2 = A[2, k]
-            a3 = A[3, k]
-            for j in range(N):
-                b = B32[k, j]
-                acc[0, j] = _f32_add(kind, acc[0, j], a0, b)
-                acc[1, j] = _f32_add(kind, acc[1, j], a1, b)
-                acc[2, j] = _f32_add(kind, acc[2, j], a2, b)
-                acc[3, j] = _f32_add(kind, acc[3, j], a3, b)
+            for k in range(K):
+                ap = A[p, k]
+                for j in range(j0, N):
+                    acc[p, j] = _f32_add(kind, acc[p, j], ap, B32[k, j])
 
     return _cached(tile, f"_tile_{_KIND_NAMES[kind]}")
 

@@ -346,11 +346,14 @@ def test_operands_float32_cannot_hold_leave_the_float32_lanes(spec, a, b):
     (MacSpec("fp8_e4m3", "bf16", fma=True), Path.HALF_BF16),
     (as_spec("bf16_fp32"), Path.NATIVE32),  # exact products
     (as_spec("fp32"), Path.NATIVE32),  # float32 products rounded before the add: never fused into an FMA
+    (as_spec("fp16_fp16"), Path.HALF_PRODUCT_F16),
+    (MacSpec("bf16", "bf16", product="bf16"), Path.HALF_PRODUCT_BF16),
 ], ids=str)
 @pytest.mark.parametrize("M, N", [(1, 11), (3, 16), (5, 24), (7, 37), (13, 45), (1543, 11), (1030, 3)])
 def test_tiles_of_rows_equal_reference(rng, spec, path, M, N):
-    """Matmul and convolution rows on these float32 paths are computed six at a time (``ops._TILE_ROWS``),
-    whole tiles per task, in register-blocked blocks of 16 and then 8 columns (``kernels._vec``) and the
+    """Matmul and convolution rows on the float32 paths are computed six (four with rounded products) at a
+    time (``ops._TILE_ROWS``), whole tiles per task, in register-blocked blocks of 16 and then 8 columns
+    (``kernels._vec``) and the
     last N % 8 columns alone: every row count (1543 rows: 258 tiles over 256 tasks, the last tile cut short)
     and column count (16 + 8 + 0, 16 + 16 + 5, 16 + 16 + 8 + 5, ...) gives the reference's values, and
     float32 products that round stay unfused."""
@@ -418,6 +421,14 @@ def test_inexact_products_round_once_on_the_lanes(rng, acc):
     assert (twice != kernels.quantize(exact, acc)).sum() >= 10  # the data hits the double-rounding cases
     assert ops._paths(spec, ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)) == path
     assert same_values(kernels.matmul(a, b, spec), R.ref_matmul(a, b, spec)).all()
+    # 27 columns (the columns scaled by powers of two: products still on midpoints) reach the vector blocks
+    # of 16 and 8 columns (kernels._vec), not only the scalar loop of the last N % 8
+    bw = np.concatenate([b * np.float32(f) for f in (1, -1, 2, 0.5, -4, 8, -0.25, 1, -1)], axis=1)
+    twice_w = kernels.quantize((a[:, :, None] * bw[None, :, :]).astype(np.float64), acc)
+    exact_w = kernels.quantize(a.astype(np.float64)[:, :, None] * bw.astype(np.float64)[None, :, :], acc)
+    assert (twice_w[..., :24] != exact_w[..., :24]).sum() >= 80
+    assert ops._paths(spec, ops._prepare(a, spec.a, 1), ops._prepare(bw, spec.b, 0)) == path
+    assert same_values(kernels.matmul(a, bw, spec), R.ref_matmul(a, bw, spec)).all()
     x = a.reshape(2, 4, 4, 18)[..., :4].copy()
     w = b[:36].T.reshape(3, 3, 4, 3).copy()
     assert same_values(kernels.conv2d(x, w, spec, padding="same"), R.ref_conv2d(x, w, spec, padding="same")).all()
