@@ -8,8 +8,9 @@ Implementation. One parallel kernel serves all three ops (a matmul is the 1x1 co
 (M, 1, 1, K) input; depthwise convolutions gather per-lane operands). Each output row (a row of the
 GEMM: one output pixel for convolutions) is computed by one thread with the row function of the
 call's :class:`Path`, which :func:`_paths` picks from the spec and the data (the float32 paths of
-matmuls and convolutions take tiles of four rows, so that each weight loaded serves four outputs:
-:func:`_make_tile`); the kernel for a path is
+matmuls and convolutions take tiles of six or four rows, in register-blocked blocks of 16 columns written
+as LLVM vector code, so that each weight loaded serves up to 12 vectors of outputs: :func:`_make_tile`,
+:mod:`kernels._vec`); the kernel for a path is
 compiled the first time a call takes it, so a spec never compiles the paths it does not use (a
 cold ``hwsim run`` compiles one row function, not all of them). The N outputs of a row are
 independent accumulators processed together,
