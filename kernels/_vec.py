@@ -1,8 +1,8 @@
 """Register-blocked float32 GEMM blocks for the float32 paths of :mod:`kernels.ops`, written in LLVM IR.
 
-:func:`make_block` returns a Numba intrinsic ``block(K, pa, lda, pb, ldb, pc, ldc)`` on raw float32 addresses
-(int64; strides in elements). It computes, for the ``rows`` rows p of A and the ``8 * nv`` columns j of B at
-``pb``::
+:func:`make_block` returns a Numba intrinsic ``block(wide, K, pa, lda, pb, ldb, pc, ldc)`` on raw float32
+addresses (int64; strides in elements). It computes, for the ``rows`` rows p of A and the 16 (``wide`` = 1) or 8
+columns j of B at ``pb``::
 
     acc = +0;  for k = 0, 1, ..., K - 1:  acc = step(acc, A[p, k], B[k, j]);  C[p, j] = acc
 
@@ -19,9 +19,9 @@ each output alone, in order of k, with the ``kind`` (:data:`kernels.ops._KINDS` 
   ``_round_exact``, operation for operation: :func:`_round_exact` here), then the unfused float32 sum rounded
   again.
 
-The ``rows * nv`` accumulators are ``<8 x float>`` values that stay in registers across the k loop (LLVM
-promotes their stack slots), so each step loads ``nv`` vectors of B and ``rows`` scalars of A and does no
-other memory traffic; with rows = 6, nv = 2, twelve independent dependency chains hide the add and round
+The ``rows`` x 2 (or 1) accumulators are ``<8 x float>`` values that stay in registers across the k loop (LLVM
+promotes their stack slots), so each step loads 2 (or 1) vectors of B and ``rows`` scalars of A and does no
+other memory traffic; with 6 rows and 16 columns, twelve independent dependency chains hide the add and round
 latency. AVX2 has 16 vector registers: 12 accumulators, 2 of B and a broadcast. Prototype (one thread,
 --avx2, fp8 operands, /tmp): NATIVE32 30.3 / 30.1 / 35.3 GMAC/s and HALF_F16 14.2 / 15.3 / 15.9 on (M, K, N)
 = (8004, 288, 32), (8004, 576, 64), (2004, 512, 512), against 17.3 / 24.0 / 27.3 and 11.7 / 13.8 / 15.2 for
@@ -95,54 +95,61 @@ def _product_step(builder, kind, acc, a, b):
     return _round(builder, r16, builder.fadd(acc, p))
 
 
-def make_block(kind: int, nv: int, rows: int):
-    """The block intrinsic of ``kind`` (0 NATIVE32, 1 HALF_F16, 2 HALF_BF16, 3 HALF_PRODUCT_F16, 4
-    HALF_PRODUCT_BF16) for ``rows`` rows and ``8 * nv`` columns (see the module docstring)."""
-    if kind not in (0, 1, 2, 3, 4) or nv < 1 or rows < 1:
-        raise ValueError(f"no block for kind={kind!r}, nv={nv!r}, rows={rows!r}")
+def _emit(builder, kind, nv, rows, K, A, lda, B, ldb, C, ldc):
+    """The IR of one block of ``rows`` rows and ``8 * nv`` columns (see the module docstring)."""
+    fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8] * 3), "llvm.fmuladd.v8f32")
+    slots = [[cgutils.alloca_once(builder, _V8) for _ in range(nv)] for _ in range(rows)]
+    for row in slots:
+        for slot in row:
+            builder.store(ir.Constant(_V8, [0.0] * 8), slot)
+    undef = ir.Constant(_V8, ir.Undefined)
+    zero_mask = ir.Constant(_U8, [0] * 8)
+    arow = [builder.gep(A, [builder.mul(ir.Constant(_I64, p), lda)]) for p in range(rows)]
+    with cgutils.for_range(builder, K) as loop:
+        k = loop.index
+        brow = builder.gep(B, [builder.mul(k, ldb)])
+        bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(_I64, 8 * q)]), _V8.as_pointer()), align=4)
+              for q in range(nv)]
+        for p in range(rows):
+            a = builder.load(builder.gep(arow[p], [k]))
+            av = builder.shuffle_vector(builder.insert_element(undef, a, ir.Constant(_I32, 0)), undef, zero_mask)
+            for q in range(nv):
+                acc = builder.load(slots[p][q])
+                if kind == 0:
+                    s = builder.fadd(acc, builder.fmul(av, bv[q]))
+                elif kind >= 3:
+                    s = _product_step(builder, kind, acc, av, bv[q])
+                else:
+                    s = _round(builder, kind, builder.call(fmuladd, [av, bv[q], acc]))
+                builder.store(s, slots[p][q])
+    for p in range(rows):
+        crow = builder.gep(C, [builder.mul(ir.Constant(_I64, p), ldc)])
+        for q in range(nv):
+            ptr = builder.bitcast(builder.gep(crow, [ir.Constant(_I64, 8 * q)]), _V8.as_pointer())
+            builder.store(builder.load(slots[p][q]), ptr, align=4)
+
+
+def make_block(kind: int, rows: int):
+    """The block intrinsic ``block(wide, K, pa, lda, pb, ldb, pc, ldc)`` of ``kind`` (0 NATIVE32, 1 HALF_F16, 2
+    HALF_BF16, 3 HALF_PRODUCT_F16, 4 HALF_PRODUCT_BF16) for ``rows`` rows: 16 columns where ``wide`` is 1, else
+    8 (see the module docstring)."""
+    if kind not in (0, 1, 2, 3, 4) or rows < 1:
+        raise ValueError(f"no block for kind={kind!r}, rows={rows!r}")
 
     @intrinsic
-    def block(typingctx, K, pa, lda, pb, ldb, pc, ldc):
-        if not all(t == types.int64 for t in (K, pa, lda, pb, ldb, pc, ldc)):
+    def block(typingctx, wide, K, pa, lda, pb, ldb, pc, ldc):
+        if not all(t == types.int64 for t in (wide, K, pa, lda, pb, ldb, pc, ldc)):
             return None
-        sig = types.void(*([types.int64] * 7))
+        sig = types.void(*([types.int64] * 8))
 
         def codegen(context, builder, signature, args):
-            K, pa, lda, pb, ldb, pc, ldc = args
-            fp = _F32.as_pointer()
-            A, B, C = (builder.inttoptr(v, fp) for v in (pa, pb, pc))
-            fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8] * 3),
-                                                     "llvm.fmuladd.v8f32")
-            slots = [[cgutils.alloca_once(builder, _V8) for _ in range(nv)] for _ in range(rows)]
-            for row in slots:
-                for slot in row:
-                    builder.store(ir.Constant(_V8, [0.0] * 8), slot)
-            undef = ir.Constant(_V8, ir.Undefined)
-            zero_mask = ir.Constant(_U8, [0] * 8)
-            arow = [builder.gep(A, [builder.mul(ir.Constant(_I64, p), lda)]) for p in range(rows)]
-            with cgutils.for_range(builder, K) as loop:
-                k = loop.index
-                brow = builder.gep(B, [builder.mul(k, ldb)])
-                bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(_I64, 8 * q)]), _V8.as_pointer()),
-                                   align=4) for q in range(nv)]
-                for p in range(rows):
-                    a = builder.load(builder.gep(arow[p], [k]))
-                    av = builder.shuffle_vector(builder.insert_element(undef, a, ir.Constant(_I32, 0)), undef,
-                                                zero_mask)
-                    for q in range(nv):
-                        acc = builder.load(slots[p][q])
-                        if kind == 0:
-                            s = builder.fadd(acc, builder.fmul(av, bv[q]))
-                        elif kind >= 3:
-                            s = _product_step(builder, kind, acc, av, bv[q])
-                        else:
-                            s = _round(builder, kind, builder.call(fmuladd, [av, bv[q], acc]))
-                        builder.store(s, slots[p][q])
-            for p in range(rows):
-                crow = builder.gep(C, [builder.mul(ir.Constant(_I64, p), ldc)])
-                for q in range(nv):
-                    ptr = builder.bitcast(builder.gep(crow, [ir.Constant(_I64, 8 * q)]), _V8.as_pointer())
-                    builder.store(builder.load(slots[p][q]), ptr, align=4)
+            wide, K, pa, lda, pb, ldb, pc, ldc = args
+            A, B, C = (builder.inttoptr(v, _F32.as_pointer()) for v in (pa, pb, pc))
+            with builder.if_else(builder.icmp_signed("==", wide, ir.Constant(_I64, 1))) as (then, otherwise):
+                with then:
+                    _emit(builder, kind, 2, rows, K, A, lda, B, ldb, C, ldc)
+                with otherwise:
+                    _emit(builder, kind, 1, rows, K, A, lda, B, ldb, C, ldc)
             return context.get_dummy_value()
 
         return sig, codegen

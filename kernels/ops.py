@@ -575,39 +575,27 @@ def _f32_add(kind, x, a, b):
     return round_bf16(x + product_bf16(a, b))
 
 
-# the register-blocked blocks of the tiles (16 and 8 columns), module globals: a closure variable holding an
+# the register-blocked blocks of the tiles (16 or 8 columns), module globals: a closure variable holding an
 # intrinsic would go into the tile's cache key, which then never matches in another process
-_block16_native32, _block16_f16, _block16_bf16, _block16_product_f16, _block16_product_bf16 = (
-    make_block(k, 2, _TILE_ROWS[k]) for k in range(5))
-_block8_native32, _block8_f16, _block8_bf16, _block8_product_f16, _block8_product_bf16 = (
-    make_block(k, 1, _TILE_ROWS[k]) for k in range(5))
+_block_native32, _block_f16, _block_bf16, _block_product_f16, _block_product_bf16 = (
+    make_block(k, _TILE_ROWS[k]) for k in range(5))
 
 
 @njit(cache=True, inline="always")
-def _block(kind, nv, K, pa, pb, pc, N):
-    """The block of ``kind`` and ``nv`` (closure constants of the caller: only that call is compiled) on A at
-    ``pa`` (leading dimension K), B32 and acc at ``pb``, ``pc`` (leading dimension N)."""
-    if nv == 2:
-        if kind == 0:
-            _block16_native32(K, pa, K, pb, N, pc, N)
-        elif kind == 1:
-            _block16_f16(K, pa, K, pb, N, pc, N)
-        elif kind == 2:
-            _block16_bf16(K, pa, K, pb, N, pc, N)
-        elif kind == 3:
-            _block16_product_f16(K, pa, K, pb, N, pc, N)
-        else:
-            _block16_product_bf16(K, pa, K, pb, N, pc, N)
-    elif kind == 0:
-        _block8_native32(K, pa, K, pb, N, pc, N)
+def _block(kind, wide, K, pa, pb, pc, N):
+    """The block of ``kind`` (a closure constant of the caller: only that call is compiled), 16 columns where
+    ``wide`` is 1 else 8, on A at ``pa`` (leading dimension K), B32 and acc at ``pb``, ``pc`` (leading
+    dimension N)."""
+    if kind == 0:
+        _block_native32(wide, K, pa, K, pb, N, pc, N)
     elif kind == 1:
-        _block8_f16(K, pa, K, pb, N, pc, N)
+        _block_f16(wide, K, pa, K, pb, N, pc, N)
     elif kind == 2:
-        _block8_bf16(K, pa, K, pb, N, pc, N)
+        _block_bf16(wide, K, pa, K, pb, N, pc, N)
     elif kind == 3:
-        _block8_product_f16(K, pa, K, pb, N, pc, N)
+        _block_product_f16(wide, K, pa, K, pb, N, pc, N)
     else:
-        _block8_product_bf16(K, pa, K, pb, N, pc, N)
+        _block_product_bf16(wide, K, pa, K, pb, N, pc, N)
 
 
 def _make_tile(kind):
@@ -625,10 +613,10 @@ def _make_tile(kind):
         k64, n64 = np.int64(K), np.int64(N)
         j0 = 0
         while j0 + 16 <= N:
-            _block(kind, 2, k64, pa, pb + 4 * j0, pc + 4 * j0, n64)
+            _block(kind, np.int64(1), k64, pa, pb + 4 * j0, pc + 4 * j0, n64)
             j0 += 16
         if j0 + 8 <= N:
-            _block(kind, 1, k64, pa, pb + 4 * j0, pc + 4 * j0, n64)
+            _block(kind, np.int64(0), k64, pa, pb + 4 * j0, pc + 4 * j0, n64)
             j0 += 8
         for p in range(T):
             for j in range(j0, N):
