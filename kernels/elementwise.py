@@ -81,7 +81,7 @@ def bias_activate(y, bias, activation: str):
     code = _FUSED.get(activation)
     if (code is None or y.ndim == 0 or not y.flags.c_contiguous or not y.flags.writeable
             or y.dtype not in (np.float32, np.float64) or b.shape != y.shape[-1:]):
-        y = np.add(y, b, out=y) if y.flags.writeable and np.result_type(y, b) == y.dtype else y + b
+        y = np.add(y, b, out=y) if y.flags.writeable and np.broadcast_shapes(y.shape, b.shape) == y.shape else y + b
         return activate(y, activation)
     if y.size:
         with threads_for(y.size):

@@ -94,3 +94,10 @@ def test_keep_heap_reuses_freed_buffers():
     kept, returned = _faults("1"), _faults("0")
     assert returned >= 100
     assert kept <= returned // 10
+
+
+def test_bias_that_broadcasts_past_y_gives_numpys_shape():
+    """A bias whose broadcast is larger than y cannot be added in place: the result is numpy's y + bias."""
+    y = np.arange(2, dtype=np.float32).reshape(2, 1)
+    bias = np.array([1.0, -2.0, 3.0], dtype=np.float32)
+    np.testing.assert_array_equal(bias_activate(y.copy(), bias, "tanh"), activate(y + bias, "tanh"))
