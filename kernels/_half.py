@@ -19,14 +19,20 @@ which equals one rounding of the exact sum when both addends are values of that 
   one, else a multiply and an add. The two differ only when ``a * b`` is inexact in float32, so callers
   pass exact products only; then either is one rounding of the exact ``a * b + c``.
 * :func:`product_f16` / :func:`product_bf16`: a float32 product ``a * b`` rounded to nearest even into
-  binary16 / bfloat16 *once*, also when float32 rounds the product: the float32 product ``s`` and its
-  exact error ``e = fma(a, b, -s)`` (one FMA instruction, :data:`HAVE_FMA`) give the exact product
-  ``s + e``. Rounding ``s`` again is wrong only when ``s`` is exactly halfway between two neighbours of
-  the 16-bit format and ``e != 0``: every such midpoint is a float32 value and rounding is monotonic,
-  so a rounded ``s`` that is no midpoint has the exact product's nearest neighbour. At a midpoint the
-  sign of ``e`` picks the neighbour (``e == 0`` is a true tie, to even). Exact only where ``e`` is: the
-  caller keeps ``|a * b|`` in [2**-100, float32 max] (the error of a float32 product is a float32
-  value unless the product's exponents sum below -103, Boldo & Muller) or zero.
+  binary16 / bfloat16 *once*, also when float32 rounds the product. The float32 product ``s`` and its exact
+  error ``e = fma(a, b, -s)`` (one FMA instruction, :data:`HAVE_FMA`) give the exact product ``x = s + e``,
+  and :func:`round_odd` turns them into ``x`` rounded to odd in float32 (``s`` where ``e`` is zero, else the
+  one of x's two float32 neighbours whose last significand bit is 1), which then rounds to the 16-bit
+  format as ``x`` itself would. Rounding to odd into a format of at least P + 2 bits is innocuous for a
+  later rounding to nearest into P bits (S. Boldo and G. Melquiond, "Emulation of FMA and correctly
+  rounded sums: proved algorithms using rounding to odd", IEEE Trans. Computers 57(4), 2008); here
+  directly: every midpoint between two neighbours of the 16-bit format (subnormal ones and the overflow
+  threshold, 65520 for binary16, included) is a float32 value whose last significand bit is 0. An
+  inexact ``x`` rounds to an odd neighbour, so never onto a midpoint, and rounding is monotonic, so
+  that neighbour lies strictly on x's side of every midpoint: both round to the same 16-bit value.
+  Exact only where ``e`` is: the caller keeps ``|a * b|`` in [2**-100, float32 max] (the error of a
+  float32 product is a float32 value unless the product's exponents sum below -103, Boldo & Muller) or
+  zero.
 """
 
 from __future__ import annotations
@@ -97,39 +103,35 @@ def mul_add_f32(a, b, c):
 
 
 @njit(cache=True, inline="always")
-def _round_exact(s, e, r, emin, man):
-    """The 16-bit rounding of the exact value s + e, given ``r``, the rounding of s, before the overflow
-    check (see the module docstring; ``emin``, ``man``: the format's smallest normal exponent and
-    mantissa bits). On magnitudes, where float32's q - floor(q) is exact (for a negative q above -0.5
-    it is 1 - |q|, which rounds). Branch-free, so that it vectorises."""
-    E = np.int32((f32_bits(s) >> _E23) & _EMASK) - _BIAS
-    qe = max(E, emin) - man  # the format's quantum at s is 2**qe
-    q = np.abs(s) * bits_f32(np.uint32((_BIAS - qe) << _E23))  # |s| / 2**qe, exact
-    fq = np.floor(q)
-    away = (e > 0) == (s > 0)  # the exact value lies beyond s, away from zero
-    side = np.copysign((fq + _ONEF if away else fq) * bits_f32(np.uint32((_BIAS + qe) << _E23)), s)
-    return side if (q - fq == _HALF and e != 0) else r  # s a midpoint: the neighbour on e's side
+def round_odd(s, e):
+    """float32 ``x = s + e`` rounded to odd, for ``s`` = x rounded to nearest in float32 and ``e`` = x - s,
+    exact: ``s`` where e is zero (or NaN: s is then an inf, or NaN, and stays), else the float32 neighbour
+    of x on e's side of s where s's last significand bit is 0 (one step of its bit pattern, away from
+    zero where e has s's sign, else towards zero), and s itself where that bit is 1. Branch-free, so
+    that it vectorises (see the module docstring for why it serves the 16-bit roundings)."""
+    u = f32_bits(s)
+    away = (f32_bits(e) ^ u) < _SIGN  # e has s's sign: x lies beyond s, away from zero
+    step = _ONE if away else _ALL  # +1 or -1 on the bit pattern (uint32 wrap-around)
+    return bits_f32(np.uint32(u + step)) if (e != 0 and (u & _ONE) == _ZERO and not np.isnan(e)) else s
 
 
 @njit(cache=True, inline="always")
 def product_f16(a, b):
     """float32 ``a * b`` rounded to nearest even into binary16 once, as float32 (module docstring)."""
     s = a * b
-    return round_f16(_round_exact(s, _fma32(a, b, -s), round_f16(s), -14, 10))  # 65536 (a midpoint moved up): inf
+    return round_f16(round_odd(s, _fma32(a, b, -s)))
 
 
 @njit(cache=True, inline="always")
 def product_bf16(a, b):
     """float32 ``a * b`` rounded to nearest even into bfloat16 once, as float32 (module docstring)."""
     s = a * b
-    return round_bf16(_round_exact(s, _fma32(a, b, -s), round_bf16(s), -126, 7))
+    return round_bf16(round_odd(s, _fma32(a, b, -s)))
 
 
-_E23 = np.uint32(23)
-_EMASK = np.uint32(0xFF)
-_BIAS = np.int32(127)
-_HALF = np.float32(0.5)
-_ONEF = np.float32(1.0)
+_SIGN = np.uint32(0x80000000)
+_ALL = np.uint32(0xFFFFFFFF)
+_ZERO = np.uint32(0)
 _M16 = np.uint32(0xFFFF0000)
 _H16 = np.uint32(0x7FFF)
 _S16 = np.uint32(16)

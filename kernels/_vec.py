@@ -15,8 +15,8 @@ each output alone, in order of k, with the ``kind`` (:data:`kernels.ops._KINDS` 
 * 2, HALF_BF16: ``llvm.fmuladd``, then the bfloat16 rounding of :func:`kernels._half.round_bf16` on the bit
   pattern, ``(u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000``;
 * 3 / 4, HALF_PRODUCT_F16 / BF16: the float32 product, its exact error by ``llvm.fma``, the product rounded
-  once into binary16 / bfloat16 as :func:`kernels._half.product_f16` / ``product_bf16`` do it (their
-  ``_round_exact``, operation for operation: :func:`_round_exact` here), then the unfused float32 sum rounded
+  once into binary16 / bfloat16 as :func:`kernels._half.product_f16` / ``product_bf16`` do it (rounded to odd in
+  float32, :func:`kernels._half.round_odd`, then to the 16-bit format), then the unfused float32 sum rounded
   again.
 
 The ``rows`` x 2 (or 1) accumulators are ``<8 x float>`` values that stay in registers across the k loop (LLVM
@@ -58,29 +58,15 @@ def _vconst(ty, v):
     return ir.Constant(ir.VectorType(ty, 8), [v] * 8)
 
 
-def _round_exact(builder, s, e, r, emin, man):
-    """:func:`kernels._half._round_exact` on <8 x float> lanes, operation for operation (the same int32
-    wrap-around where the discarded ``side`` is garbage): the 16-bit rounding of the exact s + e, given r,
-    the rounding of s."""
+def _round_odd(builder, s, e):
+    """:func:`kernels._half.round_odd` on <8 x float> lanes: s + e rounded to odd in float32, for s = RN32(s + e)
+    and the exact error e (s unchanged where e is zero or NaN)."""
     u = builder.bitcast(s, _U8)
-    E = builder.sub(builder.and_(builder.lshr(u, _vconst(_I32, 23)), _vconst(_I32, 0xFF)), _vconst(_I32, 127))
-    emin_v = _vconst(_I32, emin)
-    qe = builder.sub(builder.select(builder.icmp_signed(">", E, emin_v), E, emin_v), _vconst(_I32, man))
-    down = builder.bitcast(builder.shl(builder.sub(_vconst(_I32, 127), qe), _vconst(_I32, 23)), _V8)
-    up = builder.bitcast(builder.shl(builder.add(_vconst(_I32, 127), qe), _vconst(_I32, 23)), _V8)
-    fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8]), "llvm.fabs.v8f32")
-    floor = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8]), "llvm.floor.v8f32")
-    copysign = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8, _V8]),
-                                              "llvm.copysign.v8f32")
-    q = builder.fmul(builder.call(fabs, [s]), down)
-    fq = builder.call(floor, [q])
-    zero = _vconst(_F32, 0.0)
-    away = builder.icmp_unsigned("==", builder.fcmp_ordered(">", e, zero), builder.fcmp_ordered(">", s, zero))
-    side = builder.call(copysign, [builder.fmul(builder.select(away, builder.fadd(fq, _vconst(_F32, 1.0)), fq), up),
-                                   s])
-    mid = builder.and_(builder.fcmp_ordered("==", builder.fsub(q, fq), _vconst(_F32, 0.5)),
-                       builder.fcmp_unordered("!=", e, zero))
-    return builder.select(mid, side, r)
+    sign_differs = builder.icmp_signed("<", builder.xor(builder.bitcast(e, _U8), u), _vconst(_I32, 0))
+    step = builder.select(sign_differs, _vconst(_I32, -1), _vconst(_I32, 1))
+    even = builder.icmp_unsigned("==", builder.and_(u, _vconst(_I32, 1)), _vconst(_I32, 0))
+    move = builder.and_(builder.fcmp_ordered("!=", e, _vconst(_F32, 0.0)), even)  # ordered: false for NaN
+    return builder.bitcast(builder.select(move, builder.add(u, step), u), _V8)
 
 
 def _product_step(builder, kind, acc, a, b):
@@ -88,10 +74,8 @@ def _product_step(builder, kind, acc, a, b):
     (:func:`kernels.ops._f32_add`, :func:`kernels._half.product_f16` / ``product_bf16``)."""
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8] * 3), "llvm.fma.v8f32")
     r16 = 1 if kind == 3 else 2
-    emin, man = (-14, 10) if kind == 3 else (-126, 7)
     s = builder.fmul(a, b)
-    e = builder.call(fma, [a, b, builder.fneg(s)])
-    p = _round(builder, r16, _round_exact(builder, s, e, _round(builder, r16, s), emin, man))
+    p = _round(builder, r16, _round_odd(builder, s, builder.call(fma, [a, b, builder.fneg(s)])))
     return _round(builder, r16, builder.fadd(acc, p))
 
 

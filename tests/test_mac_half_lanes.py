@@ -17,7 +17,7 @@ import kernels
 from kernels import ops
 from kernels.ops import Path
 from kernels import reference as R
-from kernels._half import HAVE_F16C, HAVE_FMA, product_bf16, product_f16, round_bf16, round_f16
+from kernels._half import HAVE_F16C, HAVE_FMA, product_bf16, product_f16, round_bf16, round_f16, round_odd
 from kernels.formats import FloatFormat
 from kernels.mac import MacSpec, as_spec
 
@@ -458,6 +458,43 @@ def test_products_off_the_binary16_grid_on_the_lanes_equal_reference(rng):
     x = a[:32].reshape(2, 4, 4, 50)[..., :5].copy()
     w = b[:45].reshape(3, 3, 5, 9).copy()
     _convolutions_equal_reference(spec, x, w, w[..., :2].copy())
+
+
+@njit(cache=True)
+def _round_odd_all(s, e, out):
+    for i in range(s.size):
+        out[i] = round_odd(s[i], e[i])
+
+
+def test_round_odd_picks_the_odd_neighbour_on_the_errors_side(rng):
+    """``kernels._half.round_odd(s, e)``, for s float32's nearest value to s + e, against numpy's
+    ``nextafter``: s where e is 0 (either sign) or s is inf / NaN with a NaN e, else whichever of s and its
+    neighbour towards e has an odd last significand bit. Normal s of both signs, powers of two (whose
+    neighbour towards zero lies in the binade below), float32's largest value and its smallest normals."""
+    n = 200_000
+    bits = rng.integers(0x00800000, 0x7F800000, n, dtype=np.uint32)
+    bits[: n // 8] &= np.uint32(0xFF800000)  # powers of two
+    bits[n // 8: n // 8 + 100] = 0x7F7FFFFF
+    bits[n // 8 + 100: n // 8 + 200] = 0x00800000 + np.arange(100, dtype=np.uint32)
+    s = bits.view(np.float32) * np.where(rng.integers(0, 2, n) == 1, np.float32(-1), np.float32(1))
+    # |e| at most a quarter of the smaller gap around s: then s is float32's nearest value to s + e
+    with np.errstate(over="ignore"):
+        up, down = np.nextafter(s, np.float32(np.inf)), np.nextafter(s, -np.float32(np.inf))
+    gap = np.minimum(np.abs(up - s), np.abs(s - down))
+    e = (gap * rng.uniform(2.0 ** -20, 0.25, n) * rng.choice([-1, 1, 0], n)).astype(np.float32)
+    e[:50] = -0.0
+    assert (np.abs(e) <= gap / 4).all() and (e[: n // 8] != 0).sum() > n // 20 and (np.signbit(e) != np.signbit(s)).any()
+    got = np.empty_like(s)
+    _round_odd_all(s, e, got)
+    with np.errstate(over="ignore"):
+        toward = np.nextafter(s, np.where(e > 0, np.float32(np.inf), -np.float32(np.inf)))
+    odd = (s.view(np.uint32) & 1) == 1
+    want = np.where((e == 0) | odd, s, toward)
+    assert same_values(got, want).all()
+    assert ((got != s) == ((e != 0) & ~odd)).all() and ((e != 0) & ~odd).sum() > n // 5
+    special = np.array([np.inf, -np.inf, np.nan], dtype=np.float32)
+    _round_odd_all(special, np.full(3, np.nan, np.float32), got[:3])
+    assert same_values(got[:3], special).all()
 
 
 @njit(cache=True)
