@@ -17,7 +17,9 @@ each output alone, in order of k, with the ``kind`` (:data:`kernels.ops._KINDS` 
 * 3 / 4, HALF_PRODUCT_F16 / BF16: the float32 product, its exact error by ``llvm.fma``, the product rounded
   once into binary16 / bfloat16 as :func:`kernels._half.product_f16` / ``product_bf16`` do it (rounded to odd in
   float32, :func:`kernels._half.round_odd`, then to the 16-bit format), then the unfused float32 sum rounded
-  again.
+  again;
+* 5 / 6, HALF_PRODUCT_EXACT_F16 / BF16: as 3 / 4 for products exact in float32: the float32 product rounded
+  to the 16-bit format directly.
 
 The ``rows`` x 2 (or 1) accumulators are ``<8 x float>`` values that stay in registers across the k loop (LLVM
 promotes their stack slots), so each step loads 2 (or 1) vectors of B and ``rows`` scalars of A and does no
@@ -70,12 +72,16 @@ def _round_odd(builder, s, e):
 
 
 def _product_step(builder, kind, acc, a, b):
-    """acc + the product a * b rounded once into binary16 (kind 3) / bfloat16 (kind 4), the sum rounded again
-    (:func:`kernels.ops._f32_add`, :func:`kernels._half.product_f16` / ``product_bf16``)."""
+    """acc + the product a * b rounded once into binary16 (kinds 3, 5) / bfloat16 (kinds 4, 6), the sum rounded
+    again (:func:`kernels.ops._f32_add`, :func:`kernels._half.product_f16` / ``product_bf16``; kinds 5 and 6:
+    the product exact in float32, rounded once directly)."""
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8] * 3), "llvm.fma.v8f32")
-    r16 = 1 if kind == 3 else 2
+    r16 = 1 if kind in (3, 5) else 2
     s = builder.fmul(a, b)
-    p = _round(builder, r16, _round_odd(builder, s, builder.call(fma, [a, b, builder.fneg(s)])))
+    if kind >= 5:  # products exact in float32
+        p = _round(builder, r16, s)
+    else:
+        p = _round(builder, r16, _round_odd(builder, s, builder.call(fma, [a, b, builder.fneg(s)])))
     return _round(builder, r16, builder.fadd(acc, p))
 
 
@@ -115,9 +121,9 @@ def _emit(builder, kind, nv, rows, K, A, lda, B, ldb, C, ldc):
 
 def make_block(kind: int, rows: int):
     """The block intrinsic ``block(wide, K, pa, lda, pb, ldb, pc, ldc)`` of ``kind`` (0 NATIVE32, 1 HALF_F16, 2
-    HALF_BF16, 3 HALF_PRODUCT_F16, 4 HALF_PRODUCT_BF16) for ``rows`` rows: 16 columns where ``wide`` is 1, else
-    8 (see the module docstring)."""
-    if kind not in (0, 1, 2, 3, 4) or rows < 1:
+    HALF_BF16, 3 HALF_PRODUCT_F16, 4 HALF_PRODUCT_BF16, 5 HALF_PRODUCT_EXACT_F16, 6 HALF_PRODUCT_EXACT_BF16) for
+    ``rows`` rows: 16 columns where ``wide`` is 1, else 8 (see the module docstring)."""
+    if kind not in range(7) or rows < 1:
         raise ValueError(f"no block for kind={kind!r}, rows={rows!r}")
 
     @intrinsic

@@ -505,14 +505,20 @@ class Path(enum.IntEnum):
     STOCH64 = 11
     #: as PRODUCT with both stages stochastic, in float32 lanes (:func:`_stoch32_product_lane`)
     STOCH32_PRODUCT = 12
+    #: as HALF_PRODUCT_F16 / BF16 with every product exact in float32 (:func:`_half_product_lane`): float32's
+    #: product rounded into the 16-bit format directly
+    HALF_PRODUCT_EXACT_F16 = 13
+    HALF_PRODUCT_EXACT_BF16 = 14
 
 
 # the paths as plain ints: Numba prunes a branch on ``path == _NEAREST`` (a closure constant against a
 # global int) before typing, which it does not do for an enum attribute
 (_GENERIC, _LANE, _NEAREST, _FIXED_STOCH, _HALF_F16, _HALF_BF16, _STOCH32, _NATIVE32, _PRODUCT, _HALF_PRODUCT_F16,
- _HALF_PRODUCT_BF16, _STOCH64, _STOCH32_PRODUCT) = (int(p) for p in Path)
+ _HALF_PRODUCT_BF16, _STOCH64, _STOCH32_PRODUCT, _HALF_PRODUCT_EXACT_F16, _HALF_PRODUCT_EXACT_BF16) = (
+    int(p) for p in Path)
 _FLOAT32_LANES = (Path.HALF_F16, Path.HALF_BF16, Path.STOCH32, Path.STOCH32_PRODUCT, Path.NATIVE32,
-                  Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16)
+                  Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16, Path.HALF_PRODUCT_EXACT_F16,
+                  Path.HALF_PRODUCT_EXACT_BF16)
 
 
 @njit(cache=True, inline="always")
@@ -530,15 +536,17 @@ def _products_into(p, k, N, get_a, a_row, a_lanes, B):
 
 #: output rows per tile of the float32 conv / matmul paths (:func:`_make_tile`), by ``kind``, in register-blocked
 #: blocks of 16 columns (:mod:`kernels._vec`): NATIVE32 and HALF_F16 / BF16 6 rows (12 accumulator chains);
-#: the product-rounding kinds 4 rows, whose product fix needs more registers (fp16_fp16, bench/mac.py --avx2:
-#: 6 rows 3.42 / 3.43 GMAC/s matmul / convs, 4 rows 4.34 / 4.36)
-_TILE_ROWS = (6, 6, 6, 4, 4)
+#: HALF_PRODUCT_F16 / BF16, whose product fix needs more registers, 4 rows (an earlier fix, bench/mac.py --avx2:
+#: 6 rows 3.42 / 3.43 GMAC/s matmul / convs, 4 rows 4.34 / 4.36; rounding to odd, one thread on AVX2,
+#: 1002 x 512 x 512: 6 rows no faster); the exact-product kinds 6 (there 5.07-5.14 GMAC/s, 4 rows 3.94-5.18)
+_TILE_ROWS = (6, 6, 6, 4, 4, 6, 6)
 
 
 #: the float32 paths with their own tile and depthwise row functions; the position of each is its ``kind``
 #: in :func:`_f32_add`, :func:`_make_tile` and :func:`_make_row_dw`
-_KINDS = (_NATIVE32, _HALF_F16, _HALF_BF16, _HALF_PRODUCT_F16, _HALF_PRODUCT_BF16)
-_KIND_NAMES = ("native32", "f16", "bf16", "product_f16", "product_bf16")
+_KINDS = (_NATIVE32, _HALF_F16, _HALF_BF16, _HALF_PRODUCT_F16, _HALF_PRODUCT_BF16, _HALF_PRODUCT_EXACT_F16,
+          _HALF_PRODUCT_EXACT_BF16)
+_KIND_NAMES = ("native32", "f16", "bf16", "product_f16", "product_bf16", "product_exact_f16", "product_exact_bf16")
 
 
 def _cached(fn, name, parallel=False):
@@ -563,7 +571,9 @@ def _f32_add(kind, x, a, b):
       the products are exact, so one FMA or a multiply and an add (:func:`kernels._half.mul_add_f32`);
     * HALF_PRODUCT_F16 / BF16: the product rounded once into the format
       (:func:`kernels._half.product_f16`), then the sum of two of its values rounded (Figueroa, as
-      :func:`_half_product_lane` says)."""
+      :func:`_half_product_lane` says);
+    * HALF_PRODUCT_EXACT_F16 / BF16: as HALF_PRODUCT_F16 / BF16 for a product exact in float32, which is
+      rounded into the format directly."""
     if kind == 0:
         return x + a * b
     if kind == 1:
@@ -572,13 +582,17 @@ def _f32_add(kind, x, a, b):
         return round_bf16(mul_add_f32(a, b, x))
     if kind == 3:
         return round_f16(x + product_f16(a, b))
-    return round_bf16(x + product_bf16(a, b))
+    if kind == 4:
+        return round_bf16(x + product_bf16(a, b))
+    if kind == 5:
+        return round_f16(x + round_f16(a * b))
+    return round_bf16(x + round_bf16(a * b))
 
 
 # the register-blocked blocks of the tiles (16 or 8 columns), module globals: a closure variable holding an
 # intrinsic would go into the tile's cache key, which then never matches in another process
-_block_native32, _block_f16, _block_bf16, _block_product_f16, _block_product_bf16 = (
-    make_block(k, _TILE_ROWS[k]) for k in range(5))
+(_block_native32, _block_f16, _block_bf16, _block_product_f16, _block_product_bf16, _block_product_exact_f16,
+ _block_product_exact_bf16) = (make_block(k, _TILE_ROWS[k]) for k in range(len(_KINDS)))
 
 
 @njit(cache=True, inline="always")
@@ -594,8 +608,12 @@ def _block(kind, wide, K, pa, pb, pc, N):
         _block_bf16(wide, K, pa, K, pb, N, pc, N)
     elif kind == 3:
         _block_product_f16(wide, K, pa, K, pb, N, pc, N)
-    else:
+    elif kind == 4:
         _block_product_bf16(wide, K, pa, K, pb, N, pc, N)
+    elif kind == 5:
+        _block_product_exact_f16(wide, K, pa, K, pb, N, pc, N)
+    else:
+        _block_product_exact_bf16(wide, K, pa, K, pb, N, pc, N)
 
 
 def _make_tile(kind):
@@ -660,9 +678,10 @@ def _make_row_dw(kind):
     return _cached(row, f"_row_dw_{_KIND_NAMES[kind]}")
 
 
-_tile_native32, _tile_f16, _tile_bf16, _tile_product_f16, _tile_product_bf16 = (_make_tile(k) for k in range(5))
-_row_dw_native32, _row_dw_f16, _row_dw_bf16, _row_dw_product_f16, _row_dw_product_bf16 = (
-    _make_row_dw(k) for k in range(5))
+(_tile_native32, _tile_f16, _tile_bf16, _tile_product_f16, _tile_product_bf16, _tile_product_exact_f16,
+ _tile_product_exact_bf16) = (_make_tile(k) for k in range(len(_KINDS)))
+(_row_dw_native32, _row_dw_f16, _row_dw_bf16, _row_dw_product_f16, _row_dw_product_bf16, _row_dw_product_exact_f16,
+ _row_dw_product_exact_bf16) = (_make_row_dw(k) for k in range(len(_KINDS)))
 
 
 @njit(cache=True, inline="always")
@@ -1327,8 +1346,12 @@ def _make_kernel(layout, path, has_out):
                             _tile_bf16(K, NC, A, W32, acc4)
                         elif path == _HALF_PRODUCT_F16:
                             _tile_product_f16(K, NC, A, W32, acc4)
-                        else:
+                        elif path == _HALF_PRODUCT_BF16:
                             _tile_product_bf16(K, NC, A, W32, acc4)
+                        elif path == _HALF_PRODUCT_EXACT_F16:
+                            _tile_product_exact_f16(K, NC, A, W32, acc4)
+                        else:
+                            _tile_product_exact_bf16(K, NC, A, W32, acc4)
                     for j in range(NC):
                         acc[j] = acc4[t, j]
                 elif layout == _CONV:
@@ -1343,6 +1366,10 @@ def _make_kernel(layout, path, has_out):
                     _row_dw_product_f16(X, b, oh, ow, kh, kw, sh, sw, pt, pl, mult, NC, W32, zrow, acc, acc32)
                 elif path == _HALF_PRODUCT_BF16:
                     _row_dw_product_bf16(X, b, oh, ow, kh, kw, sh, sw, pt, pl, mult, NC, W32, zrow, acc, acc32)
+                elif path == _HALF_PRODUCT_EXACT_F16:
+                    _row_dw_product_exact_f16(X, b, oh, ow, kh, kw, sh, sw, pt, pl, mult, NC, W32, zrow, acc, acc32)
+                elif path == _HALF_PRODUCT_EXACT_BF16:
+                    _row_dw_product_exact_bf16(X, b, oh, ow, kh, kw, sh, sw, pt, pl, mult, NC, W32, zrow, acc, acc32)
                 else:
                     for k in range(K):
                         for j in range(NC):
@@ -1359,7 +1386,8 @@ def _make_kernel(layout, path, has_out):
                             for j in range(NC):
                                 lanes[k, j] = X[b, ih, iw, j // mult]
                 if tiled == 1 or path == _NATIVE32 or path == _HALF_F16 or path == _HALF_BF16 \
-                        or path == _HALF_PRODUCT_F16 or path == _HALF_PRODUCT_BF16:
+                        or path == _HALF_PRODUCT_F16 or path == _HALF_PRODUCT_BF16 or path == _HALF_PRODUCT_EXACT_F16 \
+                        or path == _HALF_PRODUCT_EXACT_BF16:
                     pass
                 elif path == _STOCH32:
                     _row_stoch32(K, NC, layout, a_row, lanes, W2, W32, e0, acc, acc2, ipA, fpA, modeA, ovfA,
@@ -1738,13 +1766,13 @@ def _half_kind(spec: MacSpec, f16, bf16):
 
 
 def _half_product_lane(spec: MacSpec, A, B, stats=False):
-    """Path.HALF_PRODUCT_F16 / HALF_PRODUCT_BF16 when every step R(acc + R(a * b)) can run in float32 lanes;
-    else 0. The product and accumulator formats are the same IEEE binary16 (with F16C) or bfloat16, both
-    stages round to nearest even with IEEE overflow (inf), sequential order, no event counters; operands
+    """Path.HALF_PRODUCT_EXACT_F16 / BF16 or HALF_PRODUCT_F16 / BF16 when every step R(acc + R(a * b)) can run
+    in float32 lanes; else 0. The product and accumulator formats are the same IEEE binary16 (with F16C) or
+    bfloat16, both stages round to nearest even with IEEE overflow (inf), sequential order, no event counters; operands
     float32 holds (:func:`_f32_normal`), with products no larger than float32's largest value; and the
     product stage one rounding of the exact product (:func:`kernels._half.product_f16`, overflow to inf
     included): either the product is exact in float32 (operand precisions adding up to at most 24 bits,
-    nonzero product magnitudes in float32's normal range), or the host has FMA and every nonzero
+    nonzero product magnitudes in float32's normal range: HALF_PRODUCT_EXACT_*), or the host has FMA and every nonzero
     product magnitude is at least 2**-100, where the FMA's product error is exact (checked on the data:
     the smallest nonzero magnitudes). The accumulator stage adds two values of the format, which
     :func:`_half_lane`'s double-rounding argument covers; inf + -inf is NaN in both."""
@@ -1754,10 +1782,11 @@ def _half_product_lane(spec: MacSpec, A, B, stats=False):
     if stats or spec.order != "sequential" or spec.product != acc \
             or spec.product_rounding != "nearest" or spec.accum_rounding != "nearest":
         return 0
-    kind = _half_kind(spec, Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16)
+    exact = precision_bits(spec.a) + precision_bits(spec.b) <= 24
+    kind = _half_kind(spec, Path.HALF_PRODUCT_EXACT_F16, Path.HALF_PRODUCT_EXACT_BF16) if exact \
+        else _half_kind(spec, Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16)
     if not kind:
         return 0
-    exact = precision_bits(spec.a) + precision_bits(spec.b) <= 24
     if not (exact or HAVE_FMA):
         return 0
     lo_a, hi_a = _abs_range(A)

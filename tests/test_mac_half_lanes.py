@@ -255,16 +255,25 @@ def _product_problems(rng, acc, K):
 
 
 @pytest.mark.parametrize("acc", ["fp16", "bf16"])
+@pytest.mark.parametrize("operands", ["same", "fp32"])
 @pytest.mark.parametrize("K", [1, 2, 3, 64, 301])
 @pytest.mark.parametrize("N", [6, 200])  # two-k passes up to 128 lanes, one k per pass above
-def test_product_rounded_lanes_equal_reference(rng, acc, K, N):
-    """HALF_PRODUCT_F16 / HALF_PRODUCT_BF16 (fp16_fp16 and its bfloat16 twin) equal the literal reference."""
-    spec = MacSpec(acc, acc, product=acc)
-    want_path = Path.HALF_PRODUCT_F16 if acc == "fp16" else Path.HALF_PRODUCT_BF16
+def test_product_rounded_lanes_equal_reference(rng, acc, operands, K, N):
+    """HALF_PRODUCT_EXACT_F16 / BF16 (fp16_fp16 and its bfloat16 twin: products exact in float32) and, with
+    the same values as fp32 operands, HALF_PRODUCT_F16 / BF16 (the FMA's error term) equal the literal
+    reference."""
+    spec = MacSpec(acc if operands == "same" else "fp32", acc, product=acc)
+    if operands == "same":
+        want_path = Path.HALF_PRODUCT_EXACT_F16 if acc == "fp16" else Path.HALF_PRODUCT_EXACT_BF16
+    else:
+        want_path = (Path.HALF_PRODUCT_F16 if acc == "fp16" else Path.HALF_PRODUCT_BF16) if HAVE_FMA else Path.PRODUCT
     for name, a, b in _product_problems(rng, acc, K):
         b = np.tile(b, (1, -(-N // b.shape[1])))[:, :N]
         A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
-        assert ops._paths(spec, A, B) == want_path, name
+        if (operands, acc, name) == ("fp32", "bf16", "wide"):  # bfloat16's range: products below 2**-100 leave
+            assert ops._paths(spec, A, B) in (want_path, Path.PRODUCT), name
+        else:
+            assert ops._paths(spec, A, B) == want_path, name
         with np.errstate(all="ignore"):
             got, want = kernels.matmul(a, b, spec), R.ref_matmul(a, b, spec)
         assert got.dtype == want.dtype
@@ -278,15 +287,16 @@ def test_product_rounded_convolutions_equal_reference(rng, acc):
     w = rng.standard_normal((3, 3, 5, 7))
     wd = rng.standard_normal((3, 2, 5, 2))
     X, W = ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)
-    assert ops._paths(spec, X, W) == (Path.HALF_PRODUCT_F16 if acc == "fp16" else Path.HALF_PRODUCT_BF16)
+    assert ops._paths(spec, X, W) == (Path.HALF_PRODUCT_EXACT_F16 if acc == "fp16" else Path.HALF_PRODUCT_EXACT_BF16)
     _convolutions_equal_reference(spec, x, w, wd)
 
 
 @pytest.mark.parametrize("spec,data,want", [
-    ("fp16_fp16", "normal", Path.HALF_PRODUCT_F16),
-    (MacSpec("bf16", "bf16", product="bf16"), "normal", Path.HALF_PRODUCT_BF16),
-    (MacSpec("fp8_e4m3", "fp16", product="fp16"), "normal", Path.HALF_PRODUCT_F16),
-    (MacSpec("fp16", "bf16", b="fp8_e4m3", product="bf16"), "normal", Path.HALF_PRODUCT_BF16),
+    ("fp16_fp16", "normal", Path.HALF_PRODUCT_EXACT_F16),
+    (MacSpec("bf16", "bf16", product="bf16"), "normal", Path.HALF_PRODUCT_EXACT_BF16),
+    (MacSpec("fp8_e4m3", "fp16", product="fp16"), "normal", Path.HALF_PRODUCT_EXACT_F16),
+    (MacSpec("fp16", "bf16", b="fp8_e4m3", product="bf16"), "normal", Path.HALF_PRODUCT_EXACT_BF16),
+    (MacSpec("bf16", "fp16", product="fp16"), "normal", Path.HALF_PRODUCT_EXACT_F16),  # the sweep's bf16 -> fp16
     ("fp16_fp16", "nan", None),
     ("fp16_fp16", "inf", None),
     (MacSpec("bf16", "bf16", product="bf16"), "tiny", None),       # a product below float32's normal range
@@ -295,7 +305,7 @@ def test_product_rounded_convolutions_equal_reference(rng, acc):
     (MacSpec("fp32", "fp16", product="fp16"), "normal", Path.HALF_PRODUCT_F16 if HAVE_FMA else None),
     (MacSpec("fp32", "bf16", product="bf16"), "normal", Path.HALF_PRODUCT_BF16 if HAVE_FMA else None),
     (MacSpec("fp32", "fp16", product="fp16"), "small", None),      # a product below 2**-100: its error may round
-    (MacSpec("bf16", "bf16", product="bf16"), "small", Path.HALF_PRODUCT_BF16),  # ... which an exact one has not
+    (MacSpec("bf16", "bf16", product="bf16"), "small", Path.HALF_PRODUCT_EXACT_BF16),  # ... which an exact one has not
     (MacSpec("fp16", "fp32", product="fp16"), "normal", None),     # product format differs from the accumulator's
     (MacSpec("fp16", "fp16", product="fp16", rounding="stochastic"), "normal", None),
     (MacSpec("fp16", "fp16", product="fp16", product_rounding="toward_zero"), "normal", None),
@@ -316,7 +326,7 @@ def test_product_gate(rng, spec, data, want):
         a[2, 3], b[3, 1] = 2.0 ** -51, 2.0 ** -51
     A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
     path = ops._paths(spec, A, B)
-    lanes = (Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16)
+    lanes = (Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16, Path.HALF_PRODUCT_EXACT_F16, Path.HALF_PRODUCT_EXACT_BF16)
     assert path == want if want else path not in lanes
     assert ops._paths(spec, A, B, stats=True) not in lanes  # counters: the scalar core's events
 
@@ -336,7 +346,8 @@ def test_operands_float32_cannot_hold_leave_the_float32_lanes(spec, a, b):
     inf / rounded / 0 where the products alone were checked)."""
     A, B = np.full((1, 1), a), np.full((1, 1), b)
     path = ops._paths(spec, ops._prepare(A, spec.a, 1), ops._prepare(B, spec.b, 0))
-    assert path not in (Path.HALF_F16, Path.HALF_BF16, Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16)
+    assert path not in (Path.HALF_F16, Path.HALF_BF16, Path.HALF_PRODUCT_F16, Path.HALF_PRODUCT_BF16,
+                        Path.HALF_PRODUCT_EXACT_F16, Path.HALF_PRODUCT_EXACT_BF16)
     got, want = kernels.matmul(A, B, spec), R.ref_matmul(A, B, spec)
     assert same_values(got, want).all(), (got, want)
 
@@ -346,12 +357,14 @@ def test_operands_float32_cannot_hold_leave_the_float32_lanes(spec, a, b):
     (MacSpec("fp8_e4m3", "bf16", fma=True), Path.HALF_BF16),
     (as_spec("bf16_fp32"), Path.NATIVE32),  # exact products
     (as_spec("fp32"), Path.NATIVE32),  # float32 products rounded before the add: never fused into an FMA
-    (as_spec("fp16_fp16"), Path.HALF_PRODUCT_F16),
-    (MacSpec("bf16", "bf16", product="bf16"), Path.HALF_PRODUCT_BF16),
+    (as_spec("fp16_fp16"), Path.HALF_PRODUCT_EXACT_F16),
+    (MacSpec("bf16", "bf16", product="bf16"), Path.HALF_PRODUCT_EXACT_BF16),
+    (MacSpec("fp32", "fp16", product="fp16"), Path.HALF_PRODUCT_F16 if HAVE_FMA else Path.PRODUCT),
+    (MacSpec("fp32", "bf16", product="bf16"), Path.HALF_PRODUCT_BF16 if HAVE_FMA else Path.PRODUCT),
 ], ids=str)
 @pytest.mark.parametrize("M, N", [(1, 11), (3, 16), (5, 24), (7, 37), (13, 45), (1543, 11), (1030, 3)])
 def test_tiles_of_rows_equal_reference(rng, spec, path, M, N):
-    """Matmul and convolution rows on the float32 paths are computed six (four with rounded products) at a
+    """Matmul and convolution rows on the float32 paths are computed six (four on HALF_PRODUCT_F16 / BF16) at a
     time (``ops._TILE_ROWS``), whole tiles per task, in register-blocked blocks of 16 and then 8 columns
     (``kernels._vec``) and the
     last N % 8 columns alone: every row count (1543 rows: 258 tiles over 256 tasks, the last tile cut short)
@@ -373,8 +386,10 @@ def test_tiles_of_rows_equal_reference(rng, spec, path, M, N):
     (MacSpec("fp8_e4m3", "fp16", fma=True), Path.HALF_F16),
     (MacSpec("fp8_e4m3", "bf16", fma=True), Path.HALF_BF16),
     (as_spec("fp32"), Path.NATIVE32),
-    (as_spec("fp16_fp16"), Path.HALF_PRODUCT_F16),
-    (MacSpec("bf16", "bf16", product="bf16"), Path.HALF_PRODUCT_BF16),
+    (as_spec("fp16_fp16"), Path.HALF_PRODUCT_EXACT_F16),
+    (MacSpec("bf16", "bf16", product="bf16"), Path.HALF_PRODUCT_EXACT_BF16),
+    (MacSpec("fp32", "fp16", product="fp16"), Path.HALF_PRODUCT_F16 if HAVE_FMA else Path.PRODUCT),
+    (MacSpec("fp32", "bf16", product="bf16"), Path.HALF_PRODUCT_BF16 if HAVE_FMA else Path.PRODUCT),
 ], ids=str)
 @pytest.mark.parametrize("mult", [1, 3])
 def test_depthwise_rows_on_the_float32_paths_equal_reference(rng, spec, path, mult):
@@ -441,7 +456,7 @@ def test_without_fma_inexact_products_leave_the_lanes(rng, monkeypatch):
     monkeypatch.setattr(ops, "HAVE_FMA", False)
     a, b = rng.standard_normal((3, 8)), rng.standard_normal((8, 2))
     assert ops._paths(MacSpec("fp32", "fp16", product="fp16"), a, b) == Path.PRODUCT
-    assert ops._paths(as_spec("fp16_fp16"), a, b) == (Path.HALF_PRODUCT_F16 if HAVE_F16C else Path.PRODUCT)
+    assert ops._paths(as_spec("fp16_fp16"), a, b) == (Path.HALF_PRODUCT_EXACT_F16 if HAVE_F16C else Path.PRODUCT)
 
 
 def test_products_off_the_binary16_grid_on_the_lanes_equal_reference(rng):

@@ -54,7 +54,7 @@ def test_a_cold_process_compiles_only_its_path(tmp_path):
     assert got["path"] == half
     # matmul and conv2d: the float32 paths' tiles of rows; depthwise: its own row function, binary16 only
     want_rows = {"_tile_f16", "_row_dw_f16"} if ops.HAVE_F16C else {"_row_nearest"}
-    kinds = ("native32", "f16", "bf16", "product_f16", "product_bf16")
+    kinds = ("native32", "f16", "bf16", "product_f16", "product_bf16", "product_exact_f16", "product_exact_bf16")
     assert set(got["rows"]) == {"_row_stoch32", "_row_nearest", "_row_lane", "_row_fixed_stoch", "_row_product",
                                 "_row_generic", "_row_stoch64", "_row_stoch32_product",
                                 *(f"_tile_{k}" for k in kinds), *(f"_row_dw_{k}" for k in kinds)}
@@ -68,17 +68,17 @@ _TILE_PROBE = r"""
 import json, numpy as np
 from kernels import ops
 out = {}
-for kind in ops._KIND_NAMES[:3]:  # the tiles with register-blocked blocks (kernels._vec)
+for kind, rows in zip(ops._KIND_NAMES, ops._TILE_ROWS):  # every tile: register-blocked blocks (kernels._vec)
     tile = getattr(ops, "_tile_" + kind)
-    tile(np.int64(3), np.int64(24), np.ones((6, 3), np.float32), np.ones((3, 24), np.float32),
-         np.empty((6, 24), np.float32))
+    tile(np.int64(3), np.int64(24), np.ones((rows, 3), np.float32), np.ones((3, 24), np.float32),
+         np.empty((rows, 24), np.float32))
     out[kind] = [sum(tile.stats.cache_hits.values()), sum(tile.stats.cache_misses.values())]
 print(json.dumps(out))
 """
 
 
 def test_vector_tiles_load_from_the_disk_cache(tmp_path):
-    """The 6-row tiles call their blocks as module globals: held in a closure variable, an intrinsic went into
+    """The tiles call their blocks as module globals: held in a closure variable, an intrinsic went into
     the tile's cache key with a per-process id, and no later process ever loaded the tile (review)."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
     runs = []
@@ -87,21 +87,21 @@ def test_vector_tiles_load_from_the_disk_cache(tmp_path):
                              timeout=600)
         assert res.returncode == 0, res.stderr
         runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    assert runs[0] == {k: [0, 1] for k in ops._KIND_NAMES[:3]}
-    assert runs[1] == {k: [1, 0] for k in ops._KIND_NAMES[:3]}
+    assert runs[0] == {k: [0, 1] for k in ops._KIND_NAMES}
+    assert runs[1] == {k: [1, 0] for k in ops._KIND_NAMES}
 
 
 def test_path_names_are_the_kernel_constants():
     """The ints the kernels branch on are the enum's values (the branches are pruned on them)."""
     assert [ops._GENERIC, ops._LANE, ops._NEAREST, ops._FIXED_STOCH, ops._HALF_F16, ops._HALF_BF16, ops._STOCH32,
             ops._NATIVE32, ops._PRODUCT, ops._HALF_PRODUCT_F16, ops._HALF_PRODUCT_BF16, ops._STOCH64,
-            ops._STOCH32_PRODUCT] == [int(p) for p in Path]
-    assert len(set(Path)) == 13
+            ops._STOCH32_PRODUCT, ops._HALF_PRODUCT_EXACT_F16, ops._HALF_PRODUCT_EXACT_BF16] == [int(p) for p in Path]
+    assert len(set(Path)) == 15
 
 
 def test_product_rounded_specs_take_the_product_path():
     """Sequential product-rounded float MACs (the fp16_fp16 preset, the sweep's fp32 / bf16 operands into
-    an fp16 accumulator, stochastic ones too) take Path.PRODUCT, or HALF_PRODUCT_F16 where they can; what it
+    an fp16 accumulator, stochastic ones too) take Path.PRODUCT, or HALF_PRODUCT_EXACT_F16 where they can; what it
     cannot round stays GENERIC."""
     a = np.ones((2, 3))
     take = [as_spec("fp16_fp16"), MacSpec("fp32", "fp16", product="fp16"), MacSpec("bf16", "fp16", product="fp16"),
@@ -109,7 +109,7 @@ def test_product_rounded_specs_take_the_product_path():
             MacSpec("fp16", "fp16", product="fp16", product_rounding="stochastic", accum_rounding="nearest")]
     for spec in take:  # with event counters (the float32 lanes count nothing)
         assert ops._paths(spec, a, a.T, stats=True) == Path.PRODUCT, spec.name
-    assert ops._paths(as_spec("fp16_fp16"), a, a.T) == (Path.HALF_PRODUCT_F16 if ops.HAVE_F16C else Path.PRODUCT)
+    assert ops._paths(as_spec("fp16_fp16"), a, a.T) == (Path.HALF_PRODUCT_EXACT_F16 if ops.HAVE_F16C else Path.PRODUCT)
     stay = [MacSpec("fp16", "fp16", product="fp16", order="pairwise"),
             MacSpec("fp16", "fp16", product="fp16", rounding="toward_zero"),
             MacSpec("int8", "fixed32.8", product="fixed16.4"), MacSpec("fp16", "e8m0", product="fp16")]
@@ -154,4 +154,4 @@ def test_every_factory_made_kernel_has_its_own_cache_name():
     fns = [getattr(ops, f"_{kind}_{k}") for kind in ("tile", "row_dw") for k in ops._KIND_NAMES]
     fns += [ops._make_kernel(lay, int(p), h) for lay in (ops._CONV, ops._DEPTHWISE) for p in Path for h in (0, 1)]
     names = [f.py_func.__qualname__ for f in fns]
-    assert len(set(names)) == len(names) == 10 + 2 * len(Path) * 2
+    assert len(set(names)) == len(names) == 14 + 2 * len(Path) * 2
