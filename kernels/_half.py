@@ -108,7 +108,9 @@ def round_odd(s, e):
     exact: ``s`` where e is zero (or NaN: s is then an inf, or NaN, and stays), else the float32 neighbour
     of x on e's side of s where s's last significand bit is 0 (one step of its bit pattern, away from
     zero where e has s's sign, else towards zero), and s itself where that bit is 1. Branch-free, so
-    that it vectorises (see the module docstring for why it serves the 16-bit roundings)."""
+    that it vectorises (see the module docstring for why it serves the 16-bit roundings). An overflowed
+    product is outside this contract: ``s`` = inf with ``e = fma(a, b, -s)`` = -inf gives float32's largest
+    value (which both 16-bit roundings still take to inf); the product gates keep products finite."""
     u = f32_bits(s)
     away = (f32_bits(e) ^ u) < _SIGN  # e has s's sign: x lies beyond s, away from zero
     step = _ONE if away else _ALL  # +1 or -1 on the bit pattern (uint32 wrap-around)

@@ -538,7 +538,8 @@ def _products_into(p, k, N, get_a, a_row, a_lanes, B):
 #: blocks of 16 columns (:mod:`kernels._vec`): NATIVE32 and HALF_F16 / BF16 6 rows (12 accumulator chains);
 #: HALF_PRODUCT_F16 / BF16, whose product fix needs more registers, 4 rows (an earlier fix, bench/mac.py --avx2:
 #: 6 rows 3.42 / 3.43 GMAC/s matmul / convs, 4 rows 4.34 / 4.36; rounding to odd, one thread on AVX2,
-#: 1002 x 512 x 512: 6 rows no faster); the exact-product kinds 6 (there 5.07-5.14 GMAC/s, 4 rows 3.94-5.18)
+#: 1002 x 512 x 512: 6 rows no faster); the exact-product kinds 6 (there 5.07-5.14 GMAC/s in four runs, 4 rows
+#: 3.94-5.18: as fast at best, steadier)
 _TILE_ROWS = (6, 6, 6, 4, 4, 6, 6)
 
 
