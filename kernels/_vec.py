@@ -1,10 +1,15 @@
 """Register-blocked float32 GEMM blocks for the float32 paths of :mod:`kernels.ops`, written in LLVM IR.
 
-:func:`make_block` returns a Numba intrinsic ``block(wide, K, pa, lda, pb, ldb, pc, ldc)`` on raw float32
-addresses (int64; strides in elements). It computes, for the ``rows`` rows p of A and the 16 (``wide`` = 1) or 8
-columns j of B at ``pb``::
+:func:`make_block` returns a Numba intrinsic ``block(wide, init, K, prows, pb, ldb, pc, ldc)`` on raw float32
+addresses (int64; strides in elements). Row p of A is the K float32 values at the byte address ``prows[p]``
+(``prows`` the address of an int64 table of ``rows`` entries), so a caller can point the rows into a
+convolution's input instead of gathering them. It computes, for the ``rows`` rows p of A and the 16
+(``wide`` = 1) or 8 columns j of B at ``pb``::
 
-    acc = +0;  for k = 0, 1, ..., K - 1:  acc = step(acc, A[p, k], B[k, j]);  C[p, j] = acc
+    acc = C[p, j] if init == 1 else +0;  for k = 0, 1, ..., K - 1:  acc = step(acc, A[p, k], B[k, j]);  C[p, j] = acc
+
+(``init`` = 1 continues a sum over the next K values of k: a caller splits K into segments without changing
+the order of the additions.)
 
 each output alone, in order of k, with the ``kind`` (:data:`kernels.ops._KINDS` positions) of
 :func:`kernels.ops._f32_add`:
@@ -85,16 +90,24 @@ def _product_step(builder, kind, acc, a, b):
     return _round(builder, r16, builder.fadd(acc, p))
 
 
-def _emit(builder, kind, nv, rows, K, A, lda, B, ldb, C, ldc):
+def _emit(builder, kind, nv, rows, init, K, arow, B, ldb, C, ldc):
     """The IR of one block of ``rows`` rows and ``8 * nv`` columns (see the module docstring)."""
     fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8] * 3), "llvm.fmuladd.v8f32")
     slots = [[cgutils.alloca_once(builder, _V8) for _ in range(nv)] for _ in range(rows)]
-    for row in slots:
-        for slot in row:
-            builder.store(ir.Constant(_V8, [0.0] * 8), slot)
+    cvec = [[builder.bitcast(builder.gep(builder.gep(C, [builder.mul(ir.Constant(_I64, p), ldc)]),
+                                         [ir.Constant(_I64, 8 * q)]), _V8.as_pointer()) for q in range(nv)]
+            for p in range(rows)]
+    with builder.if_else(builder.icmp_signed("==", init, ir.Constant(_I64, 1))) as (then, otherwise):
+        with then:  # go on from the sums in C
+            for p in range(rows):
+                for q in range(nv):
+                    builder.store(builder.load(cvec[p][q], align=4), slots[p][q])
+        with otherwise:
+            for row in slots:
+                for slot in row:
+                    builder.store(ir.Constant(_V8, [0.0] * 8), slot)
     undef = ir.Constant(_V8, ir.Undefined)
     zero_mask = ir.Constant(_U8, [0] * 8)
-    arow = [builder.gep(A, [builder.mul(ir.Constant(_I64, p), lda)]) for p in range(rows)]
     with cgutils.for_range(builder, K) as loop:
         k = loop.index
         brow = builder.gep(B, [builder.mul(k, ldb)])
@@ -113,35 +126,49 @@ def _emit(builder, kind, nv, rows, K, A, lda, B, ldb, C, ldc):
                     s = _round(builder, kind, builder.call(fmuladd, [av, bv[q], acc]))
                 builder.store(s, slots[p][q])
     for p in range(rows):
-        crow = builder.gep(C, [builder.mul(ir.Constant(_I64, p), ldc)])
         for q in range(nv):
-            ptr = builder.bitcast(builder.gep(crow, [ir.Constant(_I64, 8 * q)]), _V8.as_pointer())
-            builder.store(builder.load(slots[p][q]), ptr, align=4)
+            builder.store(builder.load(slots[p][q]), cvec[p][q], align=4)
 
 
 def make_block(kind: int, rows: int):
-    """The block intrinsic ``block(wide, K, pa, lda, pb, ldb, pc, ldc)`` of ``kind`` (0 NATIVE32, 1 HALF_F16, 2
+    """The block intrinsic ``block(wide, init, K, prows, pb, ldb, pc, ldc)`` of ``kind`` (0 NATIVE32, 1 HALF_F16, 2
     HALF_BF16, 3 HALF_PRODUCT_F16, 4 HALF_PRODUCT_BF16, 5 HALF_PRODUCT_EXACT_F16, 6 HALF_PRODUCT_EXACT_BF16) for
     ``rows`` rows: 16 columns where ``wide`` is 1, else 8 (see the module docstring)."""
     if kind not in range(7) or rows < 1:
         raise ValueError(f"no block for kind={kind!r}, rows={rows!r}")
 
     @intrinsic
-    def block(typingctx, wide, K, pa, lda, pb, ldb, pc, ldc):
-        if not all(t == types.int64 for t in (wide, K, pa, lda, pb, ldb, pc, ldc)):
+    def block(typingctx, wide, init, K, prows, pb, ldb, pc, ldc):
+        if not all(t == types.int64 for t in (wide, init, K, prows, pb, ldb, pc, ldc)):
             return None
         sig = types.void(*([types.int64] * 8))
 
         def codegen(context, builder, signature, args):
-            wide, K, pa, lda, pb, ldb, pc, ldc = args
-            A, B, C = (builder.inttoptr(v, _F32.as_pointer()) for v in (pa, pb, pc))
+            wide, init, K, prows, pb, ldb, pc, ldc = args
+            B, C = (builder.inttoptr(v, _F32.as_pointer()) for v in (pb, pc))
+            table = builder.inttoptr(prows, _I64.as_pointer())
+            arow = [builder.inttoptr(builder.load(builder.gep(table, [ir.Constant(_I64, p)])), _F32.as_pointer())
+                    for p in range(rows)]
             with builder.if_else(builder.icmp_signed("==", wide, ir.Constant(_I64, 1))) as (then, otherwise):
                 with then:
-                    _emit(builder, kind, 2, rows, K, A, lda, B, ldb, C, ldc)
+                    _emit(builder, kind, 2, rows, init, K, arow, B, ldb, C, ldc)
                 with otherwise:
-                    _emit(builder, kind, 1, rows, K, A, lda, B, ldb, C, ldc)
+                    _emit(builder, kind, 1, rows, init, K, arow, B, ldb, C, ldc)
             return context.get_dummy_value()
 
         return sig, codegen
 
     return block
+
+
+@intrinsic
+def load_f32(typingctx, addr):
+    """The float32 at the byte address ``addr`` (int64): the tiles' last columns read their rows through the
+    same address table as the blocks."""
+    if addr != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.load(builder.inttoptr(args[0], _F32.as_pointer()), align=4)
+
+    return types.float32(types.int64), codegen

@@ -9,8 +9,9 @@ Implementation. One parallel kernel serves all three ops (a matmul is the 1x1 co
 GEMM: one output pixel for convolutions) is computed by one thread with the row function of the
 call's :class:`Path`, which :func:`_paths` picks from the spec and the data (the float32 paths of
 matmuls and convolutions take tiles of six or four rows, in register-blocked blocks of 16 columns written
-as LLVM vector code, so that each weight loaded serves up to 12 vectors of outputs: :func:`_make_tile`,
-:mod:`kernels._vec`); the kernel for a path is
+as LLVM vector code, so that each weight loaded serves up to 12 vectors of outputs, reading the patches'
+window rows in the input where they lie: :func:`_make_tile`, :func:`_patch_rows`, :mod:`kernels._vec`); the
+kernel for a path is
 compiled the first time a call takes it, so a spec never compiles the paths it does not use (a
 cold ``hwsim run`` compiles one row function, not all of them). The N outputs of a row are
 independent accumulators processed together,
@@ -56,7 +57,7 @@ from numba import njit, prange
 
 from . import _core as C
 from ._core import f32_bits
-from ._vec import make_block
+from ._vec import load_f32, make_block
 from ._half import HAVE_F16C, HAVE_FMA, bits_f32, mul_add_f32, product_bf16, product_f16, round_bf16, round_f16
 from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
 from .mac import MacSpec, as_spec
@@ -597,53 +598,64 @@ def _f32_add(kind, x, a, b):
 
 
 @njit(cache=True, inline="always")
-def _block(kind, wide, K, pa, pb, pc, N):
+def _block(kind, wide, init, K, prows, pb, pc, N):
     """The block of ``kind`` (a closure constant of the caller: only that call is compiled), 16 columns where
-    ``wide`` is 1 else 8, on A at ``pa`` (leading dimension K), B32 and acc at ``pb``, ``pc`` (leading
-    dimension N)."""
+    ``wide`` is 1 else 8: the rows of A at the addresses in the int64 table at ``prows``, B32 and acc at ``pb``,
+    ``pc`` (leading dimension N); from acc's sums where ``init`` is 1, else from +0."""
     if kind == 0:
-        _block_native32(wide, K, pa, K, pb, N, pc, N)
+        _block_native32(wide, init, K, prows, pb, N, pc, N)
     elif kind == 1:
-        _block_f16(wide, K, pa, K, pb, N, pc, N)
+        _block_f16(wide, init, K, prows, pb, N, pc, N)
     elif kind == 2:
-        _block_bf16(wide, K, pa, K, pb, N, pc, N)
+        _block_bf16(wide, init, K, prows, pb, N, pc, N)
     elif kind == 3:
-        _block_product_f16(wide, K, pa, K, pb, N, pc, N)
+        _block_product_f16(wide, init, K, prows, pb, N, pc, N)
     elif kind == 4:
-        _block_product_bf16(wide, K, pa, K, pb, N, pc, N)
+        _block_product_bf16(wide, init, K, prows, pb, N, pc, N)
     elif kind == 5:
-        _block_product_exact_f16(wide, K, pa, K, pb, N, pc, N)
+        _block_product_exact_f16(wide, init, K, prows, pb, N, pc, N)
     else:
-        _block_product_exact_bf16(wide, K, pa, K, pb, N, pc, N)
+        _block_product_exact_bf16(wide, init, K, prows, pb, N, pc, N)
 
 
 def _make_tile(kind):
     """The tile function of a float32 path (``kind`` (its position in :data:`_KINDS`)): acc[p, j] = the sum over
-    k = 0, 1, ... of A[p, k] * B32[k, j] for the ``_TILE_ROWS[kind]`` rows p, each addition by :func:`_f32_add`,
-    A (rows, K), B32 (K, N) and acc (rows, N) C-contiguous float32 (the blocks read them through raw pointers:
-    the kernel allocates A and acc, and :func:`_lanes32` makes B32).
+    k = 0, 1, ..., nseg * kseg - 1 of A[p, k] * B32[k, j] for the ``_TILE_ROWS[kind]`` rows p, each addition by
+    :func:`_f32_add`. Row p of A is read in ``nseg`` segments of ``kseg`` values: segment s (k = s * kseg + i,
+    i < kseg) from the float32 values at byte address ``P[s, p] + 4 * i``, so the rows can be read where they
+    lie (a convolution's input) instead of being gathered first. B32 (K, N) and acc (rows, N) C-contiguous
+    float32 (the blocks read them through raw pointers: the kernel allocates acc, and :func:`_lanes32` makes
+    B32); P (nseg, rows) int64, C-contiguous.
 
     It computes 16 columns at a time, then 8, in register-blocked blocks (:func:`kernels._vec.make_block`, the
-    same arithmetic in LLVM vectors), and the last N % 8 columns here."""
+    same arithmetic in LLVM vectors), each column block over the segments in order (a segment goes on from
+    the sums the one before left in acc), and the last N % 8 columns here."""
     T = _TILE_ROWS[kind]
 
-    def tile(K, N, A, B32, acc):
-        pa, pb, pc = np.int64(A.ctypes.data), np.int64(B32.ctypes.data), np.int64(acc.ctypes.data)
-        k64, n64 = np.int64(K), np.int64(N)
+    def tile(nseg, kseg, N, P, B32, acc):
+        pp, pb, pc = np.int64(P.ctypes.data), np.int64(B32.ctypes.data), np.int64(acc.ctypes.data)
+        ks64, n64 = np.int64(kseg), np.int64(N)
         j0 = 0
         while j0 + 16 <= N:
-            _block(kind, np.int64(1), k64, pa, pb + 4 * j0, pc + 4 * j0, n64)
+            for sg in range(nseg):
+                _block(kind, np.int64(1), np.int64(sg > 0), ks64, pp + 8 * T * sg, pb + 4 * (sg * kseg * N + j0),
+                       pc + 4 * j0, n64)
             j0 += 16
         if j0 + 8 <= N:
-            _block(kind, np.int64(0), k64, pa, pb + 4 * j0, pc + 4 * j0, n64)
+            for sg in range(nseg):
+                _block(kind, np.int64(0), np.int64(sg > 0), ks64, pp + 8 * T * sg, pb + 4 * (sg * kseg * N + j0),
+                       pc + 4 * j0, n64)
             j0 += 8
         for p in range(T):
             for j in range(j0, N):
                 acc[p, j] = 0.0
-            for k in range(K):
-                ap = A[p, k]
-                for j in range(j0, N):
-                    acc[p, j] = _f32_add(kind, acc[p, j], ap, B32[k, j])
+            for sg in range(nseg):
+                base = P[sg, p]
+                for i in range(kseg):
+                    ap = load_f32(base + 4 * i)
+                    k = sg * kseg + i
+                    for j in range(j0, N):
+                        acc[p, j] = _f32_add(kind, acc[p, j], ap, B32[k, j])
 
     return _cached(tile, f"_tile_{_KIND_NAMES[kind]}")
 
@@ -1286,6 +1298,41 @@ def _patch(X, r, OH, OW, kh, kw, sh, sw, pt, pl, a):
                 a[base + c] = X[b, ih, iw, c]
 
 
+@njit(cache=True, inline="always")
+def _patch_rows(X, r, r_last, OH, OW, kh, kw, sh, sw, pt, pl, P, Z, MP):
+    """For the tile of output pixels min(r + q, r_last), q < T (P's second axis), of the _CONV layout on a
+    C-contiguous float32 X: P[dh, q] = the byte address of the kw * Cin values of the patch's window row dh
+    (its GEMM row's k = dh * kw * Cin, ...): in X itself where that window row lies inside the input, the
+    zeros Z where it lies wholly in the padding above or below, else MP[q, dh] filled with it (the padding's
+    zeros included), as :func:`_patch` gathers it."""
+    _, H, Wd, Cin = X.shape
+    px, pz, pm = np.int64(X.ctypes.data), np.int64(Z.ctypes.data), np.int64(MP.ctypes.data)
+    seg = kw * Cin
+    for q in range(P.shape[1]):
+        rr = min(r + q, r_last)
+        b = rr // (OH * OW)
+        oh = (rr // OW) % OH
+        ow = rr % OW
+        iw0 = ow * sw - pl
+        inside = iw0 >= 0 and iw0 + kw <= Wd
+        for dh in range(kh):
+            ih = oh * sh + dh - pt
+            if ih < 0 or ih >= H:
+                P[dh, q] = pz
+            elif inside:
+                P[dh, q] = px + 4 * (((b * H + ih) * Wd + iw0) * Cin)
+            else:
+                m = MP[q, dh]
+                for i in range(seg):
+                    m[i] = 0.0
+                for dw in range(kw):
+                    iw = iw0 + dw
+                    if iw >= 0 and iw < Wd:
+                        for c in range(Cin):
+                            m[dw * Cin + c] = X[b, ih, iw, c]
+                P[dh, q] = pm + 4 * (q * kh + dh) * seg
+
+
 def _make_kernel(layout, path, has_out):
     """The parallel kernel for one (operand layout, path, output stage); every argument is a closure
     constant, so Numba prunes the other branches before typing and compiles only this path's row
@@ -1297,7 +1344,8 @@ def _make_kernel(layout, path, has_out):
     k = dh * kw + dw. out (n, OH, OW, NC). Output (r, j) has stochastic counter element ``offset + r * NC
     + j``; each task handles a block of rows with scratch buffers allocated once per block. The float32
     paths (:data:`_KINDS`) compute the _CONV layout's rows in tiles of _TILE_ROWS (:func:`_make_tile`), each
-    output still accumulating alone, in order k = 0, 1, ...; in the _DEPTHWISE layout they read X directly
+    output still accumulating alone, in order k = 0, 1, ..., the patches read one window row after another
+    where :func:`_patch_rows` finds them; in the _DEPTHWISE layout they read X directly
     (:func:`_make_row_dw`) instead of gathering lanes.
     """
     tiled = int(layout == _CONV and path in _KINDS)
@@ -1333,12 +1381,16 @@ def _make_kernel(layout, path, has_out):
                 lanes = np.empty((K, NC))
             acc = wk[1]
             zrow = np.zeros_like(X[0, 0, 0])  # X's dtype
-            if tiled == 1:
-                A = np.empty((T, K), dtype=np.float32)
+            if tiled == 1:  # the tile's row addresses per window row, zeros, and border window rows
+                Ptab = np.empty((kh, T), dtype=np.int64)
+                Z = np.zeros(kw * Cin, dtype=np.float32)
+                MP = np.empty((T, kh, kw * Cin), dtype=np.float32)
                 acc4 = np.empty((T, NC), dtype=np.float32)
             else:
-                A = np.empty((1, 1), dtype=np.float32)
-                acc4 = A
+                Ptab = np.empty((1, 1), dtype=np.int64)
+                Z = np.empty(1, dtype=np.float32)
+                MP = np.empty((1, 1, 1), dtype=np.float32)
+                acc4 = np.empty((1, 1), dtype=np.float32)
             r_lo = bi * units // nblk * per
             r_hi = min((bi + 1) * units // nblk * per, npix)
             for r in range(r_lo, r_hi):
@@ -1350,22 +1402,21 @@ def _make_kernel(layout, path, has_out):
                 if tiled == 1:
                     t = (r - r_lo) % T
                     if t == 0:  # the tile's patches (the last one repeated past the block's end), then its rows
-                        for q in range(T):
-                            _patch(X, min(r + q, r_hi - 1), OH, OW, kh, kw, sh, sw, pt, pl, A[q])
+                        _patch_rows(X, r, r_hi - 1, OH, OW, kh, kw, sh, sw, pt, pl, Ptab, Z, MP)
                         if path == _NATIVE32:
-                            _tile_native32(K, NC, A, W32, acc4)
+                            _tile_native32(kh, kw * Cin, NC, Ptab, W32, acc4)
                         elif path == _HALF_F16:
-                            _tile_f16(K, NC, A, W32, acc4)
+                            _tile_f16(kh, kw * Cin, NC, Ptab, W32, acc4)
                         elif path == _HALF_BF16:
-                            _tile_bf16(K, NC, A, W32, acc4)
+                            _tile_bf16(kh, kw * Cin, NC, Ptab, W32, acc4)
                         elif path == _HALF_PRODUCT_F16:
-                            _tile_product_f16(K, NC, A, W32, acc4)
+                            _tile_product_f16(kh, kw * Cin, NC, Ptab, W32, acc4)
                         elif path == _HALF_PRODUCT_BF16:
-                            _tile_product_bf16(K, NC, A, W32, acc4)
+                            _tile_product_bf16(kh, kw * Cin, NC, Ptab, W32, acc4)
                         elif path == _HALF_PRODUCT_EXACT_F16:
-                            _tile_product_exact_f16(K, NC, A, W32, acc4)
+                            _tile_product_exact_f16(kh, kw * Cin, NC, Ptab, W32, acc4)
                         else:
-                            _tile_product_exact_bf16(K, NC, A, W32, acc4)
+                            _tile_product_exact_bf16(kh, kw * Cin, NC, Ptab, W32, acc4)
                     for j in range(NC):
                         acc[j] = acc4[t, j]
                 elif layout == _CONV:

@@ -352,6 +352,29 @@ def test_operands_float32_cannot_hold_leave_the_float32_lanes(spec, a, b):
     assert same_values(got, want).all(), (got, want)
 
 
+#: (n, H, W, Cin, kh, kw, stride, padding, Cout): window rows inside the input, in the padding above / below,
+#: cut by the padding left / right or on both sides (a window wider than the input), tiles across output rows
+#: and images, 1x1 windows, 16 + 8 + N % 8 columns
+_WINDOWS = [(3, 9, 11, 5, 3, 3, 1, "same", 24), (2, 8, 7, 17, 3, 5, (2, 3), "same", 37),
+            (2, 6, 6, 4, 1, 1, 1, "valid", 16), (1, 4, 13, 2, 4, 2, (1, 2), "valid", 8),
+            (2, 2, 3, 3, 5, 5, 1, "same", 21), (1, 7, 9, 1, 3, 3, (3, 1), "same", 3)]
+
+
+@pytest.mark.parametrize("spec", [MacSpec("fp8_e4m3", "fp16", fma=True), as_spec("fp32"), as_spec("fp16_fp16"),
+                                  MacSpec("fp32", "bf16", product="bf16")], ids=str)
+@pytest.mark.parametrize("geometry", _WINDOWS, ids=str)
+def test_tiles_read_window_rows_where_they_lie(rng, spec, geometry):
+    """The tiles of a convolution read each window row of a patch in the input itself, from zeros, or from a
+    buffer holding a row cut by the padding (``ops._patch_rows``), one segment of kw * Cin values after
+    another; every geometry gives the reference's values."""
+    n, H, W, cin, kh, kw, stride, pad, cout = geometry
+    x = kernels.quantize(rng.standard_normal((n, H, W, cin)) * 0.5, spec.a)
+    w = kernels.quantize(rng.standard_normal((kh, kw, cin, cout)) * 0.5, spec.b)
+    assert ops._paths(spec, ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)) in ops._KINDS
+    got = kernels.conv2d(x, w, spec, stride=stride, padding=pad)
+    assert same_values(got, R.ref_conv2d(x, w, spec, stride=stride, padding=pad)).all()
+
+
 @pytest.mark.parametrize("spec, path", [
     (MacSpec("fp8_e4m3", "fp16", fma=True), Path.HALF_F16),
     (MacSpec("fp8_e4m3", "bf16", fma=True), Path.HALF_BF16),
