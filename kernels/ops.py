@@ -1507,13 +1507,16 @@ def _kernel(layout, path, has_out):
     return fn
 
 
-def _run_kernel(layout, X, W64, path, spec, out, geometry, mult, offset, seed, K, evc):
-    """Launch the kernel of ``path`` on prepared float64 operands; ``geometry`` (kh, kw, sh, sw, pt, pl)."""
+def _run_kernel(layout, X, W, path, spec, out, geometry, mult, offset, seed, K, evc):
+    """Launch the kernel of ``path`` on prepared operands (float32 or float64 values of their formats; W the
+    2-D weights W2 of :func:`_make_kernel`); ``geometry`` (kh, kw, sh, sw, pt, pl)."""
     P, rbits = _params(spec)
     kh, kw, sh, sw, pt, pl = geometry
-    # the float32 paths read X as float32 (exact: their gates admit only operands float32 holds), half the bytes
+    # the float32 paths read X as float32 (exact: their gates admit only operands float32 holds), half the bytes;
+    # the tiles and depthwise rows of _KINDS read only the float32 weights, the other paths the float64 ones
     xdt = np.float32 if path in _FLOAT32_LANES else np.float64
-    _kernel(layout, path, P[11])(np.ascontiguousarray(X, dtype=xdt), W64, _lanes32(W64, path), np.int64(mult),
+    W64 = _NO_W64 if path in _KINDS else np.ascontiguousarray(W, dtype=np.float64)
+    _kernel(layout, path, P[11])(np.ascontiguousarray(X, dtype=xdt), W64, _lanes32(W, path), np.int64(mult),
                                  out, np.int64(kh), np.int64(kw), np.int64(sh), np.int64(sw), np.int64(pt),
                                  np.int64(pl), np.int64(offset), P, _key(spec, seed), rbits,
                                  np.int64(_ORDER[spec.order]), np.int64(spec.chunk or 1), evc, _workspace_levels(K))
@@ -1973,12 +1976,13 @@ def _abs_range_kernel(u, mask):
 
 
 _NO_LANES32 = np.zeros((1, 1), dtype=np.float32)
+_NO_W64 = np.zeros((1, 1), dtype=np.float64)
 
 
-def _lanes32(B64, path):
+def _lanes32(B, path):
     """B as float32 for the float32 lanes (exact there: their gates admit only operands float32 holds),
     else a dummy the kernel never reads."""
-    return np.ascontiguousarray(B64, dtype=np.float32) if path in _FLOAT32_LANES else _NO_LANES32
+    return np.ascontiguousarray(B, dtype=np.float32) if path in _FLOAT32_LANES else _NO_LANES32
 
 
 def _in_safe_range(z):
@@ -2029,7 +2033,7 @@ def matmul(a, b, spec, seed=None, offset=0, stats=False):
     evc = np.zeros((M, 4), dtype=np.int64)
     if M and N:
         # the convolution kernel on an (M, 1, 1, K) input with a 1x1 window: row i is output pixel i
-        _run_kernel(_CONV, np.reshape(A, (M, 1, 1, K)), np.ascontiguousarray(B, dtype=np.float64),
+        _run_kernel(_CONV, np.reshape(A, (M, 1, 1, K)), B,
                     _paths(spec, A, B, stats), spec, out.reshape(M, 1, 1, N), (1, 1, 1, 1, 0, 0), 1, offset, seed,
                     K, evc)
     return (out, _evc_to_stats(evc)) if stats else out
@@ -2115,7 +2119,7 @@ def conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0, stats=Fal
     out = np.empty((n, OH, OW, Cout), dtype=_out_dtype(spec))
     evc = np.zeros((n * OH * OW, 4), dtype=np.int64)
     if out.size:
-        _run_kernel(_CONV, X, np.ascontiguousarray(Wq.reshape(K, Cout), dtype=np.float64), _paths(spec, X, Wq, stats),
+        _run_kernel(_CONV, X, Wq.reshape(K, Cout), _paths(spec, X, Wq, stats),
                     spec, out, (kh, kw, sh, sw, pt, pl), 1, offset, seed, K, evc)
     return (out, _evc_to_stats(evc)) if stats else out
 
@@ -2188,6 +2192,6 @@ def depthwise_conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0,
     out = np.empty((n, OH, OW, C_ * m), dtype=_out_dtype(spec))
     evc = np.zeros((n * OH * OW, 4), dtype=np.int64)
     if out.size:
-        _run_kernel(_DEPTHWISE, X, np.ascontiguousarray(Wq.reshape(K, C_ * m), dtype=np.float64),
+        _run_kernel(_DEPTHWISE, X, Wq.reshape(K, C_ * m),
                     _paths(spec, X, Wq, stats), spec, out, (kh, kw, sh, sw, pt, pl), m, offset, seed, K, evc)
     return (out, _evc_to_stats(evc)) if stats else out
