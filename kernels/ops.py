@@ -735,7 +735,8 @@ def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, 
     """The additions of :func:`_row_stoch32`, in blocks of two and then the last odd one;
     returns the row of acc2 that holds the sums. ``Y[j]`` enters as ``(S[j] + step(0)) * M[j]`` and
     ``GM[j]`` is ``G * M[j]`` (mod 2**32): the word at k is ``fmix32(Y[j] + k * GM[j])``, which is
-    ``word(S[j], M[j], step(k))``, so each block adds GM instead of multiplying, and leaves Y at its next k."""
+    ``word(S[j], M[j], step(k))``, so each block of two adds GM instead of multiplying, and leaves Y at its next
+    k (the last addition of an odd K reads Y and leaves it)."""
     p = 0
     for kb in range(K // 2):
         k = kb * 2
@@ -1267,7 +1268,7 @@ def _workspace_levels(K):
 def _scratch(nws, N):
     """The scratch buffers of the row functions for N lanes (wk, row, ok, acc2, occupied, idx, sm; acc2 holds
     two float32 rows, sm the random streams (s, m) of two stages, :func:`kernels.rng.fill_streams`, or of one
-    stage and its carried words, :func:`_row_stoch32`)."""
+    stage and its carried products ``(s + (k + 1) * G) * m`` and ``G * m``, :func:`_row_stoch32`)."""
     return (np.empty((nws, N)), np.empty(N), np.empty(N, dtype=np.uint8), np.empty((2, N), dtype=np.float32),
             np.empty(nws - 6, dtype=np.bool_), np.empty(nws - 6, dtype=np.int64), np.empty((4, N), dtype=np.uint32))
 
@@ -1513,7 +1514,8 @@ def _run_kernel(layout, X, W, path, spec, out, geometry, mult, offset, seed, K, 
     P, rbits = _params(spec)
     kh, kw, sh, sw, pt, pl = geometry
     # the float32 paths read X as float32 (exact: their gates admit only operands float32 holds), half the bytes;
-    # the tiles and depthwise rows of _KINDS read only the float32 weights, the other paths the float64 ones
+    # the tiles and depthwise rows of _KINDS read only the float32 weights; STOCH32 / STOCH32_PRODUCT read both
+    # (the float64 ones where the scalar core redoes a lane), the other paths the float64 ones
     xdt = np.float32 if path in _FLOAT32_LANES else np.float64
     W64 = _NO_W64 if path in _KINDS else np.ascontiguousarray(W, dtype=np.float64)
     _kernel(layout, path, P[11])(np.ascontiguousarray(X, dtype=xdt), W64, _lanes32(W, path), np.int64(mult),
