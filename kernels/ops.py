@@ -62,7 +62,7 @@ from ._half import HAVE_F16C, HAVE_FMA, bits_f32, mul_add_f32, product_bf16, pro
 from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
 from .mac import MacSpec, as_spec
 from .quantize import check_real_array, overflow_code, quantize, rand_bits_value, rne_lane, rne_lane_applies, rounding_code
-from .rng import G32, fill_streams, fmix32, make_key, rand32, step, word
+from .rng import fill_streams, make_key, rand32, step, word
 
 __all__ = ["matmul", "conv2d", "depthwise_conv2d", "MacStats", "conv_output_size", "same_padding"]
 
@@ -697,9 +697,6 @@ def _make_row_dw(kind):
  _row_dw_product_exact_bf16) = (_make_row_dw(k) for k in range(len(_KINDS)))
 
 
-_G32 = np.uint32(G32)
-
-
 @njit(cache=True, inline="always")
 def _stoch32_step(x, y, w, L):
     """One addition in a block: the rounded sum if :func:`_lane_stoch32` settles it, else NaN (which no
@@ -731,36 +728,28 @@ def _stoch32_redo(src, dst, N, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, ipA,
 
 
 @njit(cache=True, inline="always")
-def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc, S, M, Y, GM, L):
+def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc, S, M, L):
     """The additions of :func:`_row_stoch32`, in blocks of two and then the last odd one;
-    returns the row of acc2 that holds the sums. ``Y[j]`` enters as ``(S[j] + step(0)) * M[j]`` and
-    ``GM[j]`` is ``G * M[j]`` (mod 2**32): the word at k is ``fmix32(Y[j] + k * GM[j])``, which is
-    ``word(S[j], M[j], step(k))``, so each block of two adds GM instead of multiplying, and leaves Y at its next
-    k (the last addition of an odd K reads Y and leaves it)."""
+    returns the row of acc2 that holds the sums."""
     p = 0
     for kb in range(K // 2):
         k = kb * 2
+        c0, c1 = step(k), step(k + 1)
         src, dst = acc2[p], acc2[1 - p]
         bad = False
         if get_a == 0:
             a0, a1 = np.float32(a_row[k]), np.float32(a_row[k + 1])
             for j in range(N):
-                g = GM[j]
-                y0 = Y[j]
-                y1 = np.uint32(y0 + g)
-                x = _stoch32_step(src[j], a0 * B32[k, j], fmix32(y0), L)
-                x = _stoch32_step(x, a1 * B32[k + 1, j], fmix32(y1), L)
-                Y[j] = np.uint32(y1 + g)
+                s, m = S[j], M[j]  # word(s, m, step(k)) = rand32(key, _counter(e0 + j, 1, k))
+                x = _stoch32_step(src[j], a0 * B32[k, j], word(s, m, c0), L)
+                x = _stoch32_step(x, a1 * B32[k + 1, j], word(s, m, c1), L)
                 dst[j] = x
                 bad |= x != x
         else:
             for j in range(N):
-                g = GM[j]
-                y0 = Y[j]
-                y1 = np.uint32(y0 + g)
-                x = _stoch32_step(src[j], np.float32(a_lanes[k, j]) * B32[k, j], fmix32(y0), L)
-                x = _stoch32_step(x, np.float32(a_lanes[k + 1, j]) * B32[k + 1, j], fmix32(y1), L)
-                Y[j] = np.uint32(y1 + g)
+                s, m = S[j], M[j]
+                x = _stoch32_step(src[j], np.float32(a_lanes[k, j]) * B32[k, j], word(s, m, c0), L)
+                x = _stoch32_step(x, np.float32(a_lanes[k + 1, j]) * B32[k + 1, j], word(s, m, c1), L)
                 dst[j] = x
                 bad |= x != x
         if bad:
@@ -768,17 +757,18 @@ def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, 
                           evc, L)
         p = 1 - p
     for k in range((K // 2) * 2, K):  # the last addition of an odd K, alone
+        c0 = step(k)
         src, dst = acc2[p], acc2[1 - p]
         bad = False
         if get_a == 0:
             a0 = np.float32(a_row[k])
             for j in range(N):
-                x = _stoch32_step(src[j], a0 * B32[k, j], fmix32(Y[j]), L)
+                x = _stoch32_step(src[j], a0 * B32[k, j], word(S[j], M[j], c0), L)
                 dst[j] = x
                 bad |= x != x
         else:
             for j in range(N):
-                x = _stoch32_step(src[j], np.float32(a_lanes[k, j]) * B32[k, j], fmix32(Y[j]), L)
+                x = _stoch32_step(src[j], np.float32(a_lanes[k, j]) * B32[k, j], word(S[j], M[j], c0), L)
                 dst[j] = x
                 bad |= x != x
         if bad:
@@ -799,20 +789,17 @@ def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipA, fpA, m
     additions the float32 lane cannot. An accumulator the scalar core left at NaN (an overflow to NaN)
     therefore takes that route in every later block: correct, and as slow as the float64 lanes."""
     L = _stoch32_consts(ipA, fpA, rbits)
-    S, M, Y, GM = sm[0], sm[1], sm[2], sm[3]
+    S, M = sm[0], sm[1]
     fill_streams(key, e0 * 4 + 1, 4, N, S, M)  # the streams of counters _counter(e0 + j, 1, .)
-    c0 = step(0)
     for j in range(N):
         acc2[0, j] = 0.0
-        Y[j] = np.uint32(np.uint32(S[j] + c0) * M[j])
-        GM[j] = np.uint32(M[j] * _G32)
     c1, c2, amaxb, zadd, topm, qbits, small = L
     if small:  # a constant in each copy, so that the vector loops carry no branch on it
         p = _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc,
-                            S, M, Y, GM, (c1, c2, amaxb, zadd, topm, qbits, True))
+                            S, M, (c1, c2, amaxb, zadd, topm, qbits, True))
     else:
         p = _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc,
-                            S, M, Y, GM, (c1, c2, amaxb, zadd, topm, qbits, False))
+                            S, M, (c1, c2, amaxb, zadd, topm, qbits, False))
     for j in range(N):
         acc[j] = acc2[p, j]
 
@@ -1267,8 +1254,7 @@ def _workspace_levels(K):
 @njit(cache=True, inline="always")
 def _scratch(nws, N):
     """The scratch buffers of the row functions for N lanes (wk, row, ok, acc2, occupied, idx, sm; acc2 holds
-    two float32 rows, sm the random streams (s, m) of two stages, :func:`kernels.rng.fill_streams`, or of one
-    stage and its carried products ``(s + (k + 1) * G) * m`` and ``G * m``, :func:`_row_stoch32`)."""
+    two float32 rows, sm the random streams (s, m) of two stages, :func:`kernels.rng.fill_streams`)."""
     return (np.empty((nws, N)), np.empty(N), np.empty(N, dtype=np.uint8), np.empty((2, N), dtype=np.float32),
             np.empty(nws - 6, dtype=np.bool_), np.empty(nws - 6, dtype=np.int64), np.empty((4, N), dtype=np.uint32))
 

@@ -16,8 +16,7 @@ words distinct) through ``fmix32``; its start and step depend on ``h`` and the k
 same sequence shifted only where their odd steps coincide (2**31 possible steps), and then by a shift that
 is a random 32-bit number, not a small one. Only 32-bit multiplies: they vectorise on AVX2 (``vpmulld``), which has no
 64-bit multiply. The kernels compute ``(s, m)`` once per stream (:func:`stream`) and one ``fmix32`` and a
-multiply per word (:func:`word`); a kernel that walks a stream along ``l`` can instead carry the
-product ``(s + (l + 1) * G) * m``, adding ``G * m`` per step (``kernels.ops._stoch32_blocks``): the same words.
+multiply per word (:func:`word`).
 
 Until 2026-12 the word was SplitMix64's: ``mix64(key + (counter + 1) * 0x9E3779B97F4A7C15) >> 32``. Every
 stochastic result changed with the new generator (within seed noise: ``results/README.md``).
