@@ -1,5 +1,6 @@
-"""QONNX models (Brevitas ``export_qonnx``) against qonnx's own executor (``execute_onnx``): every Quant /
-Trunc output bit-identical, logits within 1e-5 of the largest; single Quant / BipolarQuant / Trunc nodes
+"""QONNX models (Brevitas ``export_qonnx``) against qonnx's own executor (``execute_onnx``): with float scales,
+every layer fed qonnx's own inputs (Quant / Trunc bit-identical, the rest within 1e-5 of the largest value);
+with power-of-two scales, the whole network bit-identical end to end; single Quant / BipolarQuant / Trunc nodes
 for every rounding mode, bit width, sign and narrow-range setting on values that include exact ties."""
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from hwsim.graph import ir
 
 import brevitas.nn as qnn  # the oracles (dev extra): a missing one fails the test
 from brevitas.export import export_qonnx
-from brevitas.quant import (Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int8WeightPerTensorFloat, Int32Bias,
-                            SignedBinaryActPerTensorConst, SignedBinaryWeightPerTensorConst, Uint8ActPerTensorFloat)
+from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8ActPerTensorFloat,
+                            Int8BiasPerTensorFixedPointInternalScaling, Int8WeightPerChannelFloat,
+                            Int8WeightPerTensorFixedPoint, Int8WeightPerTensorFloat, Int32Bias,
+                            SignedBinaryActPerTensorConst, SignedBinaryWeightPerTensorConst,
+                            Uint8ActPerTensorFixedPoint, Uint8ActPerTensorFloat)
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 
@@ -106,22 +110,106 @@ def _ours(net, x):
     return vals
 
 
+# IR layers whose 4-D inputs and outputs are NHWC (ONNX holds NCHW)
+_FORCED_KINDS = (ir.IntQuant, ir.TruncQuant, ir.Conv2D, ir.Add, ir.Pool2D, ir.Dense)
+
+
+def _forced(hw, m, ctx):
+    """Every IR layer that is an ONNX node of the same name, run on qonnx's own values of its inputs, with qonnx's
+    value of its output: ``[(layer, ours, qonnx's)]``, NCHW.
+
+    Fed qonnx's inputs, a layer's rounding cannot be moved by an earlier layer's float32 summation order: a
+    convolution sums in another order than onnxruntime's MLAS (and MLAS's order changes with the CPU's vector
+    width), so a value within float32 rounding of a quantizer's rounding boundary can land one step apart in a
+    chained run. An IR input that is an ONNX node reads the tensor that node reads at the same position; where the
+    IR has fused an op into a layer (Conv + Relu), the consumer's input is the fused op's output. A layer that no
+    such node reads is compared with its own node's output."""
+    from hwsim.graph.runner import resolve_specs
+
+    nodes = {n.name: n for n in m.graph.node}
+    ref = {}
+    for layer in hw.layers:
+        if layer.name in nodes:
+            for src, t in zip(layer.inputs, nodes[layer.name].input):
+                ref.setdefault(src, ctx[t])
+    for layer in hw.layers:  # a layer no mapped node reads: the output of its own node
+        if layer.name in nodes:
+            ref.setdefault(layer.name, ctx[nodes[layer.name].output[0]])
+    specs = resolve_specs(hw, "fp32")
+    nhwc = lambda a: a.transpose(0, 2, 3, 1) if a.ndim == 4 else a  # noqa: E731
+    nchw = lambda a: a.transpose(0, 3, 1, 2) if a.ndim == 4 else a  # noqa: E731
+    out = []
+    for layer in hw.layers:
+        if (isinstance(layer, _FORCED_KINDS) and layer.name in nodes and layer.name in ref
+                and all(s in ref for s in layer.inputs)):
+            mine = layer.run([np.ascontiguousarray(nhwc(ref[s])) for s in layer.inputs], specs.get(layer.name))
+            out.append((layer, nchw(mine), ref[layer.name]))
+    return out
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_brevitas_cnn_equals_qonnx_executor(tmp_path, seed):
+    """Float scales: each layer fed qonnx's own inputs (:func:`_forced`); every Quant / Trunc bit-identical, every
+    convolution, add, pool and linear layer within 1e-5 of its largest value."""
     net, path = _exported(tmp_path, BrevitasCNN, (3, 8, 8), seed)
     model = onnx.load(str(path))
     kinds = {n.op_type for n in model.graph.node if n.domain == DOMAIN}
     assert kinds == {"Quant", "Trunc"}
     x = np.random.default_rng(seed).normal(size=(16, 3, 8, 8)).astype(np.float32)
     m, ctx = _qonnx_values(path, x)
+    hw = hwsim.load_model(path)
+    assert hwsim.run(hw, x).shape == ctx[m.graph.output[0].name].shape
+    checked = {}
+    for layer, mine, ref in _forced(hw, m, ctx):
+        assert mine.shape == ref.shape, layer.name
+        kind = type(layer).__name__
+        checked[kind] = checked.get(kind, 0) + 1
+        if isinstance(layer, (ir.IntQuant, ir.TruncQuant)):
+            np.testing.assert_array_equal(mine.view(np.uint32), ref.view(np.uint32), err_msg=layer.name)
+        else:
+            assert np.abs(mine - ref).max() <= 1e-5 * np.abs(ref).max(), layer.name
+    # the weight quantizers are folded at import; the six activation Quants and the Trunc are layers
+    assert checked == {"IntQuant": 6, "TruncQuant": 1, "Conv2D": 2, "Add": 1, "Pool2D": 2, "Dense": 1}, checked
+
+
+class FixedPointCNN(BrevitasCNN):
+    """:class:`BrevitasCNN` with power-of-two scales everywhere and quantized biases: every product and every sum
+    is exact in float32, so any summation order gives the same bits and the whole network is comparable end to
+    end."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=8, return_quant_tensor=True)
+        self.c1 = qnn.QuantConv2d(3, 8, 3, padding=1, weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=4,
+                                  bias=True, bias_quant=Int32Bias, return_quant_tensor=True)
+        self.r1 = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=4, return_quant_tensor=True)
+        self.c2 = qnn.QuantConv2d(8, 8, 3, padding=1, weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=2,
+                                  bias=False, return_quant_tensor=True)
+        self.r2 = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=3, return_quant_tensor=True)
+        self.shared = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=6, return_quant_tensor=True)
+        self.qid = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=5, return_quant_tensor=False)
+        self.fc = qnn.QuantLinear(8 * 2 * 2, 10, weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=3,
+                                  bias=True, bias_quant=Int8BiasPerTensorFixedPointInternalScaling,
+                                  return_quant_tensor=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fixed_point_cnn_bit_identical_end_to_end(tmp_path, seed):
+    """Power-of-two scales: the chained run equals qonnx's executor and Brevitas in torch bit for bit, logits and
+    every Quant / Trunc on the way."""
+    net, path = _exported(tmp_path, FixedPointCNN, (3, 8, 8), seed)
+    x = np.random.default_rng(seed).normal(size=(16, 3, 8, 8)).astype(np.float32)
+    m, ctx = _qonnx_values(path, x)
     ref = ctx[m.graph.output[0].name]
+    inits = {i.name: nh.to_array(i) for i in m.graph.initializer}
+    scales = [inits[n.input[1]] for n in m.graph.node if n.op_type == "Quant"]
+    assert len(scales) == 11 and all(np.all(np.frexp(s)[0] == 0.5) for s in scales)  # powers of two
     hw = hwsim.load_model(path)
     y = hwsim.run(hw, x)
-    assert y.shape == ref.shape
-    assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()
+    np.testing.assert_array_equal(y.view(np.uint32), ref.view(np.uint32))
     with torch.no_grad():
-        assert np.abs(y - net(torch.from_numpy(x)).numpy()).max() <= 1e-5 * np.abs(ref).max()
-    # every quantizer on a computed tensor, bit for bit (the weight quantizers are folded at import)
+        np.testing.assert_array_equal(y, net(torch.from_numpy(x)).numpy())
+    assert np.abs(ref).max() > 0 and len(np.unique(np.round(ref, 3))) > 20  # a network that computes something
     vals = _ours(hw, x)
     checked = 0
     for node in m.graph.node:
@@ -130,7 +218,7 @@ def test_brevitas_cnn_equals_qonnx_executor(tmp_path, seed):
             mine = mine.transpose(0, 3, 1, 2) if mine.ndim == 4 else mine
             np.testing.assert_array_equal(mine.view(np.uint32), ctx[node.output[0]].view(np.uint32), err_msg=node.name)
             checked += 1
-    assert checked >= 6
+    assert checked == 7
 
 
 def test_binary_cnn_bipolar_quant(tmp_path):
