@@ -205,6 +205,13 @@ _I1, _I23, _I24, _I31 = np.int32(1), np.int32(23), np.int32(24), np.int32(31)
 _NAN32 = np.float32(np.nan)
 
 
+#: :func:`_lane_stoch32`'s kinds of format (a constant in each compiled copy of a vector loop):
+#: WIDE, a float format whose normals reach down to 2**-14 (fp16, bf16, e5m2), s fixed at c2 and a nonzero
+#: sum below the smallest normal handed to the scalar core; FLOAT, any float format, s <= 23; SMALL, any
+#: format (fixed point, and the narrower floats, where sums below the smallest quantum are common), s <= 31.
+_SR_WIDE, _SR_FLOAT, _SR_SMALL = 0, 1, 2
+
+
 @njit(cache=True, inline="always")
 def _lane_stoch32(x, y, w, L):
     """Stochastic rounding of the exact sum ``x + y`` (float32 values) into a float or fixed-point
@@ -222,10 +229,15 @@ def _lane_stoch32(x, y, w, L):
     quantum is then the format's smallest: the gate requires emin >= -126):
     ``c2 = 23 - man``, ``c1 = emin - man + 150`` for a float format, ``c2 = 0``, ``c1 = 150 - frac`` for a
     fixed-point one. For s <= 23 the rounded magnitude is ``(|t|_bits + R) & -2**s``: the carry of a
-    round-up into the exponent field is the next binade's power of two, as it must be. With ``small``
-    (fixed-point formats, where sums below the quantum are common) also 24 <= s <= 31, |t| below the
-    format's one quantum ``qlo`` (a float32 normal): the result is qlo when ``S + R >= 2**s``, S the
-    significand of t with its hidden bit, else 0.
+    round-up into the exponent field is the next binade's power of two, as it must be. The kind of format
+    (:data:`_SR_WIDE` ...) decides which sums the lane settles:
+
+    * ``_SR_WIDE``: t zero or at least the format's smallest normal (bits ``qbits``), where s = c2: the
+      shift and the mask are the same for every lane, which saves the exponent arithmetic;
+    * ``_SR_FLOAT``: s <= 23;
+    * ``_SR_SMALL``: also 24 <= s <= 31, |t| below the format's smallest quantum ``qlo`` (bits ``qbits``, a
+      float32 normal): the result is qlo when ``S + R >= 2**s``, S the significand of t with its hidden
+      bit, else 0.
 
     Overflow: ``|t| <= amax``, the smaller of the format's largest magnitudes of either sign, is checked
     on the sum rather than on the result. amax lies on the grid of every binade at or below its own, so
@@ -233,60 +245,68 @@ def _lane_stoch32(x, y, w, L):
     rounds back into range, goes to the scalar core.
 
     Returns (value, ok): ok is False when the scalar core must redo the lane: an inexact float32 sum, a
-    non-finite sum or one beyond amax, or a nonzero sum with more than 23 dropped bits (31 with
-    ``small``): below the format's smallest quantum (times 2**-8 with ``small``). ``small`` is a
-    constant in the row function's vector loops (:func:`_row_stoch32`), which then carry no branch on
+    non-finite sum or one beyond amax, or a nonzero sum the kind does not settle (above). The kind is a
+    constant in the row functions' vector loops (:func:`_row_stoch32`), which then carry no branch on
     it."""
-    c1, c2, amaxb, zadd, topm, qbits, small = L
+    c1, c2, amaxb, zadd, topm, qbits, kind = L
     t = x + y
     # t is the exact sum iff t - x == y and t - y == x: with |x| >= |y|, t - x is exact (Fast2Sum, Dekker
     # 1971) and equals y only when t is exact; symmetrically for |y| > |x| (an exact t passes both)
     exact = ((t - x) == y) & ((t - y) == x)
     bt = f32_bits(t)
     B = np.int32(bt & _ABS32)
-    Ee = np.int32(max(np.int32(B >> _I23), _I1))
-    s = np.int32(max(np.int32(c1 - Ee), c2))
-    s31 = np.int32(min(s, _I31))
     # shift counts masked to 0..31, which they are: LLVM then keeps the variable shifts 32 bits wide
-    R = np.uint32(np.uint32(np.uint32(np.uint32(w) & topm) >> _U1_32) >> np.uint32((31 - s31) & 31))  # < 2**s31
-    mag = np.uint32(np.uint32(B + R) & np.uint32(_ONES32 << np.uint32(s31 & 31)))
-    if small:
-        # 24 <= s <= 31: |t| < qlo, the result 0 or qlo; up when S + R >= 2**s (S = t's significand, its
-        # hidden bit included: B less (Ee - 1) * 2**23)
-        S = np.uint32(B - np.int32(np.int32(Ee - _I1) << _I23))
-        up = np.int32(np.uint32(S + R) >> np.uint32(s31 & 31))
-        mag = np.uint32(np.uint32(np.int32(-up) & qbits) if s >= _I24 else mag)
-        ok = exact & (B <= amaxb) & ((s <= _I31) | (B == 0))
+    if kind == _SR_WIDE:
+        R = np.uint32(np.uint32(np.uint32(np.uint32(w) & topm) >> _U1_32) >> np.uint32((31 - c2) & 31))  # < 2**c2
+        mag = np.uint32(np.uint32(B + R) & np.uint32(_ONES32 << np.uint32(c2 & 31)))
+        ok = exact & (B <= amaxb) & ((B >= qbits) | (B == 0))
     else:
-        ok = exact & (B <= amaxb) & ((s <= _I23) | (B == 0))
+        Ee = np.int32(max(np.int32(B >> _I23), _I1))
+        s = np.int32(max(np.int32(c1 - Ee), c2))
+        s31 = np.int32(min(s, _I31))
+        R = np.uint32(np.uint32(np.uint32(np.uint32(w) & topm) >> _U1_32) >> np.uint32((31 - s31) & 31))  # < 2**s31
+        mag = np.uint32(np.uint32(B + R) & np.uint32(_ONES32 << np.uint32(s31 & 31)))
+        if kind == _SR_SMALL:
+            # 24 <= s <= 31: |t| < qlo, the result 0 or qlo; up when S + R >= 2**s (S = t's significand, its
+            # hidden bit included: B less (Ee - 1) * 2**23)
+            S = np.uint32(B - np.int32(np.int32(Ee - _I1) << _I23))
+            up = np.int32(np.uint32(S + R) >> np.uint32(s31 & 31))
+            mag = np.uint32(np.uint32(np.int32(-up) & qbits) if s >= _I24 else mag)
+            ok = exact & (B <= amaxb) & ((s <= _I31) | (B == 0))
+        else:
+            ok = exact & (B <= amaxb) & ((s <= _I23) | (B == 0))
     res = bits_f32(np.uint32(mag | np.uint32(bt & _SIGN32))) + zadd
     return res, ok
 
 
 @njit(cache=True, inline="always")
 def _stoch32_consts(ipA, fpA, rbits):
-    """The constants ``(c1, c2, amax_bits, zadd, top_r, qlo_bits, small)`` of :func:`_lane_stoch32` for
+    """The constants ``(c1, c2, amax_bits, zadd, top_r, qbits, kind)`` of :func:`_lane_stoch32` for
     the accumulator ``(ipA, fpA)`` and ``rbits`` random bits: ``amax`` is the smaller of the largest
     magnitudes, ``zadd`` -0.0 for a format with a negative zero, else +0.0 (adding it turns a -0 into +0
-    or keeps it), ``top_r`` keeps the top ``min(rbits, 32)`` bits of a word; ``small`` (fixed point) and
-    the bits of its quantum."""
+    or keeps it), ``top_r`` keeps the top ``min(rbits, 32)`` bits of a word; ``kind`` is :data:`_SR_WIDE`
+    for a float format with emin <= -14 (``qbits`` the bits of its smallest normal), else
+    :data:`_SR_SMALL` (``qbits`` the bits of its smallest quantum, ``2**-frac`` or ``2**(emin - man)``)."""
     if ipA[0] == C.K_FLOAT:
         man = ipA[1]
         c1 = np.int32(ipA[2] - man + 150)
         c2 = np.int32(23 - man)
         amax = np.float32(fpA[0])
         zadd = -_F0 if (ipA[4] & C.F_NEGZERO) != 0 else _F0
-        small = False
+        kind = _SR_WIDE if ipA[2] <= -14 else _SR_SMALL
+        qlo = C.pow2(ipA[2] - man)
     else:
         c1 = np.int32(150 - ipA[3])
         c2 = np.int32(0)
         amax = np.float32(min(ipA[7], -ipA[6]) * C.pow2(-ipA[3]))
         zadd = _F0
-        small = True
+        kind = _SR_SMALL
+        qlo = C.pow2(-ipA[3])
     rr = min(np.int64(rbits), np.int64(32))
     topm = np.uint32(((np.int64(1) << rr) - 1) << (32 - rr))
-    qbits = np.int32(f32_bits(np.float32(C.pow2(-ipA[3])))) if small else np.int32(0)
-    return c1, c2, np.int32(f32_bits(amax)), zadd, topm, qbits, small
+    # WIDE: the smallest normal's bits, (emin + 127) * 2**23 = (c1 - c2) * 2**23
+    qbits = np.int32(np.int32(c1 - c2) << _I23) if kind == _SR_WIDE else np.int32(f32_bits(np.float32(qlo)))
+    return c1, c2, np.int32(f32_bits(amax)), zadd, topm, qbits, kind
 
 
 _ABS64 = np.uint64((1 << 63) - 1)
@@ -728,15 +748,13 @@ def _stoch32_redo(src, dst, N, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, ipA,
 
 
 @njit(cache=True, inline="always")
-def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc, S, M, L):
-    """The additions of :func:`_row_stoch32`, in blocks of two and then the last odd one;
-    returns the row of acc2 that holds the sums."""
-    p = 0
-    for kb in range(K // 2):
-        k = kb * 2
-        c0, c1 = step(k), step(k + 1)
-        src, dst = acc2[p], acc2[1 - p]
-        bad = False
+def _stoch32_pass(k, two, N, get_a, a_row, a_lanes, B32, S, M, src, dst, L):
+    """Additions k (and k + 1 with ``two``, a constant) of every lane, from ``src`` into ``dst`` by
+    :func:`_stoch32_step` with the constants ``L``; True when some lane was left at NaN."""
+    bad = False
+    c0 = step(k)
+    if two:
+        c1 = step(k + 1)
         if get_a == 0:
             a0, a1 = np.float32(a_row[k]), np.float32(a_row[k + 1])
             for j in range(N):
@@ -752,28 +770,66 @@ def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, 
                 x = _stoch32_step(x, np.float32(a_lanes[k + 1, j]) * B32[k + 1, j], word(s, m, c1), L)
                 dst[j] = x
                 bad |= x != x
-        if bad:
-            _stoch32_redo(src, dst, N, k, k + 2, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits,
-                          evc, L)
-        p = 1 - p
-    for k in range((K // 2) * 2, K):  # the last addition of an odd K, alone
-        c0 = step(k)
+    elif get_a == 0:
+        a0 = np.float32(a_row[k])
+        for j in range(N):
+            x = _stoch32_step(src[j], a0 * B32[k, j], word(S[j], M[j], c0), L)
+            dst[j] = x
+            bad |= x != x
+    else:
+        for j in range(N):
+            x = _stoch32_step(src[j], np.float32(a_lanes[k, j]) * B32[k, j], word(S[j], M[j], c0), L)
+            dst[j] = x
+            bad |= x != x
+    return bad
+
+
+#: blocks that :func:`_stoch32_blocks` runs with the general kind after a block of the WIDE kind left a lane
+#: at NaN: the first time, and at most (doubling after each such block in a row)
+_WIDE_BACKOFF, _WIDE_BACKOFF_MAX = 2, 64
+
+
+@njit(cache=True, inline="always")
+def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc, S, M, L):
+    """The additions of :func:`_row_stoch32`, in blocks of two and then the last odd one;
+    returns the row of acc2 that holds the sums.
+
+    A block runs over every lane with the constants ``L``. Where their kind is :data:`_SR_WIDE`, a block
+    that leaves a lane at NaN (a sum in the format's subnormal range, or any case the general lane also
+    hands back) runs again over every lane with the general kind :data:`_SR_FLOAT`, and so do the next
+    :data:`_WIDE_BACKOFF` blocks, twice as many after each such block in a row, up to
+    :data:`_WIDE_BACKOFF_MAX` (sums near zero come in runs, at the start of K and where a sum changes sign,
+    and some data keeps them there). Both kinds settle a lane with the same value, so which one ran never
+    shows in the result. Lanes the general kind leaves at NaN are redone one addition at a time
+    (:func:`_stoch32_redo`)."""
+    c1, c2, amaxb, zadd, topm, qbits, kind = L
+    LG = (c1, c2, amaxb, zadd, topm, qbits, _SR_FLOAT if kind == _SR_WIDE else kind)
+    p = 0
+    wait, backoff = 0, _WIDE_BACKOFF
+    for k in range(0, K, 2):
+        two = k + 1 < K  # a constant in each copy below: the last addition of an odd K goes alone
         src, dst = acc2[p], acc2[1 - p]
-        bad = False
-        if get_a == 0:
-            a0 = np.float32(a_row[k])
-            for j in range(N):
-                x = _stoch32_step(src[j], a0 * B32[k, j], word(S[j], M[j], c0), L)
-                dst[j] = x
-                bad |= x != x
-        else:
-            for j in range(N):
-                x = _stoch32_step(src[j], np.float32(a_lanes[k, j]) * B32[k, j], word(S[j], M[j], c0), L)
-                dst[j] = x
-                bad |= x != x
+        bad = True
+        if kind == _SR_WIDE:
+            if wait == 0:
+                if two:
+                    bad = _stoch32_pass(k, True, N, get_a, a_row, a_lanes, B32, S, M, src, dst, L)
+                else:
+                    bad = _stoch32_pass(k, False, N, get_a, a_row, a_lanes, B32, S, M, src, dst, L)
+                if bad:
+                    wait, backoff = backoff, min(backoff * 2, _WIDE_BACKOFF_MAX)
+                else:
+                    backoff = _WIDE_BACKOFF
+            else:
+                wait -= 1
         if bad:
-            _stoch32_redo(src, dst, N, k, k + 1, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits,
-                          evc, L)
+            if two:
+                bad = _stoch32_pass(k, True, N, get_a, a_row, a_lanes, B32, S, M, src, dst, LG)
+            else:
+                bad = _stoch32_pass(k, False, N, get_a, a_row, a_lanes, B32, S, M, src, dst, LG)
+            if bad:
+                _stoch32_redo(src, dst, N, k, min(k + 2, K), get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA,
+                              ovfA, rbits, evc, LG)
         p = 1 - p
     return p
 
@@ -793,13 +849,13 @@ def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipA, fpA, m
     fill_streams(key, e0 * 4 + 1, 4, N, S, M)  # the streams of counters _counter(e0 + j, 1, .)
     for j in range(N):
         acc2[0, j] = 0.0
-    c1, c2, amaxb, zadd, topm, qbits, small = L
-    if small:  # a constant in each copy, so that the vector loops carry no branch on it
+    c1, c2, amaxb, zadd, topm, qbits, kind = L
+    if kind == _SR_WIDE:  # a constant in each copy, so that the vector loops carry no branch on it
         p = _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc,
-                            S, M, (c1, c2, amaxb, zadd, topm, qbits, True))
+                            S, M, (c1, c2, amaxb, zadd, topm, qbits, _SR_WIDE))
     else:
         p = _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc,
-                            S, M, (c1, c2, amaxb, zadd, topm, qbits, False))
+                            S, M, (c1, c2, amaxb, zadd, topm, qbits, _SR_SMALL))
     for j in range(N):
         acc[j] = acc2[p, j]
 
@@ -817,10 +873,10 @@ def _row_stoch32_product(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipP
     row of ``acc2`` into the other; a lane either stage cannot settle is left NaN and redone after the
     pass from its value before it, stage by stage, the scalar core in float64 taking what the lane
     cannot (and counting the events)."""
-    c1, c2, amaxb, zadd, topm, qbits, small = _stoch32_consts(ipP, fpP, rbits)
-    LP = (c1, c2, amaxb, zadd, topm, qbits, False)  # float formats only: no small-sum case
-    c1, c2, amaxb, zadd, topm, qbits, small = _stoch32_consts(ipA, fpA, rbits)
-    LA = (c1, c2, amaxb, zadd, topm, qbits, False)
+    c1, c2, amaxb, zadd, topm, qbits, kind = _stoch32_consts(ipP, fpP, rbits)
+    LP = (c1, c2, amaxb, zadd, topm, qbits, _SR_FLOAT)  # float formats only, one copy of the loop: s <= 23
+    c1, c2, amaxb, zadd, topm, qbits, kind = _stoch32_consts(ipA, fpA, rbits)
+    LA = (c1, c2, amaxb, zadd, topm, qbits, _SR_FLOAT)
     SP, MP, SA, MA = sm[0], sm[1], sm[2], sm[3]
     fill_streams(key, e0 * 4, 4, N, SP, MP)  # _counter(e0 + j, 0, .)
     fill_streams(key, e0 * 4 + 1, 4, N, SA, MA)  # _counter(e0 + j, 1, .)

@@ -26,8 +26,7 @@ from conftest import same_values
 
 
 @njit(cache=False)  # Numba's cache would not see a change in the inlined lane (another module)
-def _run_lane(x, y, w, ip, fp, rbits, out, ok):
-    L = ops._stoch32_consts(ip, fp, rbits)
+def _run_lane(x, y, w, L, out, ok):
     for i in range(x.size):
         r, g = ops._lane_stoch32(x[i], y[i], w[i], L)
         out[i] = r
@@ -71,10 +70,15 @@ def _format_values(rng, fmt, n):
     return v
 
 
-@pytest.mark.parametrize("acc", ["fp16", "bf16", "fp8_e5m2", "e6m9", "float8_e5m2fnuz", "fixed16.6", "fixed12.11",
-                                 "int8", "fixed16.-3"])
+_FLOAT_ACCS = ["fp16", "bf16", "fp8_e5m2", "e6m9", "float8_e5m2fnuz", "fp8_e4m3", "e3m2"]
+_FIXED_ACCS = ["fixed16.6", "fixed12.11", "int8", "fixed16.-3"]
+
+
+@pytest.mark.parametrize("acc,kind", [(a, "own") for a in _FLOAT_ACCS + _FIXED_ACCS] + [(a, "float") for a in _FLOAT_ACCS])
 @pytest.mark.parametrize("r", [1, 8, 24, 25, 32])
-def test_lane_equals_the_exact_statement(rng, acc, r):
+def test_lane_equals_the_exact_statement(rng, acc, kind, r):
+    """The lane with the kind the kernels give the format (``own``: WIDE for floats with emin <= -14, else
+    SMALL) and with the FLOAT kind (STOCH32_PRODUCT's, and the redo's after a WIDE block)."""
     fmt = parse_format(acc)
     n = 200_000
     x = _format_values(rng, fmt, n)
@@ -110,7 +114,13 @@ def test_lane_equals_the_exact_statement(rng, acc, r):
     with np.errstate(over="ignore"):
         x32, y32 = x.astype(np.float32), y.astype(np.float32)
     ip, fp, *_ = ops._stage_params(fmt, "stochastic", None, r)
-    _run_lane(x32, y32, w, ip, fp, r, out, ok)
+    L = ops._stoch32_consts(ip, fp, r)
+    fixed = isinstance(fmt, FixedFormat)
+    wide = not fixed and fmt.emin <= -14
+    assert L[6] == (ops._SR_SMALL if fixed or not wide else ops._SR_WIDE)
+    if kind == "float":
+        L = L[:6] + (ops._SR_FLOAT,)
+    _run_lane(x32, y32, w, L, out, ok)
 
     t = x + y
     bb = t - x
@@ -120,13 +130,16 @@ def test_lane_equals_the_exact_statement(rng, acc, r):
     want, qe, f = _exact(t, fmt, w, r)
     # the lane decides exactly these; every other lane goes to the scalar core: an inexact or non-finite
     # sum, one beyond the smaller of the largest magnitudes (even where it rounds back into range), and a
-    # nonzero one below the smallest quantum (fixed point: below 2**-8 quanta), unless that bound is a
-    # float32 subnormal (the sum is then a subnormal too, and its bits hold the rounding: every format here
-    # has emin >= -126, as the gate requires)
+    # nonzero one below a bound: WIDE, the smallest normal; FLOAT, the smallest quantum; SMALL, 2**-8
+    # quanta; for the last two, unless that bound is a float32 subnormal (the sum is then a subnormal
+    # too, and its bits hold the rounding: every format here has emin >= -126, as the gate requires)
     amax = min(fmt.max, -_lo(fmt))
-    fixed = isinstance(fmt, FixedFormat)
-    lower = 2.0 ** (-fmt.frac - 8 if fixed else fmt.emin - fmt.man)
-    small = (np.abs(t) < lower) & (t != 0) & ~((lower <= 2.0 ** -126) & (np.abs(t) < 2.0 ** -126))
+    if kind == "own" and wide:
+        lower = 2.0 ** fmt.emin
+        small = (np.abs(t) < lower) & (t != 0)
+    else:
+        lower = 2.0 ** (-fmt.frac - 8 if fixed else fmt.emin - fmt.man - (8 if kind == "own" else 0))
+        small = (np.abs(t) < lower) & (t != 0) & ~((lower <= 2.0 ** -126) & (np.abs(t) < 2.0 ** -126))
     decides = exact & (t32 == t) & np.isfinite(t32) & (np.abs(t) <= amax) & ~small
     assert np.array_equal(ok, decides), np.flatnonzero(ok != decides)[:5]
     assert (decides | small).mean() > 0.5  # the data reach the lane's common case, not only its exits
@@ -134,9 +147,12 @@ def test_lane_equals_the_exact_statement(rng, acc, r):
     assert (exact & (t32 != t)).any() and (~exact).any() and (np.abs(t) > amax).any()
     if lower > 2.0 ** -126:  # else every sum below it is a float32 subnormal, which the lane rounds
         assert (small & exact & (t32 == t)).any()
-    if fixed:  # sums below the quantum that the lane rounds to 0 or the quantum
-        assert (decides & (np.abs(t) < 2.0 ** -fmt.frac) & (t != 0)).any()
-    if isinstance(fmt, FloatFormat) and fmt.emin - fmt.man < -126:  # quanta below float32's normal range
+    if kind == "own" and not wide:  # SMALL: sums below the quantum that the lane rounds to 0 or the quantum
+        q = 2.0 ** (-fmt.frac if fixed else fmt.emin - fmt.man)
+        assert (decides & (np.abs(t) < q) & (t != 0)).any()
+    if not (kind == "own" and wide):  # sums in the format's subnormal range, which WIDE hands back
+        assert (decides & (np.abs(t) < 2.0 ** (-fmt.frac if fixed else fmt.emin)) & (t != 0)).any()
+    if kind == "float" and fmt.emin - fmt.man < -126:  # quanta below float32's normal range
         assert ((qe < -126) & decides).any()
     wrong = ok & ~same_values(out, want)
     assert not wrong.any(), [(x[i], y[i], w[i], out[i], want[i]) for i in np.flatnonzero(wrong)[:4]]
@@ -242,6 +258,29 @@ def test_convolutions_on_the_lane_equal_reference(rng):
     X, W = ops._prepare(x, spec.a, 3), ops._prepare(w, spec.b, 2)
     assert ops._paths(spec, X, W) == Path.STOCH32
     assert_convs_equal_reference(spec, x, w, wd)
+
+
+@pytest.mark.parametrize("acc", ["fp16", "fp8_e5m2"])
+@pytest.mark.parametrize("K", [63, 64, 301, 1000])
+def test_wide_blocks_hand_back_runs_of_subnormal_sums(rng, acc, K):
+    """WIDE blocks (fp16, e5m2: sums below 2**-14 leave the lane) on rows whose sums stay in the subnormal
+    range (every block falls back, the back-off grows to its cap), leave it after a while (the lane comes
+    back), enter it late, or go in and out; and on an ordinary row: every output equals the reference."""
+    spec = MacSpec("fp8_e4m3", acc, fma=True, rounding="stochastic")
+    small, big = fp8_grid(rng, (5, K), 2.0 ** -7), fp8_grid(rng, (5, K), 1.0)
+    k = np.arange(K)
+    a = np.where(np.stack([k < K, k < K // 2, k < K // 3, k % 97 < 40, k < 0]), small, big)
+    b = fp8_grid(rng, (K, 37), 2.0 ** -7)
+    A, B = ops._prepare(a, spec.a, 1), ops._prepare(b, spec.b, 0)
+    assert ops._paths(spec, A, B) == Path.STOCH32
+    # the exact partial sums of row 0: at most k some lane's is in the subnormal range, so most WIDE blocks
+    # of the row fall back
+    part = np.abs(np.cumsum(a[0][:, None] * b, axis=0))
+    assert ((part > 0) & (part < 2.0 ** -14)).any(axis=1).mean() > 0.6
+    for seed in (0, 1):
+        got = kernels.matmul(a, b, spec, seed=seed)
+        want = R.ref_matmul(a, b, spec, seed=seed)
+        assert same_values(got, want).all(), np.argwhere(~same_values(got, want))[:5]
 
 
 def test_a_format_with_normals_below_float32s_equals_reference():
