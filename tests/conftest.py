@@ -1,7 +1,20 @@
 """Shared fixtures for the test suite (keep minimal)."""
 
+import sys
+
 import numpy as np
 import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """torch's global generator seeded before every test's setup (its module- and session-scoped fixtures
+    included): torch seeds it differently in every process, so the weights of a model a test builds with
+    torch's default initialisation would change from run to run, and a test that fails once in many draws
+    would fail at random, on CI."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(0)
 
 
 @pytest.fixture

@@ -85,6 +85,7 @@ def _trained(net, shape, seed):
 
 
 def _exported(tmp_path, cls, shape, seed=0):
+    torch.manual_seed(seed)  # the weights' initialisation
     net = _trained(cls(), shape, seed)
     path = tmp_path / f"{cls.__name__}.onnx"
     export_qonnx(net, input_t=torch.randn(1, *shape), export_path=str(path))
