@@ -34,20 +34,26 @@ class BrevitasCNN(torch.nn.Module):
     """2- to 8-bit weights and activations: per-channel 4-bit and per-tensor 2-bit convolutions, 4- and 3-bit
     unsigned ReLUs, a residual add through a shared 6-bit quantizer, TruncAvgPool2d, a 3-bit linear layer."""
 
-    def __init__(self):
+    def __init__(self, fixed=False):
+        """``fixed``: power-of-two scales everywhere (:class:`FixedPointCNN`)."""
         super().__init__()
-        self.inp = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=8, return_quant_tensor=True)
-        self.c1 = qnn.QuantConv2d(3, 8, 3, padding=1, weight_quant=Int8WeightPerChannelFloat, weight_bit_width=4,
+        act, uact = (Int8ActPerTensorFixedPoint, Uint8ActPerTensorFixedPoint) if fixed else (Int8ActPerTensorFloat,
+                                                                                             Uint8ActPerTensorFloat)
+        w_ch = Int8WeightPerTensorFixedPoint if fixed else Int8WeightPerChannelFloat
+        w_t = Int8WeightPerTensorFixedPoint if fixed else Int8WeightPerTensorFloat
+        fc_bias = dict(bias_quant=Int8BiasPerTensorFixedPointInternalScaling) if fixed else {}
+        self.inp = qnn.QuantIdentity(act_quant=act, bit_width=8, return_quant_tensor=True)
+        self.c1 = qnn.QuantConv2d(3, 8, 3, padding=1, weight_quant=w_ch, weight_bit_width=4,
                                   bias=True, bias_quant=Int32Bias, return_quant_tensor=True)
-        self.r1 = qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=4, return_quant_tensor=True)
-        self.c2 = qnn.QuantConv2d(8, 8, 3, padding=1, weight_quant=Int8WeightPerTensorFloat, weight_bit_width=2,
+        self.r1 = qnn.QuantReLU(act_quant=uact, bit_width=4, return_quant_tensor=True)
+        self.c2 = qnn.QuantConv2d(8, 8, 3, padding=1, weight_quant=w_t, weight_bit_width=2,
                                   bias=False, return_quant_tensor=True)
-        self.r2 = qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=3, return_quant_tensor=True)
-        self.shared = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=6, return_quant_tensor=True)
+        self.r2 = qnn.QuantReLU(act_quant=uact, bit_width=3, return_quant_tensor=True)
+        self.shared = qnn.QuantIdentity(act_quant=act, bit_width=6, return_quant_tensor=True)
         self.pool = qnn.TruncAvgPool2d(kernel_size=2, stride=2, bit_width=8, return_quant_tensor=True)
-        self.qid = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=5, return_quant_tensor=False)
-        self.fc = qnn.QuantLinear(8 * 2 * 2, 10, weight_quant=Int8WeightPerChannelFloat, weight_bit_width=3,
-                                  bias=True, return_quant_tensor=False)
+        self.qid = qnn.QuantIdentity(act_quant=act, bit_width=5, return_quant_tensor=False)
+        self.fc = qnn.QuantLinear(8 * 2 * 2, 10, weight_quant=w_ch, weight_bit_width=3,
+                                  bias=True, return_quant_tensor=False, **fc_bias)
 
     def forward(self, x):
         x = self.inp(x)
@@ -179,19 +185,7 @@ class FixedPointCNN(BrevitasCNN):
     end."""
 
     def __init__(self):
-        super().__init__()
-        self.inp = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=8, return_quant_tensor=True)
-        self.c1 = qnn.QuantConv2d(3, 8, 3, padding=1, weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=4,
-                                  bias=True, bias_quant=Int32Bias, return_quant_tensor=True)
-        self.r1 = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=4, return_quant_tensor=True)
-        self.c2 = qnn.QuantConv2d(8, 8, 3, padding=1, weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=2,
-                                  bias=False, return_quant_tensor=True)
-        self.r2 = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=3, return_quant_tensor=True)
-        self.shared = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=6, return_quant_tensor=True)
-        self.qid = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=5, return_quant_tensor=False)
-        self.fc = qnn.QuantLinear(8 * 2 * 2, 10, weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=3,
-                                  bias=True, bias_quant=Int8BiasPerTensorFixedPointInternalScaling,
-                                  return_quant_tensor=False)
+        super().__init__(fixed=True)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
