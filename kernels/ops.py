@@ -207,16 +207,18 @@ _NAN32 = np.float32(np.nan)
 
 #: :func:`_lane_stoch32`'s kinds of format (a constant in each compiled copy of a vector loop):
 #: WIDE, a float format whose normals reach down to 2**-14 (fp16, bf16, e5m2), s fixed at c2 and a nonzero
-#: sum below the smallest normal handed to the scalar core; FLOAT, any float format, s <= 23; SMALL, any
-#: format (fixed point, and the narrower floats, where sums below the smallest quantum are common), s <= 31.
+#: sum below the smallest normal handed back (:func:`_stoch32_blocks_wide` reruns its block with FLOAT);
+#: FLOAT, any float format, s <= 23 (STOCH32_PRODUCT's stages, and WIDE's fallback); SMALL, any format
+#: (fixed point, and the narrower floats, where sums below the smallest quantum are common), s <= 31.
 _SR_WIDE, _SR_FLOAT, _SR_SMALL = 0, 1, 2
 
 
 @njit(cache=True, inline="always")
-def _lane_stoch32(x, y, w, L):
+def _lane_stoch32(x, y, w, L, kind):
     """Stochastic rounding of the exact sum ``x + y`` (float32 values) into a float or fixed-point
     format whose values float32 holds, on the bits of the float32 sum; ``w`` is the 32-bit random word
-    and ``L`` the format's constants from :func:`_stoch32_consts`.
+    and ``L`` the format's constants from :func:`_stoch32_consts`; ``kind`` (:data:`_SR_WIDE` ...), an
+    argument apart from ``L``'s last entry so that a caller that passes a constant compiles only its branch.
 
     The format's rule (:func:`_lane_float`, ``rbits = r`` random bits) rounds the magnitude up exactly
     when ``f >= 1 - W * 2**-r``, where ``f`` in [0, 1) is the dropped fraction of a quantum and ``W =
@@ -244,11 +246,12 @@ def _lane_stoch32(x, y, w, L):
     rounding such a t stays in range (and NaN / inf fail the check); a sum beyond it, even one that
     rounds back into range, goes to the scalar core.
 
-    Returns (value, ok): ok is False when the scalar core must redo the lane: an inexact float32 sum, a
-    non-finite sum or one beyond amax, or a nonzero sum the kind does not settle (above). The kind is a
+    Returns (value, ok): ok is False when this kind does not settle the sum, and the caller redoes it (with
+    the FLOAT kind after WIDE, else with the scalar core): an inexact float32 sum, a non-finite sum or one
+    beyond amax, or a nonzero sum the kind does not settle (above). The kind is a
     constant in the row functions' vector loops (:func:`_row_stoch32`), which then carry no branch on
     it."""
-    c1, c2, amaxb, zadd, topm, qbits, kind = L
+    c1, c2, amaxb, zadd, topm, qbits, _ = L
     t = x + y
     # t is the exact sum iff t - x == y and t - y == x: with |x| >= |y|, t - x is exact (Fast2Sum, Dekker
     # 1971) and equals y only when t is exact; symmetrically for |y| > |x| (an exact t passes both)
@@ -294,7 +297,7 @@ def _stoch32_consts(ipA, fpA, rbits):
         amax = np.float32(fpA[0])
         zadd = -_F0 if (ipA[4] & C.F_NEGZERO) != 0 else _F0
         kind = _SR_WIDE if ipA[2] <= -14 else _SR_SMALL
-        qlo = C.pow2(ipA[2] - man)
+        qlo = C.pow2(ipA[2] - man if kind == _SR_SMALL else 0)  # WIDE reads no quantum
     else:
         c1 = np.int32(150 - ipA[3])
         c2 = np.int32(0)
@@ -718,118 +721,139 @@ def _make_row_dw(kind):
 
 
 @njit(cache=True, inline="always")
-def _stoch32_step(x, y, w, L):
+def _stoch32_step(x, y, w, L, kind):
     """One addition in a block: the rounded sum if :func:`_lane_stoch32` settles it, else NaN (which no
     later addition of the block settles either: the lane is then redone from the block's start)."""
-    r, g = _lane_stoch32(x, y, w, L)
+    r, g = _lane_stoch32(x, y, w, L, kind)
     return r if g else _NAN32
 
 
 @njit(cache=True, inline="always")
-def _stoch32_finish(x, j, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits, evc, L):
+def _stoch32_finish(x, j, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits, evc, L, kind):
     """Lane j's additions k0 <= k < k1 one at a time, from its value ``x`` before k0: each in float32 when
     :func:`_lane_stoch32` settles it, else by the scalar core in float64 (the product is exact there), with
     the same word (= rand32(key, _counter(e0 + j, 1, k)))."""
     for k in range(k0, k1):
         ak64 = a_row[k] if get_a == 0 else a_lanes[k, j]
         w = word(S[j], M[j], step(k))
-        r, g = _lane_stoch32(x, np.float32(ak64) * B32[k, j], w, L)
+        r, g = _lane_stoch32(x, np.float32(ak64) * B32[k, j], w, L, kind)
         x = r if g else np.float32(_scalar_add(np.float64(x), ak64 * B[k, j], ipA, fpA, modeA, ovfA, w, rbits, evc))
     return x
 
 
 @njit(cache=True, inline="always")
-def _stoch32_redo(src, dst, N, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits, evc, L):
+def _stoch32_redo(src, dst, N, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits, evc, L,
+                  kind):
     """The lanes a pass left at NaN: their additions k0 <= k < k1 again from ``src``, one at a time."""
     for j in range(N):
         if dst[j] != dst[j]:
             dst[j] = _stoch32_finish(src[j], j, k0, k1, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA,
-                                     rbits, evc, L)
+                                     rbits, evc, L, kind)
 
 
 @njit(cache=True, inline="always")
-def _stoch32_pass(k, two, N, get_a, a_row, a_lanes, B32, S, M, src, dst, L):
-    """Additions k (and k + 1 with ``two``, a constant) of every lane, from ``src`` into ``dst`` by
-    :func:`_stoch32_step` with the constants ``L``; True when some lane was left at NaN."""
+def _stoch32_pass2(k, N, get_a, a_row, a_lanes, B32, S, M, src, dst, L, kind):
+    """Additions k and k + 1 of every lane, from ``src`` into ``dst`` by :func:`_stoch32_step` with the
+    constants ``L``; True when some lane was left at NaN."""
     bad = False
-    c0 = step(k)
-    if two:
-        c1 = step(k + 1)
-        if get_a == 0:
-            a0, a1 = np.float32(a_row[k]), np.float32(a_row[k + 1])
-            for j in range(N):
-                s, m = S[j], M[j]  # word(s, m, step(k)) = rand32(key, _counter(e0 + j, 1, k))
-                x = _stoch32_step(src[j], a0 * B32[k, j], word(s, m, c0), L)
-                x = _stoch32_step(x, a1 * B32[k + 1, j], word(s, m, c1), L)
-                dst[j] = x
-                bad |= x != x
-        else:
-            for j in range(N):
-                s, m = S[j], M[j]
-                x = _stoch32_step(src[j], np.float32(a_lanes[k, j]) * B32[k, j], word(s, m, c0), L)
-                x = _stoch32_step(x, np.float32(a_lanes[k + 1, j]) * B32[k + 1, j], word(s, m, c1), L)
-                dst[j] = x
-                bad |= x != x
-    elif get_a == 0:
-        a0 = np.float32(a_row[k])
+    c0, c1 = step(k), step(k + 1)
+    if get_a == 0:
+        a0, a1 = np.float32(a_row[k]), np.float32(a_row[k + 1])
         for j in range(N):
-            x = _stoch32_step(src[j], a0 * B32[k, j], word(S[j], M[j], c0), L)
+            s, m = S[j], M[j]  # word(s, m, step(k)) = rand32(key, _counter(e0 + j, 1, k))
+            x = _stoch32_step(src[j], a0 * B32[k, j], word(s, m, c0), L, kind)
+            x = _stoch32_step(x, a1 * B32[k + 1, j], word(s, m, c1), L, kind)
             dst[j] = x
             bad |= x != x
     else:
         for j in range(N):
-            x = _stoch32_step(src[j], np.float32(a_lanes[k, j]) * B32[k, j], word(S[j], M[j], c0), L)
+            s, m = S[j], M[j]
+            x = _stoch32_step(src[j], np.float32(a_lanes[k, j]) * B32[k, j], word(s, m, c0), L, kind)
+            x = _stoch32_step(x, np.float32(a_lanes[k + 1, j]) * B32[k + 1, j], word(s, m, c1), L, kind)
             dst[j] = x
             bad |= x != x
     return bad
 
 
-#: blocks that :func:`_stoch32_blocks` runs with the general kind after a block of the WIDE kind left a lane
-#: at NaN: the first time, and at most (doubling after each such block in a row)
-_WIDE_BACKOFF, _WIDE_BACKOFF_MAX = 2, 64
+@njit(cache=True, inline="always")
+def _stoch32_pass1(k, N, get_a, a_row, a_lanes, B32, S, M, src, dst, L, kind):
+    """As :func:`_stoch32_pass2` for the one addition k (the last of an odd K)."""
+    bad = False
+    c0 = step(k)
+    if get_a == 0:
+        a0 = np.float32(a_row[k])
+        for j in range(N):
+            x = _stoch32_step(src[j], a0 * B32[k, j], word(S[j], M[j], c0), L, kind)
+            dst[j] = x
+            bad |= x != x
+    else:
+        for j in range(N):
+            x = _stoch32_step(src[j], np.float32(a_lanes[k, j]) * B32[k, j], word(S[j], M[j], c0), L, kind)
+            dst[j] = x
+            bad |= x != x
+    return bad
 
 
 @njit(cache=True, inline="always")
 def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc, S, M, L):
-    """The additions of :func:`_row_stoch32`, in blocks of two and then the last odd one;
-    returns the row of acc2 that holds the sums.
+    """The additions of :func:`_row_stoch32` with the constants ``L`` (kind :data:`_SR_SMALL` or
+    :data:`_SR_FLOAT`), in blocks of two and then the last of an odd K alone; returns the row of acc2 that
+    holds the sums. The lanes a block leaves at NaN are redone one addition at a time (:func:`_stoch32_redo`)."""
+    p = 0
+    for k in range(0, K - 1, 2):
+        src, dst = acc2[p], acc2[1 - p]
+        if _stoch32_pass2(k, N, get_a, a_row, a_lanes, B32, S, M, src, dst, L, _SR_SMALL):
+            _stoch32_redo(src, dst, N, k, k + 2, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits,
+                          evc, L, _SR_SMALL)
+        p = 1 - p
+    if K % 2 == 1:
+        src, dst = acc2[p], acc2[1 - p]
+        if _stoch32_pass1(K - 1, N, get_a, a_row, a_lanes, B32, S, M, src, dst, L, _SR_SMALL):
+            _stoch32_redo(src, dst, N, K - 1, K, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits,
+                          evc, L, _SR_SMALL)
+        p = 1 - p
+    return p
 
-    A block runs over every lane with the constants ``L``. Where their kind is :data:`_SR_WIDE`, a block
-    that leaves a lane at NaN (a sum in the format's subnormal range, or any case the general lane also
-    hands back) runs again over every lane with the general kind :data:`_SR_FLOAT`, and so do the next
-    :data:`_WIDE_BACKOFF` blocks, twice as many after each such block in a row, up to
-    :data:`_WIDE_BACKOFF_MAX` (sums near zero come in runs, at the start of K and where a sum changes sign,
-    and some data keeps them there). Both kinds settle a lane with the same value, so which one ran never
-    shows in the result. Lanes the general kind leaves at NaN are redone one addition at a time
-    (:func:`_stoch32_redo`)."""
+
+#: blocks that :func:`_stoch32_blocks_wide` runs with the FLOAT kind after a WIDE block left a lane at NaN:
+#: the first time, and at most (doubling after each such block in a row)
+_WIDE_BACKOFF, _WIDE_BACKOFF_MAX = 2, 64
+
+
+@njit(cache=True, inline="always")
+def _stoch32_blocks_wide(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc, S, M, L):
+    """:func:`_stoch32_blocks` for constants ``L`` of the kind :data:`_SR_WIDE`. A block of two additions
+    runs over every lane with WIDE; one that leaves a lane at NaN (a nonzero sum below the format's
+    smallest normal, or anything the FLOAT kind also hands back) runs again over every lane with the
+    kind :data:`_SR_FLOAT`, and so do the next :data:`_WIDE_BACKOFF` blocks, twice as many after each
+    such block in a row, up to :data:`_WIDE_BACKOFF_MAX` (sums near zero come in runs, at the start of K
+    and where a sum changes sign, and some data keeps them there). The last addition of an odd K runs with
+    FLOAT. Both kinds settle a lane with the same value, so which one ran never shows in the result; lanes
+    FLOAT leaves at NaN are redone one addition at a time (:func:`_stoch32_redo`)."""
     c1, c2, amaxb, zadd, topm, qbits, kind = L
-    LG = (c1, c2, amaxb, zadd, topm, qbits, _SR_FLOAT if kind == _SR_WIDE else kind)
+    LG = (c1, c2, amaxb, zadd, topm, qbits, _SR_FLOAT)
     p = 0
     wait, backoff = 0, _WIDE_BACKOFF
-    for k in range(0, K, 2):
-        two = k + 1 < K  # a constant in each copy below: the last addition of an odd K goes alone
+    for k in range(0, K - 1, 2):
         src, dst = acc2[p], acc2[1 - p]
         bad = True
-        if kind == _SR_WIDE:
-            if wait == 0:
-                if two:
-                    bad = _stoch32_pass(k, True, N, get_a, a_row, a_lanes, B32, S, M, src, dst, L)
-                else:
-                    bad = _stoch32_pass(k, False, N, get_a, a_row, a_lanes, B32, S, M, src, dst, L)
-                if bad:
-                    wait, backoff = backoff, min(backoff * 2, _WIDE_BACKOFF_MAX)
-                else:
-                    backoff = _WIDE_BACKOFF
-            else:
-                wait -= 1
-        if bad:
-            if two:
-                bad = _stoch32_pass(k, True, N, get_a, a_row, a_lanes, B32, S, M, src, dst, LG)
-            else:
-                bad = _stoch32_pass(k, False, N, get_a, a_row, a_lanes, B32, S, M, src, dst, LG)
+        if wait == 0:
+            bad = _stoch32_pass2(k, N, get_a, a_row, a_lanes, B32, S, M, src, dst, L, _SR_WIDE)
             if bad:
-                _stoch32_redo(src, dst, N, k, min(k + 2, K), get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA,
-                              ovfA, rbits, evc, LG)
+                wait, backoff = backoff, min(backoff * 2, _WIDE_BACKOFF_MAX)
+            else:
+                backoff = _WIDE_BACKOFF
+        else:
+            wait -= 1
+        if bad and _stoch32_pass2(k, N, get_a, a_row, a_lanes, B32, S, M, src, dst, LG, _SR_FLOAT):
+            _stoch32_redo(src, dst, N, k, k + 2, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits,
+                          evc, LG, _SR_FLOAT)
+        p = 1 - p
+    if K % 2 == 1:
+        src, dst = acc2[p], acc2[1 - p]
+        if _stoch32_pass1(K - 1, N, get_a, a_row, a_lanes, B32, S, M, src, dst, LG, _SR_FLOAT):
+            _stoch32_redo(src, dst, N, K - 1, K, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits,
+                          evc, LG, _SR_FLOAT)
         p = 1 - p
     return p
 
@@ -840,10 +864,12 @@ def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipA, fpA, m
     :func:`_stoch32_lane`): the same random word per (output, k) as the float64 lanes. The additions go
     in blocks of two k per lane, kept in registers, from one row of ``acc2`` into the other. A lane
     that :func:`_lane_stoch32` cannot settle at some addition of a block ends it as NaN (the lane never
-    settles a NaN: it rejects non-finite sums), and after the pass over the lanes the block is redone
-    for it one addition at a time (:func:`_stoch32_finish`), the scalar core in float64 taking the
-    additions the float32 lane cannot. An accumulator the scalar core left at NaN (an overflow to NaN)
-    therefore takes that route in every later block: correct, and as slow as the float64 lanes."""
+    settles a NaN: it rejects non-finite sums). For the WIDE kind the block then runs again over the row
+    with the FLOAT kind (:func:`_stoch32_blocks_wide`); the lanes still NaN after that pass are redone
+    one addition at a time (:func:`_stoch32_finish`), the scalar core in float64 taking the additions the
+    float32 lane cannot. An accumulator the scalar core left at NaN or inf (an overflow) therefore takes
+    that route in every later block (with WIDE, its row's blocks run on FLOAT and retry WIDE only every
+    65th block): correct, and as slow as the float64 lanes."""
     L = _stoch32_consts(ipA, fpA, rbits)
     S, M = sm[0], sm[1]
     fill_streams(key, e0 * 4 + 1, 4, N, S, M)  # the streams of counters _counter(e0 + j, 1, .)
@@ -851,8 +877,8 @@ def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipA, fpA, m
         acc2[0, j] = 0.0
     c1, c2, amaxb, zadd, topm, qbits, kind = L
     if kind == _SR_WIDE:  # a constant in each copy, so that the vector loops carry no branch on it
-        p = _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc,
-                            S, M, (c1, c2, amaxb, zadd, topm, qbits, _SR_WIDE))
+        p = _stoch32_blocks_wide(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc,
+                                 S, M, (c1, c2, amaxb, zadd, topm, qbits, _SR_WIDE))
     else:
         p = _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc,
                             S, M, (c1, c2, amaxb, zadd, topm, qbits, _SR_SMALL))
@@ -873,9 +899,9 @@ def _row_stoch32_product(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipP
     row of ``acc2`` into the other; a lane either stage cannot settle is left NaN and redone after the
     pass from its value before it, stage by stage, the scalar core in float64 taking what the lane
     cannot (and counting the events)."""
-    c1, c2, amaxb, zadd, topm, qbits, kind = _stoch32_consts(ipP, fpP, rbits)
+    c1, c2, amaxb, zadd, topm, qbits, _ = _stoch32_consts(ipP, fpP, rbits)
     LP = (c1, c2, amaxb, zadd, topm, qbits, _SR_FLOAT)  # float formats only, one copy of the loop: s <= 23
-    c1, c2, amaxb, zadd, topm, qbits, kind = _stoch32_consts(ipA, fpA, rbits)
+    c1, c2, amaxb, zadd, topm, qbits, _ = _stoch32_consts(ipA, fpA, rbits)
     LA = (c1, c2, amaxb, zadd, topm, qbits, _SR_FLOAT)
     SP, MP, SA, MA = sm[0], sm[1], sm[2], sm[3]
     fill_streams(key, e0 * 4, 4, N, SP, MP)  # _counter(e0 + j, 0, .)
@@ -889,15 +915,16 @@ def _row_stoch32_product(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipP
         if get_a == 0:
             a0 = np.float32(a_row[k])
             for j in range(N):
-                p, gp = _lane_stoch32(_NZ32, a0 * B32[k, j], word(SP[j], MP[j], c), LP)
-                r, ga = _lane_stoch32(src[j], p, word(SA[j], MA[j], c), LA)
+                p, gp = _lane_stoch32(_NZ32, a0 * B32[k, j], word(SP[j], MP[j], c), LP, _SR_FLOAT)
+                r, ga = _lane_stoch32(src[j], p, word(SA[j], MA[j], c), LA, _SR_FLOAT)
                 x = r if gp & ga else _NAN32
                 dst[j] = x
                 bad |= x != x
         else:
             for j in range(N):
-                p, gp = _lane_stoch32(_NZ32, np.float32(a_lanes[k, j]) * B32[k, j], word(SP[j], MP[j], c), LP)
-                r, ga = _lane_stoch32(src[j], p, word(SA[j], MA[j], c), LA)
+                p, gp = _lane_stoch32(_NZ32, np.float32(a_lanes[k, j]) * B32[k, j], word(SP[j], MP[j], c), LP,
+                                      _SR_FLOAT)
+                r, ga = _lane_stoch32(src[j], p, word(SA[j], MA[j], c), LA, _SR_FLOAT)
                 x = r if gp & ga else _NAN32
                 dst[j] = x
                 bad |= x != x
@@ -906,11 +933,11 @@ def _row_stoch32_product(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipP
                 if dst[j] != dst[j]:
                     y = (a_row[k] if get_a == 0 else a_lanes[k, j]) * B[k, j]
                     w = word(SP[j], MP[j], c)
-                    p, gp = _lane_stoch32(_NZ32, np.float32(y), w, LP)
+                    p, gp = _lane_stoch32(_NZ32, np.float32(y), w, LP, _SR_FLOAT)
                     if not gp:  # -0.0 + y is y, exactly
                         p = np.float32(_scalar_add(-0.0, y, ipP, fpP, modeP, ovfP, w, rbits, evc))
                     w = word(SA[j], MA[j], c)
-                    r, ga = _lane_stoch32(src[j], p, w, LA)
+                    r, ga = _lane_stoch32(src[j], p, w, LA, _SR_FLOAT)
                     if not ga:
                         r = np.float32(_scalar_add(np.float64(src[j]), np.float64(p), ipA, fpA, modeA, ovfA, w,
                                                    rbits, evc))
@@ -1928,8 +1955,9 @@ def _stoch32_lane(spec: MacSpec, A, B):
     value below float32's (emin >= -126: the lane reads a float32-subnormal sum's quantum off its bits,
     which holds only where such a sum is a subnormal of the format too), or a signed fixed-point
     accumulator with at most 16 bits of precision and a quantum in [2**-126, 2**126]. The lane checks
-    the rest per addition (exact float32 sum, no overflow, not too far below the smallest quantum) and
-    hands those lanes back to the scalar core. The precision limits are for speed, not exactness: the float32 sum of the accumulator
+    the rest per addition (exact float32 sum, no overflow, not too far below the smallest quantum; with
+    the WIDE kind, fp16 / bf16 / e5m2, not below the smallest normal) and hands those lanes back (WIDE's
+    to a FLOAT-kind pass over the row first, then to the scalar core). The precision limits are for speed, not exactness: the float32 sum of the accumulator
     and a product is exact while it spans at most 24 bits, so with 16-bit products a term 2**8 times
     smaller than the running sum still stays in the lane (fp8 products: 2**16 times), while a float32
     accumulator would hand back nearly every addition that rounds."""

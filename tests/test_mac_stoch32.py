@@ -28,7 +28,7 @@ from conftest import same_values
 @njit(cache=False)  # Numba's cache would not see a change in the inlined lane (another module)
 def _run_lane(x, y, w, L, out, ok):
     for i in range(x.size):
-        r, g = ops._lane_stoch32(x[i], y[i], w[i], L)
+        r, g = ops._lane_stoch32(x[i], y[i], w[i], L, L[6])
         out[i] = r
         ok[i] = g
 
@@ -74,7 +74,8 @@ _FLOAT_ACCS = ["fp16", "bf16", "fp8_e5m2", "e6m9", "float8_e5m2fnuz", "fp8_e4m3"
 _FIXED_ACCS = ["fixed16.6", "fixed12.11", "int8", "fixed16.-3"]
 
 
-@pytest.mark.parametrize("acc,kind", [(a, "own") for a in _FLOAT_ACCS + _FIXED_ACCS] + [(a, "float") for a in _FLOAT_ACCS])
+@pytest.mark.parametrize("acc,kind", [(a, "own") for a in _FLOAT_ACCS + _FIXED_ACCS]
+                         + [(a, "float") for a in _FLOAT_ACCS])
 @pytest.mark.parametrize("r", [1, 8, 24, 25, 32])
 def test_lane_equals_the_exact_statement(rng, acc, kind, r):
     """The lane with the kind the kernels give the format (``own``: WIDE for floats with emin <= -14, else
