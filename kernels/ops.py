@@ -795,6 +795,19 @@ def _stoch32_pass1(k, N, get_a, a_row, a_lanes, B32, S, M, src, dst, L, kind):
 
 
 @njit(cache=True, inline="always")
+def _stoch32_last(K, N, get_a, a_row, a_lanes, B, B32, acc2, p, ipA, fpA, modeA, ovfA, rbits, evc, S, M, L, kind):
+    """The last addition of an odd K (none for an even K), from row ``p`` of acc2, with the kind ``kind``;
+    returns the row of acc2 that holds the sums."""
+    if K % 2 == 1:
+        src, dst = acc2[p], acc2[1 - p]
+        if _stoch32_pass1(K - 1, N, get_a, a_row, a_lanes, B32, S, M, src, dst, L, kind):
+            _stoch32_redo(src, dst, N, K - 1, K, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits,
+                          evc, L, kind)
+        p = 1 - p
+    return p
+
+
+@njit(cache=True, inline="always")
 def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc, S, M, L):
     """The additions of :func:`_row_stoch32` with the constants ``L`` (kind :data:`_SR_SMALL` or
     :data:`_SR_FLOAT`), in blocks of two and then the last of an odd K alone; returns the row of acc2 that
@@ -806,13 +819,8 @@ def _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, 
             _stoch32_redo(src, dst, N, k, k + 2, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits,
                           evc, L, _SR_SMALL)
         p = 1 - p
-    if K % 2 == 1:
-        src, dst = acc2[p], acc2[1 - p]
-        if _stoch32_pass1(K - 1, N, get_a, a_row, a_lanes, B32, S, M, src, dst, L, _SR_SMALL):
-            _stoch32_redo(src, dst, N, K - 1, K, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits,
-                          evc, L, _SR_SMALL)
-        p = 1 - p
-    return p
+    return _stoch32_last(K, N, get_a, a_row, a_lanes, B, B32, acc2, p, ipA, fpA, modeA, ovfA, rbits, evc, S, M, L,
+                         _SR_SMALL)
 
 
 #: blocks that :func:`_stoch32_blocks_wide` runs with the FLOAT kind after a WIDE block left a lane at NaN:
@@ -849,13 +857,8 @@ def _stoch32_blocks_wide(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, mo
             _stoch32_redo(src, dst, N, k, k + 2, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits,
                           evc, LG, _SR_FLOAT)
         p = 1 - p
-    if K % 2 == 1:
-        src, dst = acc2[p], acc2[1 - p]
-        if _stoch32_pass1(K - 1, N, get_a, a_row, a_lanes, B32, S, M, src, dst, LG, _SR_FLOAT):
-            _stoch32_redo(src, dst, N, K - 1, K, get_a, a_row, a_lanes, B, B32, S, M, ipA, fpA, modeA, ovfA, rbits,
-                          evc, LG, _SR_FLOAT)
-        p = 1 - p
-    return p
+    return _stoch32_last(K, N, get_a, a_row, a_lanes, B, B32, acc2, p, ipA, fpA, modeA, ovfA, rbits, evc, S, M, LG,
+                         _SR_FLOAT)
 
 
 @njit(cache=True)
