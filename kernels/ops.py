@@ -838,7 +838,7 @@ def _stoch32_blocks_wide(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, mo
     and where a sum changes sign, and some data keeps them there). The last addition of an odd K runs with
     FLOAT. Both kinds settle a lane with the same value, so which one ran never shows in the result; lanes
     FLOAT leaves at NaN are redone one addition at a time (:func:`_stoch32_redo`)."""
-    c1, c2, amaxb, zadd, topm, qbits, kind = L
+    c1, c2, amaxb, zadd, topm, qbits, _ = L
     LG = (c1, c2, amaxb, zadd, topm, qbits, _SR_FLOAT)
     p = 0
     wait, backoff = 0, _WIDE_BACKOFF
@@ -878,13 +878,11 @@ def _row_stoch32(K, N, get_a, a_row, a_lanes, B, B32, e0, acc, acc2, ipA, fpA, m
     fill_streams(key, e0 * 4 + 1, 4, N, S, M)  # the streams of counters _counter(e0 + j, 1, .)
     for j in range(N):
         acc2[0, j] = 0.0
-    c1, c2, amaxb, zadd, topm, qbits, kind = L
-    if kind == _SR_WIDE:  # a constant in each copy, so that the vector loops carry no branch on it
+    if L[6] == _SR_WIDE:  # each block loop passes its kinds to the lane as constants
         p = _stoch32_blocks_wide(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc,
-                                 S, M, (c1, c2, amaxb, zadd, topm, qbits, _SR_WIDE))
+                                 S, M, L)
     else:
-        p = _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc,
-                            S, M, (c1, c2, amaxb, zadd, topm, qbits, _SR_SMALL))
+        p = _stoch32_blocks(K, N, get_a, a_row, a_lanes, B, B32, acc2, ipA, fpA, modeA, ovfA, rbits, evc, S, M, L)
     for j in range(N):
         acc[j] = acc2[p, j]
 
