@@ -283,18 +283,7 @@ def _make_q_f32_float(bias_mode):
     @njit(cache=True, parallel=True)
     def kernel(xb, ob, man, emin, maxval, flags, ovf, key, rbits, base, fbias):
         maxv = np.float32(maxval)
-        has_inf = (flags & C.F_INF) != 0
-        has_nan = (flags & C.F_NAN) != 0
-        negzero = (flags & C.F_NEGZERO) != 0
-        maxbits = C.f32_bits(maxv)
-        # overflow result bits (without sign): rounding away from zero overflows to inf / NaN (IEEE) or
-        # max, rounding toward zero to max; ``up`` / ``down`` are away for one sign only
-        if ovf == C.IEEE and has_inf:
-            ov_away, ov_zero, infb = _INF32, maxbits, _INF32
-        elif ovf == C.IEEE and has_nan:
-            ov_away, ov_zero, infb = _QNAN32, maxbits, _QNAN32
-        else:
-            ov_away, ov_zero, infb = maxbits, maxbits, maxbits
+        ov_away, ov_zero, infb, has_nan, negzero = _specials(maxv, flags, ovf)
         h0, s0, m0, s1, m1 = flat_streams(key, base)
         for i in prange(xb.size):
             u = xb[i]
@@ -315,12 +304,70 @@ def _make_q_f32_float(bias_mode):
     return kernel
 
 
+@njit(cache=True, inline="always")
+def _specials(maxv, flags, ovf):
+    """(away, zero, inf, has_nan, negzero) of a float format for the float32 kernels: the overflow result
+    bits without sign, rounding away from zero (inf / NaN under IEEE overflow, else max) and toward zero
+    (max; ``up`` / ``down`` are away for one sign only), the bits an infinite input becomes, whether the
+    format has a NaN and a negative zero."""
+    has_inf = (flags & C.F_INF) != 0
+    has_nan = (flags & C.F_NAN) != 0
+    negzero = (flags & C.F_NEGZERO) != 0
+    maxbits = C.f32_bits(maxv)
+    if ovf == C.IEEE and has_inf:
+        return _INF32, maxbits, _INF32, has_nan, negzero
+    if ovf == C.IEEE and has_nan:
+        return _QNAN32, maxbits, _QNAN32, has_nan, negzero
+    return maxbits, maxbits, maxbits, has_nan, negzero
+
+
+@njit(cache=True, parallel=True)
+def _q_f32_nearest(xb, ob, man, emin, emax, maxval, flags, ovf):
+    """Round to nearest even, float32 -> float32, into a float format with 1 <= man <= 22 mantissa bits,
+    subnormals, emin >= -126 and emax + 23 - man <= 127 (:func:`_q_f32_float`), by float32's own adder.
+
+    For the magnitude ``a`` of an element, let E be its exponent clamped to [emin, emax] and
+    M = 2**(E + 23 - man), a float32 normal. Where a < 2**(E + 1), float32's sum ``a + M`` lies in M's
+    binade (man <= 22), whose spacing is 2**(E - man), the format's quantum at a; so the sum rounds a to
+    the nearest multiple of that quantum, ties to the even one (M is an even multiple), and subtracting
+    M is exact: ``(a + M) - M`` is the format's nearest-even rounding of a, above max where it overflows.
+    Where a >= 2**(emax + 1) (E clamped), the difference is at least min(a, M) rounded down to that
+    spacing, at least 2**(emax + 1) > max (or inf), an overflow either way.
+    Overflow, signs, zeros, inf and NaN then as :func:`_f32_round` (same results, bit for bit: checked
+    against it on all 2**32 inputs for every float32-held ml_dtypes float8 / float6 / float4 format,
+    fp16, e6m5, e7m9, e3m1 and e2m2). A few vector operations per element instead of the significand
+    shifts of :func:`_f32_round`: 2 M fp8_e4m3 values in 0.35 ms against 1.01 ms (two threads, Intel Xeon,
+    --avx2), where a depthwise layer's activation operand took as long to round as its MACs."""
+    maxv = np.float32(maxval)
+    ovb, _, infb, has_nan, negzero = _specials(maxv, flags, ovf)
+    elo = np.uint32((emin + 127) << 23)
+    ehi = np.uint32((emax + 127) << 23)
+    shift = np.uint32((23 - man) << 23)
+    for i in prange(xb.size):
+        u = xb[i]
+        sg = u & _SIGN32
+        a = np.uint32(u & _ABS32)
+        big = bits_f32(np.uint32(np.uint32(min(max(np.uint32(a & _INF32), elo), ehi)) + shift))
+        r = (bits_f32(a) + big) - big
+        rb = f32_bits(r)
+        rb = ovb if r > maxv else rb
+        rb = np.uint32(0) if (rb == 0 and not negzero) else np.uint32(rb | sg)
+        nanres = (_QNAN32 | sg) if has_nan else np.uint32(sg ^ _SIGN32)
+        rb = np.uint32(infb | sg) if a == _INF32 else rb
+        rb = nanres if a > _INF32 else rb
+        ob[i] = rb
+
+
 _Q_F32_FLOAT: dict = {}
 
 
 def _q_f32_float(xb, ob, man, emin, maxval, flags, mode, ovf, key, rbits, base, fbias):
     """Fast path: float32 in, float32 out, float formats with subnormals, a zero and emin >= -126."""
     bm = _BIAS_MODE[int(mode)]
+    emax = math.frexp(maxval)[1] - 1
+    if bm == 0 and 1 <= man <= 22 and emax + 23 - man <= 127:
+        _q_f32_nearest(xb, ob, man, emin, np.int64(emax), maxval, flags, ovf)
+        return
     if bm == 0 and man == 0:
         bm = 7  # ties to even where the code's last bit is the exponent's
     fn = _Q_F32_FLOAT.get(bm)

@@ -40,6 +40,7 @@ kernels.conv2d(x, rng.standard_normal((3, 3, 3, 4)), "fp8_e4m3_fp16", padding="s
 kernels.depthwise_conv2d(x, rng.standard_normal((3, 3, 3, 2)), "fp8_e4m3_fp16", padding="same")
 rows = {n: len(getattr(ops, n).signatures) for n in dir(ops) if n.startswith(("_row_", "_tile_"))}
 print(json.dumps({"rows": rows, "kernels": sorted(ops._KERNELS), "q_f32": sorted(Q._Q_F32_FLOAT),
+                  "q_nearest": len(Q._q_f32_nearest.signatures),
                   "path": int(ops._paths(kernels.mac.as_spec("fp8_e4m3_fp16"), a, b))}))
 """
 
@@ -61,7 +62,8 @@ def test_a_cold_process_compiles_only_its_path(tmp_path):
     assert {n for n, c in got["rows"].items() if c} == want_rows, got["rows"]
     # one kernel per operand layout (matmul runs on the convolution kernel), no output stage
     assert [tuple(k) for k in got["kernels"]] == [(ops._CONV, half, 0), (ops._DEPTHWISE, half, 0)]
-    assert got["q_f32"] == [0]  # float32 -> fp8, round to nearest even: one quantize loop
+    # float32 -> fp8, round to nearest even: one quantize loop, the adder's, and none of _f32_round's
+    assert (got["q_f32"], got["q_nearest"]) == ([], 1)
 
 
 _TILE_PROBE = r"""

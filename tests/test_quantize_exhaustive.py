@@ -147,3 +147,63 @@ def test_monotone(fmt):
                 dec = np.flatnonzero(np.diff(y) < 0)
                 assert dec.size == 0, (f.name, mode, ovf, dtype.__name__,
                                        [(xx[i], xx[i + 1], y[i], y[i + 1]) for i in dec[:4]])
+
+
+# float32 formats whose nearest-even rounding from float32 takes the adder kernel (kernels.quantize._q_f32_nearest)
+ADDER = ["fp8_e4m3", "float8_e4m3fnuz", "float8_e4m3b11fnuz", "fp8_e5m2", "float8_e5m2fnuz", "float8_e3m4", "fp6_e2m3",
+         "fp6_e3m2", "fp4_e2m1", "fp16", "e6m5", "e7m9", "e2m2", FloatFormat(4, 3, bias=12), FloatFormat(3, 4, specials="fn")]
+
+
+@pytest.mark.parametrize("fmt", ADDER, ids=_id)
+def test_adder_kernel_equals_the_significand_kernel(fmt):
+    """The nearest-even float32 kernel that rounds by float32's adder equals the kernel that shifts the
+    significand (:func:`kernels.quantize._f32_round`) bit for bit: every float32 bit pattern whose low 12
+    bits are 0x000, 0x7FF, 0x800 or 0x801 (each binade's ties and their neighbours for every mantissa width,
+    as the higher bits run through all 2**20 values: subnormals, overflow, inf, NaN and both signs), and
+    2**20 random patterns. (All 2**32 inputs agreed for fp8_e4m3, fp8_e5m2, fp4_e2m1 and e7m9 when it was written.)"""
+    import importlib
+
+    from kernels import _core as C
+
+    q = importlib.import_module("kernels.quantize")
+    f = parse_format(fmt)
+    hi = np.arange(1 << 20, dtype=np.uint32) << np.uint32(12)
+    u = np.concatenate([hi | np.uint32(low) for low in (0, 0x7FF, 0x800, 0x801)]
+                       + [np.random.default_rng(7).integers(0, 1 << 32, 1 << 20, dtype=np.uint64).astype(np.uint32)])
+    ip, _ = C.encode(f)
+    args = (np.int64(f.man), np.int64(f.emin), float(f.max), np.int64(ip[4]))
+    ovf = np.int64(q.overflow_code(f, None))
+    want, got = np.empty_like(u), np.empty_like(u)
+    q._make_q_f32_float(0)(u, want, *args, ovf, np.uint64(0), np.int64(32), np.int64(0), np.int64(f.bias))
+    calls, real = [], q._q_f32_nearest
+    try:
+        q._q_f32_nearest = lambda *a: calls.append(a) or real(*a)
+        q._q_f32_float(u, got, *args, np.int64(C.NEAREST), ovf, np.uint64(0), np.int64(32), np.int64(0),
+                       np.int64(f.bias))
+    finally:
+        q._q_f32_nearest = real
+    assert len(calls) == 1, "the adder kernel did not run"
+    nan = np.isnan(want.view(np.float32)) & np.isnan(got.view(np.float32))
+    bad = np.flatnonzero((want != got) & ~nan)
+    assert bad.size == 0, (u[bad[:5]].view(np.float32), want[bad[:5]].view(np.float32), got[bad[:5]].view(np.float32))
+
+
+def test_adder_kernel_takes_only_the_formats_it_rounds():
+    """bf16 and tf32 (emax 127: the adder's constant would pass float32's range), fp32 (23 mantissa bits)
+    and e3m0 (no mantissa bits: ties go to the even exponent code) keep the significand kernel; they
+    still round correctly (the round trip and tie tests above, ml_dtypes in test_quantize_mldtypes.py)."""
+    import importlib
+
+    q = importlib.import_module("kernels.quantize")
+    calls = []
+    real = q._q_f32_nearest
+    try:
+        q._q_f32_nearest = lambda *a: calls.append(a) or real(*a)
+        for name in ("bf16", "tf32", "fp32", "e3m0"):
+            x = np.array([1.0, 3.3e38, -2.5e-40, 0.1], np.float32)
+            kernels.quantize(x, name)
+        assert calls == []
+        kernels.quantize(np.array([0.1], np.float32), "fp8_e4m3")
+        assert len(calls) == 1
+    finally:
+        q._q_f32_nearest = real
