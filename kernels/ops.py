@@ -2026,9 +2026,13 @@ def _abs_range(z):
         return np.inf, 0.0
     if z.dtype not in (np.float32, np.float64):
         z = z.astype(np.float64)
-    ut = np.uint32 if z.dtype == np.float32 else np.uint64
-    flat = np.ascontiguousarray(z).reshape(-1).view(ut)
-    lo, hi = _abs_range_kernel(flat, ut(np.iinfo(ut).max >> 1))
+    flat = np.ascontiguousarray(z).reshape(-1)
+    if z.dtype == np.float32:
+        ut = np.uint32
+        lo, hi = _abs_range_kernel32(flat.view(ut))
+    else:
+        ut = np.uint64
+        lo, hi = _abs_range_kernel(flat.view(ut), ut(np.iinfo(ut).max >> 1))
     lo_f = np.array(lo, dtype=ut).view(z.dtype) if lo else np.inf
     return float(lo_f), float(np.array(hi, dtype=ut).view(z.dtype))
 
@@ -2046,6 +2050,23 @@ def _abs_range_kernel(u, mask):
         lo = min(lo, b - one)
         hi = max(hi, b)
     return lo + one, hi
+
+
+@njit(cache=True)
+def _abs_range_kernel32(u):
+    """:func:`_abs_range_kernel` on float32 bit patterns, every step in uint32 (the wrap-around of
+    ``bits - 1`` at 32 bits), so that it vectorises on AVX2, which has no unsigned 64-bit min / max: on
+    2 M values, 0.27 ms against 0.98 ms (2.05 -> 7.38 G values/s, one thread, --avx2, Intel Xeon with
+    AVX-512 hidden); the activation operands of a depthwise layer took as long here as its MACs."""
+    lo = np.uint32(0xFFFFFFFF)
+    hi = np.uint32(0)
+    one = np.uint32(1)
+    mask = np.uint32(0x7FFFFFFF)
+    for i in range(u.size):
+        b = np.uint32(u[i] & mask)
+        lo = min(lo, np.uint32(b - one))
+        hi = max(hi, b)
+    return np.uint32(lo + one), hi
 
 
 _NO_LANES32 = np.zeros((1, 1), dtype=np.float32)
