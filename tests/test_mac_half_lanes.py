@@ -212,7 +212,12 @@ def test_without_f16c_binary16_takes_the_float64_lanes(rng, monkeypatch):
     (np.array([]), (np.inf, 0.0)), (np.array([0.0, -0.0]), (np.inf, 0.0)), (np.array([3.0, -0.5, 0.0]), (0.5, 3.0)),
     (np.array([-2.0 ** -1074, 5.0]), (2.0 ** -1074, 5.0)), (np.array([np.inf, 2.0]), (2.0, np.inf)),
     (np.array([3.0, -0.25, 0.0], np.float32), (0.25, 3.0)), (np.array([[1, 2], [3, -7]], np.int8), (1.0, 7.0)),
-    (np.array([[1.0, 2.0], [3.0, 4.0]])[:, :1], (1.0, 3.0))])
+    (np.array([[1.0, 2.0], [3.0, 4.0]])[:, :1], (1.0, 3.0)),
+    # float32 (uint32 lanes): zeros of both signs only, the smallest subnormal, inf, the largest finite value,
+    # a length past the vector width with the extremes last
+    (np.array([0.0, -0.0], np.float32), (np.inf, 0.0)), (np.array([-2.0 ** -149, 5.0], np.float32), (2.0 ** -149, 5.0)),
+    (np.array([np.inf, -2.0], np.float32), (2.0, np.inf)),
+    (np.array([1.0] * 37 + [-3.4028234663852886e38, 0.0, -2.0 ** -126], np.float32), (2.0 ** -126, 3.4028234663852886e38))])
 def test_abs_range(z, want):
     assert ops._abs_range(z) == want
 
