@@ -53,7 +53,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from . import _core as C
 from ._core import f32_bits
@@ -621,55 +621,61 @@ def _f32_add(kind, x, a, b):
 
 
 @njit(cache=True, inline="always")
-def _block(kind, wide, init, K, prows, pb, pc, N):
+def _block(kind, wide, init, K, prows, pb, ldb, pc, N):
     """The block of ``kind`` (a closure constant of the caller: only that call is compiled), 16 columns where
-    ``wide`` is 1 else 8: the rows of A at the addresses in the int64 table at ``prows``, B32 and acc at ``pb``,
-    ``pc`` (leading dimension N); from acc's sums where ``init`` is 1, else from +0."""
+    ``wide`` is 1 else 8: the rows of A at the addresses in the int64 table at ``prows``, B32 at ``pb`` (leading
+    dimension ``ldb``) and acc at ``pc`` (leading dimension N); from acc's sums where ``init`` is 1, else from +0."""
     if kind == 0:
-        _block_native32(wide, init, K, prows, pb, N, pc, N)
+        _block_native32(wide, init, K, prows, pb, ldb, pc, N)
     elif kind == 1:
-        _block_f16(wide, init, K, prows, pb, N, pc, N)
+        _block_f16(wide, init, K, prows, pb, ldb, pc, N)
     elif kind == 2:
-        _block_bf16(wide, init, K, prows, pb, N, pc, N)
+        _block_bf16(wide, init, K, prows, pb, ldb, pc, N)
     elif kind == 3:
-        _block_product_f16(wide, init, K, prows, pb, N, pc, N)
+        _block_product_f16(wide, init, K, prows, pb, ldb, pc, N)
     elif kind == 4:
-        _block_product_bf16(wide, init, K, prows, pb, N, pc, N)
+        _block_product_bf16(wide, init, K, prows, pb, ldb, pc, N)
     elif kind == 5:
-        _block_product_exact_f16(wide, init, K, prows, pb, N, pc, N)
+        _block_product_exact_f16(wide, init, K, prows, pb, ldb, pc, N)
     else:
-        _block_product_exact_bf16(wide, init, K, prows, pb, N, pc, N)
+        _block_product_exact_bf16(wide, init, K, prows, pb, ldb, pc, N)
 
 
 def _make_tile(kind):
     """The tile function of a float32 path (``kind`` (its position in :data:`_KINDS`)): acc[p, j] = the sum over
-    k = 0, 1, ..., nseg * kseg - 1 of A[p, k] * B32[k, j] for the ``_TILE_ROWS[kind]`` rows p, each addition by
+    k = 0, 1, ..., nseg * kseg - 1 of A[p, k] * B32[k, j] for the rows p < ``ntiles * _TILE_ROWS[kind]`` (the
+    rows of ``ntiles`` tiles; P and acc may have room for more), each addition by
     :func:`_f32_add`. Row p of A is read in ``nseg`` segments of ``kseg`` values: segment s (k = s * kseg + i,
     i < kseg) from the float32 values at byte address ``P[s, p] + 4 * i``, so the rows can be read where they
-    lie (a convolution's input) instead of being gathered first. B32 (K, N) and acc (rows, N) C-contiguous
-    float32 (the blocks read them through raw pointers: the kernel allocates acc, and :func:`_lanes32` makes
-    B32); P (nseg, rows) int64, C-contiguous.
+    lie (a convolution's input) instead of being gathered first. B32 holds B (K, N) in the column panels of
+    :func:`_panels` (its shape (K, N) only for the type) and acc (rows, N) is C-contiguous float32 (the blocks
+    read them through raw pointers: the kernel allocates acc); P (nseg, rows) int64, C-contiguous.
 
     It computes 16 columns at a time, then 8, in register-blocked blocks (:func:`kernels._vec.make_block`, the
-    same arithmetic in LLVM vectors), each column block over the segments in order (a segment goes on from
-    the sums the one before left in acc), and the last N % 8 columns here."""
+    same arithmetic in LLVM vectors), and the last N % 8 columns here. Each column panel goes through the
+    tiles one after another (so a panel of a B larger than the caches is read from memory once for all
+    of them, :func:`_tiles_per_group`), each tile over the segments in order (a segment goes on from the sums
+    the one before left in acc)."""
     T = _TILE_ROWS[kind]
 
-    def tile(nseg, kseg, N, P, B32, acc):
+    def tile(nseg, kseg, N, P, B32, acc, ntiles):
         pp, pb, pc = np.int64(P.ctypes.data), np.int64(B32.ctypes.data), np.int64(acc.ctypes.data)
-        ks64, n64 = np.int64(kseg), np.int64(N)
+        ks64, n64, K, R = np.int64(kseg), np.int64(N), nseg * kseg, P.shape[1]
         j0 = 0
         while j0 + 16 <= N:
-            for sg in range(nseg):
-                _block(kind, np.int64(1), np.int64(sg > 0), ks64, pp + 8 * T * sg, pb + 4 * (sg * kseg * N + j0),
-                       pc + 4 * j0, n64)
+            for g in range(ntiles):
+                for sg in range(nseg):
+                    _block(kind, np.int64(1), np.int64(sg > 0), ks64, pp + 8 * (R * sg + T * g),
+                           pb + 4 * (j0 * K + sg * kseg * 16), np.int64(16), pc + 4 * (T * g * N + j0), n64)
             j0 += 16
         if j0 + 8 <= N:
-            for sg in range(nseg):
-                _block(kind, np.int64(0), np.int64(sg > 0), ks64, pp + 8 * T * sg, pb + 4 * (sg * kseg * N + j0),
-                       pc + 4 * j0, n64)
+            for g in range(ntiles):
+                for sg in range(nseg):
+                    _block(kind, np.int64(0), np.int64(sg > 0), ks64, pp + 8 * (R * sg + T * g),
+                           pb + 4 * (j0 * K + sg * kseg * 8), np.int64(8), pc + 4 * (T * g * N + j0), n64)
             j0 += 8
-        for p in range(T):
+        r = N - j0  # the last panel: B[k, j] at j0 * K + k * r + j - j0
+        for p in range(T * ntiles):
             for j in range(j0, N):
                 acc[p, j] = 0.0
             for sg in range(nseg):
@@ -678,7 +684,7 @@ def _make_tile(kind):
                     ap = load_f32(base + 4 * i)
                     k = sg * kseg + i
                     for j in range(j0, N):
-                        acc[p, j] = _f32_add(kind, acc[p, j], ap, B32[k, j])
+                        acc[p, j] = _f32_add(kind, acc[p, j], ap, load_f32(pb + 4 * (j0 * K + k * r + j - j0)))
 
     return _cached(tile, f"_tile_{_KIND_NAMES[kind]}")
 
@@ -1416,13 +1422,16 @@ def _make_kernel(layout, path, has_out):
     + j``; each task handles a block of rows with scratch buffers allocated once per block. The float32
     paths (:data:`_KINDS`) compute the _CONV layout's rows in tiles of _TILE_ROWS (:func:`_make_tile`), each
     output still accumulating alone, in order k = 0, 1, ..., the patches read one window row after another
-    where :func:`_patch_rows` finds them; in the _DEPTHWISE layout they read X directly
-    (:func:`_make_row_dw`) instead of gathering lanes.
+    where :func:`_patch_rows` finds them, ``group`` tiles at a time (:func:`_tiles_per_group`; the tasks then
+    hold whole groups where that still gives each of the ``nthr`` threads one: scheduling only, every
+    output is computed the same way); W32 holds the weights in :func:`_panels`' column panels. In the
+    _DEPTHWISE layout they read X directly (:func:`_make_row_dw`) instead of gathering lanes.
     """
     tiled = int(layout == _CONV and path in _KINDS)
     T = _TILE_ROWS[_KINDS.index(path)] if tiled else 1
 
-    def kernel(X, W2, W32, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, order, chunk, evc_rows, nws):
+    def kernel(X, W2, W32, mult, out, kh, kw, sh, sw, pt, pl, offset, P, key, rbits, order, chunk, evc_rows, nws,
+               group, nthr):
         n, H, Wd, Cin = X.shape
         _, OH, OW, NC = out.shape
         (has_prod, ipP, fpP, modeP, ovfP, vecP, ipA, fpA, modeA, ovfA, vecA,
@@ -1436,6 +1445,9 @@ def _make_kernel(layout, path, has_out):
         units = -(-npix // T)
         per = T
         nblk = min(units, _BLOCKS)
+        G = group if tiled == 1 else 1
+        if G > 1:  # tasks of whole groups where they are enough to keep every thread busy
+            nblk = min(nblk, max(-(-units // G), min(units, nthr)))
         # the operand a layout does not use is a dummy, shaped from run-time values: Numba's branch
         # pruning leaves constant True / False conditions here, and a constant (1, 1) shape was then
         # conflated with (True, True) in the LLVM IR
@@ -1453,10 +1465,10 @@ def _make_kernel(layout, path, has_out):
             acc = wk[1]
             zrow = np.zeros_like(X[0, 0, 0])  # X's dtype
             if tiled == 1:  # the tile's row addresses per window row, zeros, and border window rows
-                Ptab = np.empty((kh, T), dtype=np.int64)
+                Ptab = np.empty((kh, G * T), dtype=np.int64)
                 Z = np.zeros(kw * Cin, dtype=np.float32)
-                MP = np.empty((T, kh, kw * Cin), dtype=np.float32)
-                acc4 = np.empty((T, NC), dtype=np.float32)
+                MP = np.empty((G * T, kh, kw * Cin), dtype=np.float32)
+                acc4 = np.empty((G * T, NC), dtype=np.float32)
             else:
                 Ptab = np.empty((1, 1), dtype=np.int64)
                 Z = np.empty(1, dtype=np.float32)
@@ -1471,23 +1483,24 @@ def _make_kernel(layout, path, has_out):
                 e0 = offset + r * NC
                 evc = evc_rows[r]
                 if tiled == 1:
-                    t = (r - r_lo) % T
-                    if t == 0:  # the tile's patches (the last one repeated past the block's end), then its rows
+                    t = (r - r_lo) % (G * T)
+                    if t == 0:  # the group's patches (the last one repeated past the block's end), then its rows
+                        nt = min(G, -(-(r_hi - r) // T))
                         _patch_rows(X, r, r_hi - 1, OH, OW, kh, kw, sh, sw, pt, pl, Ptab, Z, MP)
                         if path == _NATIVE32:
-                            _tile_native32(kh, kw * Cin, NC, Ptab, W32, acc4)
+                            _tile_native32(kh, kw * Cin, NC, Ptab, W32, acc4, nt)
                         elif path == _HALF_F16:
-                            _tile_f16(kh, kw * Cin, NC, Ptab, W32, acc4)
+                            _tile_f16(kh, kw * Cin, NC, Ptab, W32, acc4, nt)
                         elif path == _HALF_BF16:
-                            _tile_bf16(kh, kw * Cin, NC, Ptab, W32, acc4)
+                            _tile_bf16(kh, kw * Cin, NC, Ptab, W32, acc4, nt)
                         elif path == _HALF_PRODUCT_F16:
-                            _tile_product_f16(kh, kw * Cin, NC, Ptab, W32, acc4)
+                            _tile_product_f16(kh, kw * Cin, NC, Ptab, W32, acc4, nt)
                         elif path == _HALF_PRODUCT_BF16:
-                            _tile_product_bf16(kh, kw * Cin, NC, Ptab, W32, acc4)
+                            _tile_product_bf16(kh, kw * Cin, NC, Ptab, W32, acc4, nt)
                         elif path == _HALF_PRODUCT_EXACT_F16:
-                            _tile_product_exact_f16(kh, kw * Cin, NC, Ptab, W32, acc4)
+                            _tile_product_exact_f16(kh, kw * Cin, NC, Ptab, W32, acc4, nt)
                         else:
-                            _tile_product_exact_bf16(kh, kw * Cin, NC, Ptab, W32, acc4)
+                            _tile_product_exact_bf16(kh, kw * Cin, NC, Ptab, W32, acc4, nt)
                     for j in range(NC):
                         acc[j] = acc4[t, j]
                 elif layout == _CONV:
@@ -1567,6 +1580,21 @@ def _make_kernel(layout, path, has_out):
 
 _KERNELS: dict = {}
 
+#: float32 weight bytes above which the tiles share B's column panels in groups of :data:`_GROUP` tiles
+#: (:func:`_tiles_per_group`)
+_GROUP_BYTES, _GROUP = 1 << 19, 8
+
+
+def _tiles_per_group(size):
+    """Tiles per group of a float32-path call whose B has ``size`` values: 1 while B (float32) fits the L2
+    cache with room to spare, so each tile reads it from there; else :data:`_GROUP`, each column panel then
+    going through the group's tiles in turn (:func:`_make_tile`), read from memory once per group instead
+    of once per tile. A 64 x 2304 x 512 matmul (cifar_cnn's fc1 on the network runner's slices of 64 images;
+    its weights are 4.7 MB), three runs each, best of 7 calls, two threads, --avx2 on an Intel Xeon (2 MB of
+    L2 per core): fp8_e4m3_fp16 9.2-11.1 GMAC/s in tiles, 13.5-14.2 in groups; bf16_fp32 22.0-22.8 and 24.2-25.0;
+    500 rows fp8_e4m3_fp16 16.1-16.5 and 21.6-22.3."""
+    return _GROUP if 4 * size > _GROUP_BYTES else 1
+
 
 def _kernel(layout, path, has_out):
     """The compiled kernel for (layout, path, has_out), made on first use (and then cached on disk by
@@ -1588,10 +1616,11 @@ def _run_kernel(layout, X, W, path, spec, out, geometry, mult, offset, seed, K, 
     # (the float64 ones where the scalar core redoes a lane), the other paths the float64 ones
     xdt = np.float32 if path in _FLOAT32_LANES else np.float64
     W64 = _NO_W64 if path in _KINDS else np.ascontiguousarray(W, dtype=np.float64)
-    _kernel(layout, path, P[11])(np.ascontiguousarray(X, dtype=xdt), W64, _lanes32(W, path), np.int64(mult),
+    _kernel(layout, path, P[11])(np.ascontiguousarray(X, dtype=xdt), W64, _lanes32(W, path, layout), np.int64(mult),
                                  out, np.int64(kh), np.int64(kw), np.int64(sh), np.int64(sw), np.int64(pt),
                                  np.int64(pl), np.int64(offset), P, _key(spec, seed), rbits,
-                                 np.int64(_ORDER[spec.order]), np.int64(spec.chunk or 1), evc, _workspace_levels(K))
+                                 np.int64(_ORDER[spec.order]), np.int64(spec.chunk or 1), evc, _workspace_levels(K),
+                                 np.int64(_tiles_per_group(W.shape[0] * W.shape[1])), np.int64(get_num_threads()))
 
 
 @njit(cache=True, parallel=True)
@@ -2073,10 +2102,36 @@ _NO_LANES32 = np.zeros((1, 1), dtype=np.float32)
 _NO_W64 = np.zeros((1, 1), dtype=np.float64)
 
 
-def _lanes32(B, path):
-    """B as float32 for the float32 lanes (exact there: their gates admit only operands float32 holds),
-    else a dummy the kernel never reads."""
-    return np.ascontiguousarray(B, dtype=np.float32) if path in _FLOAT32_LANES else _NO_LANES32
+def _lanes32(B, path, layout=None):
+    """B as float32 for the float32 lanes (exact there: their gates admit only operands float32 holds), in
+    the column panels of :func:`_panels` for the tiles (``layout`` _CONV and a path of :data:`_KINDS`), else
+    a dummy the kernel never reads."""
+    if path not in _FLOAT32_LANES:
+        return _NO_LANES32
+    if layout == _CONV and path in _KINDS:
+        return _panels(B)
+    return np.ascontiguousarray(B, dtype=np.float32)
+
+
+def _panels(B):
+    """B (K, N) as float32 in the column panels the tiles read (:func:`_make_tile`): the panel of columns
+    j0 <= j < j0 + w (w = 16 while 16 columns are left, then 8 if 8 are, then the rest) is the K x w
+    row-major block at offset j0 * K. A tile's block then reads its 16 (or 8) columns of B as one
+    contiguous stream instead of one cache line per row of a long B: a dense layer of 2304 x 512 float32
+    weights (4.7 MB, over the L2 cache) read as rows 2 KB apart ran at a third of the convolutions' MAC
+    rate (bench/network.py, cifar_cnn's fc1; see :func:`_make_tile` for the layout's reader). Returned
+    with the shape (K, N), which the panels fill exactly, for the kernels' argument type."""
+    B = np.asarray(B, dtype=np.float32)
+    K, N = B.shape
+    out = np.empty(K * N, dtype=np.float32)
+    n16 = N // 16 * 16
+    out[:K * n16].reshape(N // 16, K, 16)[...] = B[:, :n16].reshape(K, N // 16, 16).transpose(1, 0, 2)
+    j0 = n16
+    if N - j0 >= 8:
+        out[j0 * K:(j0 + 8) * K] = B[:, j0:j0 + 8].reshape(-1)
+        j0 += 8
+    out[j0 * K:] = B[:, j0:].reshape(-1)
+    return out.reshape(K, N)
 
 
 def _in_safe_range(z):

@@ -368,10 +368,14 @@ _WINDOWS = [(3, 9, 11, 5, 3, 3, 1, "same", 24), (2, 8, 7, 17, 3, 5, (2, 3), "sam
 @pytest.mark.parametrize("spec", [MacSpec("fp8_e4m3", "fp16", fma=True), as_spec("fp32"), as_spec("fp16_fp16"),
                                   MacSpec("fp32", "bf16", product="bf16")], ids=str)
 @pytest.mark.parametrize("geometry", _WINDOWS, ids=str)
-def test_tiles_read_window_rows_where_they_lie(rng, spec, geometry):
+@pytest.mark.parametrize("grouped", [False, True], ids=["tiles", "groups"])
+def test_tiles_read_window_rows_where_they_lie(rng, spec, geometry, grouped, monkeypatch):
     """The tiles of a convolution read each window row of a patch in the input itself, from zeros, or from a
     buffer holding a row cut by the padding (``ops._patch_rows``), one segment of kw * Cin values after
-    another; every geometry gives the reference's values."""
+    another; every geometry gives the reference's values, also with the tiles in groups that share each
+    column panel of the weights (``ops._tiles_per_group``, forced here for weights of any size)."""
+    if grouped:
+        monkeypatch.setattr(ops, "_GROUP_BYTES", 0)
     n, H, W, cin, kh, kw, stride, pad, cout = geometry
     x = kernels.quantize(rng.standard_normal((n, H, W, cin)) * 0.5, spec.a)
     w = kernels.quantize(rng.standard_normal((kh, kw, cin, cout)) * 0.5, spec.b)
@@ -390,14 +394,20 @@ def test_tiles_read_window_rows_where_they_lie(rng, spec, geometry):
     (MacSpec("fp32", "fp16", product="fp16"), Path.HALF_PRODUCT_F16 if HAVE_FMA else Path.PRODUCT),
     (MacSpec("fp32", "bf16", product="bf16"), Path.HALF_PRODUCT_BF16 if HAVE_FMA else Path.PRODUCT),
 ], ids=str)
-@pytest.mark.parametrize("M, N", [(1, 11), (3, 16), (5, 24), (7, 37), (13, 45), (1543, 11), (1030, 3)])
-def test_tiles_of_rows_equal_reference(rng, spec, path, M, N):
+@pytest.mark.parametrize("M, N", [(1, 11), (3, 16), (5, 24), (7, 37), (13, 45), (50, 40), (1543, 11), (1030, 3)])
+@pytest.mark.parametrize("grouped", [False, True], ids=["tiles", "groups"])
+def test_tiles_of_rows_equal_reference(rng, spec, path, M, N, grouped, monkeypatch):
     """Matmul and convolution rows on the float32 paths are computed six (four on HALF_PRODUCT_F16 / BF16) at a
     time (``ops._TILE_ROWS``), whole tiles per task, in register-blocked blocks of 16 and then 8 columns
     (``kernels._vec``) and the
     last N % 8 columns alone: every row count (1543 rows: 258 tiles over 256 tasks, the last tile cut short)
     and column count (16 + 8 + 0, 16 + 16 + 5, 16 + 16 + 8 + 5, ...) gives the reference's values, and
-    float32 products that round stay unfused."""
+    float32 products that round stay unfused. The same with the tiles in groups of up to ``ops._GROUP``
+    sharing each column panel of B (``ops._tiles_per_group``, forced here for any B: on two threads 13 rows are
+    3 tiles in tasks of 1 and 2, 50 rows 9 tiles in tasks of 4 and 5, 1543 rows 33 tasks of 7 or 8 tiles, the
+    last cut short)."""
+    if grouped:
+        monkeypatch.setattr(ops, "_GROUP_BYTES", 0)
     scale = 1.0 if path == Path.NATIVE32 else 0.5
     a = kernels.quantize(rng.standard_normal((M, 19)) * scale, spec.a)
     b = kernels.quantize(rng.standard_normal((19, N)) * scale, spec.b)
@@ -566,3 +576,10 @@ def test_product_rounding_near_zero_and_the_midpoints_keeps_magnitude_and_sign(r
     assert same_values(o16, kernels.quantize(exact, "fp16")).all()
     assert same_values(ob16, kernels.quantize(exact, "bf16")).all()
     assert o16[-1] == 0 and np.signbit(o16[-1])
+
+
+def test_tiles_group_where_the_weights_pass_the_cache():
+    """Weights of more than 512 KB in float32 (cifar_cnn's fc1, 2304 x 512) put the tiles in groups; a
+    convolution's few weights (3 x 3 x 64 x 64) do not."""
+    assert ops._tiles_per_group(2304 * 512) == ops._GROUP > 1
+    assert ops._tiles_per_group(3 * 3 * 64 * 64) == 1

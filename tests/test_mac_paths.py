@@ -74,7 +74,8 @@ for kind, rows in zip(ops._KIND_NAMES, ops._TILE_ROWS):  # every tile: register-
     tile = getattr(ops, "_tile_" + kind)
     a = np.ones((rows, 3), np.float32)
     rows_at = (a.ctypes.data + a.strides[0] * np.arange(rows, dtype=np.int64)).reshape(1, rows)
-    tile(np.int64(1), np.int64(3), np.int64(24), rows_at, np.ones((3, 24), np.float32), np.empty((rows, 24), np.float32))
+    tile(np.int64(1), np.int64(3), np.int64(24), rows_at, np.ones((3, 24), np.float32), np.empty((rows, 24), np.float32),
+         np.int64(1))
     out[kind] = [sum(tile.stats.cache_hits.values()), sum(tile.stats.cache_misses.values())]
 print(json.dumps(out))
 """
