@@ -11,6 +11,7 @@ The exact semantics are documented in :mod:`kernels.quantize`.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -36,19 +37,28 @@ EV_NONE, EV_SAT, EV_WRAP, EV_INF, EV_INVALID = 0, 1, 2, 3, 4
 
 
 def encode(fmt) -> tuple[np.ndarray, np.ndarray]:
-    """The (ip, fp) parameter arrays of a FixedFormat or FloatFormat."""
+    """The (ip, fp) parameter arrays of a FixedFormat or FloatFormat (fresh copies: the caller may change
+    them). Worked out once per format (formats are frozen): a network layer asks five times per call, and
+    the format's derived properties made that 9.4 us a time, 0.25 s of 4.6 s for 100 224 x 224 MobileNetV2
+    images in slices of one image (bench/network.py's mobilenet_v2_224, fp8_e4m3_fp16, cProfile)."""
+    if not isinstance(fmt, (FixedFormat, FloatFormat)):
+        raise TypeError(f"cannot encode {fmt!r} for the scalar core")
+    ip, fp = _encoded(fmt)
+    return ip.copy(), fp.copy()
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded(fmt) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(fmt, FixedFormat):
         flags = F_SIGNED if fmt.signed else 0
         ip = [K_FIXED, 0, 0, fmt.frac, flags, fmt.bits, fmt.qmin, fmt.qmax]
         fp = [fmt.max, fmt.scale]
-    elif isinstance(fmt, FloatFormat):
+    else:
         flags = ((F_SUB if fmt.subnormals else 0) | (F_INF if fmt.has_inf else 0) | (F_NAN if fmt.has_nan else 0)
                  | (F_NEGZERO if fmt.has_negative_zero else 0) | (F_SIGNED if fmt.signed else 0)
                  | (F_ZERO if fmt.has_zero else 0) | (F_NAN2ZERO if not fmt.has_nan else 0))
         ip = [K_FLOAT, fmt.man, fmt.emin, fmt.bias, flags, fmt.bits, 0, 0]
         fp = [fmt.max, fmt.min_normal]
-    else:
-        raise TypeError(f"cannot encode {fmt!r} for the scalar core")
     return np.array(ip, dtype=np.int64), np.array(fp, dtype=np.float64)
 
 

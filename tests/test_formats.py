@@ -325,3 +325,19 @@ def test_quantize_keeps_shape(rng):
     x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
     for fmt in ("float8_e5m2", "uint3", "mxint8"):
         assert kernels.quantize(x, fmt).shape == x.shape
+
+
+def test_encoded_parameters_are_the_callers_own():
+    """``kernels._core.encode`` works each format out once; what it returns are copies, so a caller that
+    changes them (a test forcing a flag, say) changes nothing for the next one."""
+    from kernels import _core as C
+
+    f = parse_format("fp8_e4m3")
+    ip, fp = C.encode(f)
+    want = (ip.copy(), fp.copy())
+    ip[:] = -1
+    fp[:] = np.nan
+    again = C.encode(f)
+    assert np.array_equal(again[0], want[0]) and np.array_equal(again[1], want[1])
+    with pytest.raises(TypeError, match="cannot encode"):
+        C.encode("fp8_e4m3")
