@@ -1422,9 +1422,10 @@ def _make_kernel(layout, path, has_out):
     + j``; each task handles a block of rows with scratch buffers allocated once per block. The float32
     paths (:data:`_KINDS`) compute the _CONV layout's rows in tiles of _TILE_ROWS (:func:`_make_tile`), each
     output still accumulating alone, in order k = 0, 1, ..., the patches read one window row after another
-    where :func:`_patch_rows` finds them, ``group`` tiles at a time (:func:`_tiles_per_group`; the tasks then
-    hold whole groups where that still gives each of the ``nthr`` threads one: scheduling only, every
-    output is computed the same way); W32 holds the weights in :func:`_panels`' column panels. In the
+    where :func:`_patch_rows` finds them, up to ``group`` tiles at a time (:func:`_tiles_per_group`; the
+    tasks then hold about ``group`` tiles each, or fewer where that gives each of the ``nthr`` threads
+    one: scheduling only, every output is computed the same way); W32 holds the weights in
+    :func:`_panels`' column panels. In the
     _DEPTHWISE layout they read X directly (:func:`_make_row_dw`) instead of gathering lanes.
     """
     tiled = int(layout == _CONV and path in _KINDS)

@@ -327,10 +327,11 @@ def _q_f32_nearest(xb, ob, man, emin, emax, maxval, flags, ovf):
     subnormals, emin >= -126 and emax + 23 - man <= 127 (:func:`_q_f32_float`), by float32's own adder.
 
     For the magnitude ``a`` of an element, let E be its exponent clamped to [emin, emax] and
-    M = 2**(E + 23 - man), a float32 normal. Where a < 2**(E + 1), float32's sum ``a + M`` lies in M's
-    binade (man <= 22), whose spacing is 2**(E - man), the format's quantum at a; so the sum rounds a to
-    the nearest multiple of that quantum, ties to the even one (M is an even multiple), and subtracting
-    M is exact: ``(a + M) - M`` is the format's nearest-even rounding of a, above max where it overflows.
+    M = 2**(E + 23 - man), a float32 normal. Where a < 2**(E + 1), the exact sum ``a + M`` lies in
+    [M, M + 2**(E + 1)), within M's binade or at its end 2M (man <= 22), where float32's spacing is
+    2**(E - man), the format's quantum at a; so float32's sum rounds a to the nearest multiple of that
+    quantum, ties to the even one (M is an even multiple), possibly up to 2M, and subtracting M is exact:
+    ``(a + M) - M`` is the format's nearest-even rounding of a, above max where it overflows.
     Where a >= 2**(emax + 1) (E clamped), the difference is at least min(a, M) rounded down to that
     spacing, at least 2**(emax + 1) > max (or inf), an overflow either way.
     Overflow, signs, zeros, inf and NaN then as :func:`_f32_round` (same results, bit for bit: checked
