@@ -1447,7 +1447,7 @@ def _make_kernel(layout, path, has_out):
         per = T
         nblk = min(units, _BLOCKS)
         G = group if tiled == 1 else 1
-        if G > 1:  # tasks of whole groups where they are enough to keep every thread busy
+        if G > 1:  # tasks of about G tiles, or fewer where that gives each thread one
             nblk = min(nblk, max(-(-units // G), min(units, nthr)))
         # the operand a layout does not use is a dummy, shaped from run-time values: Numba's branch
         # pruning leaves constant True / False conditions here, and a constant (1, 1) shape was then
