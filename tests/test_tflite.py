@@ -232,6 +232,23 @@ def test_stochastic_mac_independent_of_batch_size(models):
     assert not np.array_equal(a, hwsim.run(net, x, batch_size=12, seed=6))
 
 
+def test_float_accumulator_reaches_the_requantizer_saturated(models):
+    """An emulated float accumulator's sums enter TF-Lite's integer requantization as its int32 input:
+    rounded to nearest even, +-inf (an fp16 overflow) and finite values past int32 saturated to int32's
+    limits; NaN has no integer value and is an error naming the layer. (They were cast with numpy's
+    float -> int64, which gives int64's minimum for +inf and NaN: a silent wrong sign.)"""
+    from kernels import MacSpec
+
+    net = load_tflite(models["residual"], mac=MacSpec("int8", "fp16"))
+    layer = net.mac_layers[0]
+    y = np.array([np.inf, -np.inf, 2.5, 3.5, -2.5, 1e12, -1e12, 65504.0, -7.0])
+    np.testing.assert_array_equal(layer.quant._as_int32(layer, y),
+                                  [2**31 - 1, -2**31, 2, 4, -2, 2**31 - 1, -2**31, 65504, -7])
+    with pytest.raises(ValueError, match=rf"layer {layer.name!r}: the int8 acc=fp16 accumulator gave NaN in 1 of 2 sums.*"
+                                         r"overflow='saturate'"):
+        layer.quant._as_int32(layer, np.array([1.0, np.nan]))
+
+
 def kernels_spec(fmt):
     from kernels import MacSpec
 

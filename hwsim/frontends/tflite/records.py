@@ -167,8 +167,7 @@ class MacOp(TFLiteOp):
         offset = int(offset) * per_image
         if layer.kind == "conv2d_transpose":  # the spread-out input is filled with the zero point too
             y = layer.mac(x, layer.kernel, self.mac, seed=seed, offset=offset, fill=np.float32(zp))
-            acc = np.rint(np.asarray(y, dtype=np.float64)).astype(np.int64)
-            return acc - np.int64(zp) * self.colsum + self.bias
+            return self._as_int32(layer, y) - np.int64(zp) * self.colsum + self.bias
         if layer.spatial and layer.padding == "same":  # TF-Lite pads with the input's zero point
             kh, kw = layer.kernel.shape[:2]
             dh, dw = layer.dilation
@@ -176,8 +175,21 @@ class MacOp(TFLiteOp):
             pads = [same_padding(n, k, s, "same") for n, k, s in zip(x.shape[1:3], ext, layer.strides)]
             x = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=np.float32(zp))
         y = layer.mac(x, layer.kernel, self.mac, seed=seed, offset=offset, padding="valid")
-        acc = np.rint(np.asarray(y, dtype=np.float64)).astype(np.int64)
-        return acc - np.int64(zp) * self.colsum + self.bias
+        return self._as_int32(layer, y) - np.int64(zp) * self.colsum + self.bias
+
+    def _as_int32(self, layer, y) -> np.ndarray:
+        """The MAC's sums as the requantizer's int32 input (int64 array): rounded to nearest, ties to even
+        (for ``int8_int32`` and other integer accumulators they are integers already), saturated at int32's
+        range, so an emulated float accumulator that overflowed to +-inf gives the largest input of its
+        sign. NaN (e.g. inf - inf after an overflow) has no integer value: ``ValueError``."""
+        y = np.asarray(y, dtype=np.float64)
+        nan = np.isnan(y)
+        if nan.any():
+            raise ValueError(f"layer {layer.name!r}: the {self.mac.name} accumulator gave NaN in "
+                             f"{int(nan.sum())} of {y.size} sums (an overflow to inf, then inf - inf); TF-Lite's "
+                             "integer requantization has no value for NaN: give the MAC spec overflow='saturate' "
+                             "or a wider accumulator")
+        return np.rint(np.clip(y, rq.INT32_MIN, rq.INT32_MAX)).astype(np.int64)
 
     def requantize(self, acc) -> np.ndarray:
         zp = self.output.zp
