@@ -48,6 +48,12 @@ def _keep_heap() -> bool:
 #: whether :func:`_keep_heap` changed malloc's thresholds in this process
 KEEP_HEAP = _keep_heap()
 
+from ._cache import track_package as _track_package
+
+#: Numba's cached kernels are recompiled when any module of this package changes, not only their own
+#: (:mod:`kernels._cache`); before the modules with ``cache=True`` functions load
+SOURCE_STAMP = _track_package(_os.path.dirname(_os.path.abspath(__file__)))
+
 from .formats import E8M0, FAMILIES, FORMATS, FixedFormat, FloatFormat, MXFormat, parse_format
 from .mac import PRESETS, MacSpec
 from .ops import MacStats, conv2d, depthwise_conv2d, matmul

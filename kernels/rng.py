@@ -25,9 +25,9 @@ stochastic result changed with the new generator (within seed noise: ``results/R
 document their own counter layout (``h`` the output and stage, ``l`` the position along K).
 ``tests/test_rng_quality.py`` tests the words' statistics on 10**8 draws.
 
-Numba inlines these functions into :mod:`kernels.ops` and :mod:`kernels.quantize`, and its on-disk cache
-of those modules does not notice a change here: a change to the generator must also touch them (or clear
-the ``__pycache__`` / ``NUMBA_CACHE_DIR`` caches), or stale kernels keep the old words.
+Numba inlines these functions into :mod:`kernels.ops` and :mod:`kernels.quantize`; a change here recompiles
+those kernels too, because the cache entries of every module of :mod:`kernels` carry the stamp of the whole
+package (:mod:`kernels._cache`).
 """
 
 from __future__ import annotations
