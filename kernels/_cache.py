@@ -11,7 +11,9 @@ gave the old results, silently (a new rounding helper, a new generator), until `
 :func:`track_package` gives the functions defined directly in a package directory the stamp of the whole
 directory instead: the SHA-256 over the names and contents of all its ``.py`` files, read once when the
 package is imported. Any edit then recompiles the package's kernels on their next first call (and rewrites
-their cache entries); an unchanged package loads them as before. It does so with Numba's own extension
+their cache entries); an unchanged package loads them as before. The pure-Python modules count too: njit
+code freezes the module-level constants it reads (format tables, codes) at compile time. The price: after
+any edit to ``kernels/``, the test suite compiles its kernels again (about two minutes here). It does so with Numba's own extension
 point, cache locator classes (the ones Numba tries in turn, ``numba.core.caching.CacheImpl._locator_classes``):
 one subclass of each of Numba's file-backed locators (``NUMBA_CACHE_DIR``, the in-tree ``__pycache__``, the
 user-wide directory), tried first and declining every file outside the tracked directories, so other
