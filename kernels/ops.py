@@ -56,6 +56,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from . import _core as C
+from . import _memo
 from ._core import f32_bits
 from ._vec import load_f32, make_block
 from ._half import HAVE_F16C, HAVE_FMA, bits_f32, mul_add_f32, product_bf16, product_f16, round_bf16, round_f16
@@ -1616,7 +1617,7 @@ def _run_kernel(layout, X, W, path, spec, out, geometry, mult, offset, seed, K, 
     # the tiles and depthwise rows of _KINDS read only the float32 weights; STOCH32 / STOCH32_PRODUCT read both
     # (the float64 ones where the scalar core redoes a lane), the other paths the float64 ones
     xdt = np.float32 if path in _FLOAT32_LANES else np.float64
-    W64 = _NO_W64 if path in _KINDS else np.ascontiguousarray(W, dtype=np.float64)
+    W64 = _NO_W64 if path in _KINDS else _memo.derived(W, "float64", _float64)
     _kernel(layout, path, P[11])(np.ascontiguousarray(X, dtype=xdt), W64, _lanes32(W, path, layout), np.int64(mult),
                                  out, np.int64(kh), np.int64(kw), np.int64(sh), np.int64(sw), np.int64(pt),
                                  np.int64(pl), np.int64(offset), P, _key(spec, seed), rbits,
@@ -2050,8 +2051,12 @@ def _stoch32_product_lane(spec: MacSpec, A, B) -> bool:
 
 def _abs_range(z):
     """(smallest nonzero magnitude, largest magnitude) of z; (inf, 0) when all zero or empty; NaN as
-    the largest when z holds a NaN."""
-    z = np.asarray(z)
+    the largest when z holds a NaN. Once per prepared weight array inside :func:`kernels._memo.reuse_weights`."""
+    return _memo.derived(np.asarray(z), "abs_range", _abs_range_of)
+
+
+def _abs_range_of(z):
+    """:func:`_abs_range`, computed."""
     if z.size == 0:
         return np.inf, 0.0
     if z.dtype not in (np.float32, np.float64):
@@ -2106,12 +2111,20 @@ _NO_W64 = np.zeros((1, 1), dtype=np.float64)
 def _lanes32(B, path, layout=None):
     """B as float32 for the float32 lanes (exact there: their gates admit only operands float32 holds), in
     the column panels of :func:`_panels` for the tiles (``layout`` _CONV and a path of :data:`_KINDS`), else
-    a dummy the kernel never reads."""
+    a dummy the kernel never reads. Once per prepared weight view inside :func:`kernels._memo.reuse_weights`."""
     if path not in _FLOAT32_LANES:
         return _NO_LANES32
     if layout == _CONV and path in _KINDS:
-        return _panels(B)
-    return np.ascontiguousarray(B, dtype=np.float32)
+        return _memo.derived(B, "panels", _panels)
+    return _memo.derived(B, "float32", _float32)
+
+
+def _float32(z):
+    return np.ascontiguousarray(z, dtype=np.float32)
+
+
+def _float64(z):
+    return np.ascontiguousarray(z, dtype=np.float64)
 
 
 def _panels(B):
@@ -2173,7 +2186,7 @@ def matmul(a, b, spec, seed=None, offset=0, stats=False):
     M, K = a_arr.shape
     N = b_arr.shape[1]
     A = _prepare(a_arr, spec.a, axis=1)
-    B = _prepare(b_arr, spec.b, axis=0)
+    B = _memo.rounded(b_arr, spec.b, 0, _prepare)
     exact = _exact_path(spec, K, stats)
     if exact is not None:
         dt, wrap = exact
@@ -2260,7 +2273,7 @@ def conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0, stats=Fal
     kh, kw, _, Cout = w_arr.shape
     K = kh * kw * Cin
     X = _prepare(x_arr, spec.a, axis=3)
-    Wq = _prepare(w_arr, spec.b, axis=2)
+    Wq = _memo.rounded(w_arr, spec.b, 2, _prepare)
     exact = _exact_path(spec, K, stats)
     if exact is not None:
         dt, wrap = exact
@@ -2325,7 +2338,7 @@ def depthwise_conv2d(x, w, spec, stride=1, padding="valid", seed=None, offset=0,
     kh, kw, _, m = w_arr.shape
     K = kh * kw
     X = _prepare(x_arr, spec.a, axis=3)
-    Wq = _prepare(w_arr, spec.b, axis=2)
+    Wq = _memo.rounded(w_arr, spec.b, 2, _prepare)
     exact = _exact_path(spec, K, stats)
     if exact is not None:
         dt, wrap = exact

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from kernels._memo import reuse_weights
 from kernels.formats import FixedFormat, MXFormat
 from kernels.mac import MacSpec, as_spec
 from kernels.quantize import check_real_array
@@ -226,15 +227,18 @@ def _run(network, images, mac, batch_size, seed, progress, labels):
     outs = []
     bar = Progress(len(images), network.name, enabled=progress)
     correct = 0
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].astype(np.float32)
-        y = forward(network, x, specs, seed=seed, offset=start)
-        outs.append(y)
-        extra = ""
-        if labels is not None:
-            correct += int((np.argmax(y.reshape(len(y), -1), axis=1) == labels[start:start + len(y)]).sum())
-            extra = f"acc {correct / (start + len(y)):.4f}"
-        bar.update(len(y), extra)
+    # the layers' weights are not written during a run: the kernels round and lay them out once, not once per
+    # slice of images (kernels._memo; the same values)
+    with reuse_weights():
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].astype(np.float32)
+            y = forward(network, x, specs, seed=seed, offset=start)
+            outs.append(y)
+            extra = ""
+            if labels is not None:
+                correct += int((np.argmax(y.reshape(len(y), -1), axis=1) == labels[start:start + len(y)]).sum())
+                extra = f"acc {correct / (start + len(y)):.4f}"
+            bar.update(len(y), extra)
     bar.close()
     if not outs:
         return np.zeros((0, *network.shapes[network.output]), dtype=np.float32)
