@@ -6,7 +6,7 @@ spec's format, scans its magnitude range for the data-dependent path gates, and 
 (float32 column panels for the tiles, a float64 copy for the float64 paths). A network run calls each layer
 once per slice of images with the same weights, and :mod:`hwsim.graph.runner` puts MobileNetV2 at
 224 x 224 through one image per slice: the weights' column panels alone were 17 % of its fp8 run
-(``python bench/_machine.py --avx2 python <cProfile of hwsim.run>``, 60 images, AMD EPYC).
+(cProfile of ``hwsim.run``, 60 images, ``--avx2``, AMD EPYC; with the reuse, 37.4 -> 44.0 img/s in an A/B run).
 
 Inside ``with reuse_weights():`` the kernels do that work once per (weight array object, format, axis) and
 reuse the result: the rounded array, and anything derived from it, keyed by the rounded array's buffer
