@@ -42,6 +42,7 @@ import numpy as np
 __all__ = [
     "INT32_MIN",
     "INT32_MAX",
+    "accumulator_input",
     "round_half_away",
     "wrap_int32",
     "quantize_multiplier",
@@ -69,6 +70,27 @@ def round_half_away(v) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         r = f + (a - f >= v.dtype.type(0.5))
     return np.copysign(np.where(np.isfinite(v), r, v), v).astype(v.dtype, copy=False)
+
+
+def accumulator_input(sums, correction, lo: int, hi: int, where: str) -> np.ndarray:
+    """The integer input of a requantizer (int64 array) from an emulated *float* accumulator's sums:
+    ``rint(sums) + correction`` (round to nearest even; ``correction`` the int64 zero-point and bias terms),
+    saturated to [``lo``, ``hi``], the range the requantizer is defined on (int32 for the int8 ops).
+
+    A sum that overflowed to +-inf, or went past the range, gives the limit of its sign: a saturating
+    float -> int conversion, hwsim's choice (TF-Lite's and ONNX Runtime's own accumulators are integers and
+    wrap), so that an overflowed sum lands at its end of the output range. (numpy's cast of +inf to int64
+    gives int64's minimum: the wrong end, silently.) NaN (inf - inf after an overflow) has no integer value:
+    ``ValueError`` naming ``where``."""
+    y = np.asarray(sums, dtype=np.float64)
+    nan = np.isnan(y)
+    if nan.any():
+        raise ValueError(f"{where}: the accumulator gave NaN in {int(nan.sum())} of {y.size} sums (an overflow to "
+                         "inf, then inf - inf); an integer requantization has no value for NaN: give the MAC spec "
+                         "overflow='saturate' or a wider accumulator")
+    # clipped to +-2**62 first, so that the cast is defined and adding the correction cannot wrap int64
+    acc = np.rint(np.clip(y, -2.0 ** 62, 2.0 ** 62)).astype(np.int64) + np.asarray(correction, dtype=np.int64)
+    return np.clip(acc, lo, hi)
 
 
 def wrap_int32(x) -> np.ndarray:

@@ -232,21 +232,42 @@ def test_stochastic_mac_independent_of_batch_size(models):
     assert not np.array_equal(a, hwsim.run(net, x, batch_size=12, seed=6))
 
 
-def test_float_accumulator_reaches_the_requantizer_saturated(models):
-    """An emulated float accumulator's sums enter TF-Lite's integer requantization as its int32 input:
-    rounded to nearest even, +-inf (an fp16 overflow) and finite values past int32 saturated to int32's
-    limits; NaN has no integer value and is an error naming the layer. (They were cast with numpy's
-    float -> int64, which gives int64's minimum for +inf and NaN: a silent wrong sign.)"""
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_an_overflowed_float_accumulator_gives_the_end_of_the_output_range(models, kernels):
+    """An emulated fp16 accumulator that overflows (mac=): +inf sums give the top output code, -inf the bottom
+    one, in every kernel mode (the requantizer gets int32's limits, zero-point and bias terms included). numpy's
+    float -> int64 cast had turned +inf into int64's minimum: the bottom code, or an int32 range error in the
+    reference requantizers. NaN is an error naming the layer."""
     from kernels import MacSpec
 
-    net = load_tflite(models["residual"], mac=MacSpec("int8", "fp16"))
+    net = load_tflite(models["residual"], kernels=kernels, mac=MacSpec("int8", "fp16"))
     layer = net.mac_layers[0]
-    y = np.array([np.inf, -np.inf, 2.5, 3.5, -2.5, 1e12, -1e12, 65504.0, -7.0])
-    np.testing.assert_array_equal(layer.quant._as_int32(layer, y),
-                                  [2**31 - 1, -2**31, 2, 4, -2, 2**31 - 1, -2**31, 65504, -7])
-    with pytest.raises(ValueError, match=rf"layer {layer.name!r}: the int8 acc=fp16 accumulator gave NaN in 1 of 2 sums.*"
-                                         r"overflow='saturate'"):
-        layer.quant._as_int32(layer, np.array([1.0, np.nan]))
+    rec = layer.quant
+    zp = rec.inputs[0].zp
+    out_shape = (1, *rec.output.shape[1:])
+    for sign, code in ((1, rec.hi), (-1, rec.lo)):
+        acc = rec._sums(layer, np.full(out_shape, sign * np.inf), zp)
+        assert np.all(np.abs(acc) <= 2**31)
+        assert np.all(rec.requantize(acc) == code), (sign, kernels)
+    with pytest.raises(ValueError, match=rf"layer {layer.name!r} \(int8 acc=fp16\): the accumulator gave NaN in 1 "
+                                         r"of 2 sums.*overflow='saturate'"):
+        rec._sums(layer, np.array([1.0, np.nan]), zp)
+
+
+def test_int16x8_sums_past_int32_stay_exact():
+    """The int16x8 ops' accumulator is int64 (TF-Lite's too): a sum past 2**31 reaches the requantizer
+    exactly (a Dense of 1024 taps, inputs 32767, weights 127: 32767 * 127 * 1024 = 4261282816)."""
+    from hwsim.frontends.tflite import INT16_MAC, records as R
+    from hwsim.graph import ir
+
+    K = 1024
+    k = np.full((K, 1), 127.0, dtype=np.float32)
+    layer = ir.Dense("fc", ("input",), kernel=k)
+    t = R.TensorQ(0, "x", "int16", (1, K), np.ones(1, np.float32), np.zeros(1, np.int64))
+    o = R.TensorQ(1, "y", "int16", (1, 1), np.ones(1, np.float32), np.zeros(1, np.int64))
+    rec = R.Mac16Op(op="FULLY_CONNECTED", index=0, inputs=(t,), output=o, kernels="reference", mac=INT16_MAC,
+                    colsum=np.array([127 * K]), bias=np.array([0], np.int64))
+    assert rec.accumulate(layer, np.full((1, K), 32767.0, dtype=np.float32)).ravel()[0] == 32767 * 127 * K
 
 
 def kernels_spec(fmt):

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwsim.graph import ir
+from kernels.formats import FixedFormat
+from kernels.mac import as_spec
 from quant import requant as rq
 
 
@@ -80,7 +82,12 @@ class QLinearMac:
         x = np.asarray(inputs[0], np.float32)
         per_image = int(np.prod(layer.output_shape([x.shape[1:]])))
         y = layer.mac(x, layer.kernel, self.mac, seed=seed, offset=int(offset) * per_image)
-        acc = np.rint(np.asarray(y, np.float64)).astype(np.int64) - np.int64(self.x_zp) * self.colsum + self.bias
+        correction = self.bias - np.int64(self.x_zp) * self.colsum
+        if isinstance(as_spec(self.mac).accum, FixedFormat):
+            acc = np.rint(np.asarray(y, np.float64)).astype(np.int64) + correction
+        else:  # a float accumulator (mac=): saturated to int32, the requantizer's input; NaN an error
+            acc = rq.accumulator_input(y, correction, rq.INT32_MIN, rq.INT32_MAX,
+                                       f"layer {layer.name!r} ({as_spec(self.mac).name})")
         return requantize(acc, self.scale, self.y_zp, self.lo, self.hi)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwsim.graph import ir
+from kernels.formats import FixedFormat
 from kernels.mac import MacSpec
 from kernels.ops import same_padding
 
@@ -167,7 +168,7 @@ class MacOp(TFLiteOp):
         offset = int(offset) * per_image
         if layer.kind == "conv2d_transpose":  # the spread-out input is filled with the zero point too
             y = layer.mac(x, layer.kernel, self.mac, seed=seed, offset=offset, fill=np.float32(zp))
-            return self._as_int32(layer, y) - np.int64(zp) * self.colsum + self.bias
+            return self._sums(layer, y, zp)
         if layer.spatial and layer.padding == "same":  # TF-Lite pads with the input's zero point
             kh, kw = layer.kernel.shape[:2]
             dh, dw = layer.dilation
@@ -175,21 +176,20 @@ class MacOp(TFLiteOp):
             pads = [same_padding(n, k, s, "same") for n, k, s in zip(x.shape[1:3], ext, layer.strides)]
             x = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=np.float32(zp))
         y = layer.mac(x, layer.kernel, self.mac, seed=seed, offset=offset, padding="valid")
-        return self._as_int32(layer, y) - np.int64(zp) * self.colsum + self.bias
+        return self._sums(layer, y, zp)
 
-    def _as_int32(self, layer, y) -> np.ndarray:
-        """The MAC's sums as the requantizer's int32 input (int64 array): rounded to nearest, ties to even
-        (for ``int8_int32`` and other integer accumulators they are integers already), saturated at int32's
-        range, so an emulated float accumulator that overflowed to +-inf gives the largest input of its
-        sign. NaN (e.g. inf - inf after an overflow) has no integer value: ``ValueError``."""
-        y = np.asarray(y, dtype=np.float64)
-        nan = np.isnan(y)
-        if nan.any():
-            raise ValueError(f"layer {layer.name!r}: the {self.mac.name} accumulator gave NaN in "
-                             f"{int(nan.sum())} of {y.size} sums (an overflow to inf, then inf - inf); TF-Lite's "
-                             "integer requantization has no value for NaN: give the MAC spec overflow='saturate' "
-                             "or a wider accumulator")
-        return np.rint(np.clip(y, rq.INT32_MIN, rq.INT32_MAX)).astype(np.int64)
+    #: the requantizer's input range: int32, the int8 ops' accumulator
+    _ACC_RANGE = (rq.INT32_MIN, rq.INT32_MAX)
+
+    def _sums(self, layer, y, zp) -> np.ndarray:
+        """``sum((x - zp) * w) + bias`` (int64) from the MAC's sums ``y = sum(x * w)``. An integer accumulator's
+        sums are integers, used as they are; a float accumulator's (``mac=`` a float spec) go through
+        :func:`quant.requant.accumulator_input`: saturated to :attr:`_ACC_RANGE` (an overflow to inf lands at
+        its end of the output range), NaN an error naming the layer."""
+        correction = self.bias - np.int64(zp) * self.colsum
+        if isinstance(self.mac.accum, FixedFormat):
+            return np.rint(np.asarray(y, dtype=np.float64)).astype(np.int64) + correction
+        return rq.accumulator_input(y, correction, *self._ACC_RANGE, f"layer {layer.name!r} ({self.mac.name})")
 
     def requantize(self, acc) -> np.ndarray:
         zp = self.output.zp
@@ -491,6 +491,9 @@ class Mac16Op(MacOp):
     layer_op: str = "conv"
     w_scales: np.ndarray = field(default=None, repr=False)
     bias_bits: object = 64
+
+    #: TF-Lite's int16x8 accumulator is int64; its requantizer (:func:`.int16.mbqm_int64`) holds for |x| < 2**47
+    _ACC_RANGE = (-(2 ** 47 - 1), 2 ** 47 - 1)
 
     def requantize(self, acc) -> np.ndarray:
         from .int16 import mac_requant
