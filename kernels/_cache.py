@@ -33,11 +33,14 @@ _TRACKED: dict[str, str] = {}
 
 
 def package_stamp(directory: str) -> str:
-    """SHA-256 (hex) over the sorted names and the contents of the ``.py`` files directly in ``directory``."""
+    """SHA-256 (hex) over the sorted names and the contents of the ``.py`` files directly in ``directory``:
+    regular files (or links to them) whose names do not start with a dot, so an editor's lock file (Emacs's
+    ``.#ops.py``, a dangling link) neither breaks ``import kernels`` nor changes the stamp."""
     h = hashlib.sha256()
     for name in sorted(os.listdir(directory)):
-        if name.endswith(".py"):
-            with open(os.path.join(directory, name), "rb") as f:
+        path = os.path.join(directory, name)
+        if name.endswith(".py") and not name.startswith(".") and os.path.isfile(path):
+            with open(path, "rb") as f:
                 data = f.read()
             h.update(f"{name}\0{len(data)}\0".encode())
             h.update(data)

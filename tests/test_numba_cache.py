@@ -71,3 +71,17 @@ def test_the_kernels_package_is_tracked():
     locator = ops._abs_range_kernel32._cache._impl._locator
     assert isinstance(locator, _cache.LOCATORS)
     assert locator.get_source_stamp() == kernels.SOURCE_STAMP
+
+
+def test_editor_files_neither_break_nor_change_the_stamp(tmp_path):
+    """An Emacs lock file (a dangling link named ``.#a.py``), a dot file and a directory named ``*.py`` are not
+    sources: ``import kernels`` must not fail on them while someone edits, and the stamp ignores them."""
+    _package(tmp_path, 1)
+    pkg = tmp_path / "pkg"
+    before = _cache.package_stamp(str(pkg))
+    os.symlink("user@host.1234:1700000000", pkg / ".#a.py")
+    (pkg / ".hidden.py").write_text("x = 1\n")
+    (pkg / "data.py").mkdir()
+    assert _cache.package_stamp(str(pkg)) == before
+    (pkg / "b.py").write_text(HELPER.format(3))
+    assert _cache.package_stamp(str(pkg)) != before
