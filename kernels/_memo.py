@@ -1,8 +1,8 @@
 """Prepared weight operands, reused across the kernel calls of one block (:func:`reuse_weights`).
 
 Each call of :func:`kernels.matmul`, :func:`kernels.conv2d` or :func:`kernels.depthwise_conv2d` prepares its
-right operand (``b``, the weights ``w``) from scratch: it checks it for NaN / inf and rounds it into the
-spec's format, scans its magnitude range for the data-dependent path gates, and lays it out for the kernel
+right operand (``b``, the weights ``w``) from scratch: it checks its dtype and rounds it into the spec's
+format, scans its magnitude range for the data-dependent path gates, and lays it out for the kernel
 (float32 column panels for the tiles, a float64 copy for the float64 paths). A network run calls each layer
 once per slice of images with the same weights, and :mod:`hwsim.graph.runner` puts MobileNetV2 at
 224 x 224 through one image per slice: the weights' column panels alone were 17 % of its fp8 run
@@ -16,7 +16,9 @@ block. An entry lives as long as its weight array (``weakref.finalize``), so a f
 grouped convolution's slices, an array whose address is reused) never finds another's entry.
 
 The promise the caller makes: no weight array passed to the kernels inside the block is changed in place
-inside the block. :func:`hwsim.run` keeps it (the layers' weights are not written during a run).
+inside the block. :func:`hwsim.run` and the sweep's points keep it (the layers' weights are not written during
+a run). The cost: the prepared copies (rounded weights, panels, a float64 copy) of every weight array in use
+stay in memory until the block ends, two to three times the weights' size.
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ class _Memo:
     def __init__(self):
         self.rounded = {}  # (id(w), fmt, axis) -> rounded array, or _SAME
         self.derived = {}  # buffer address of a rounded array -> {(tag, shape, strides, dtype): value}
-        self.finalizers = []  # detached when the block ends, so the weights do not keep this memo alive
+        self.finalizers = {}  # key -> its weight's finalizer: detached when the block ends, so the weights
+        #                       do not keep this memo alive
 
     def forget(self, key, address):
         self.rounded.pop(key, None)
         self.derived.pop(address, None)
+        self.finalizers.pop(key, None)
 
 
 @contextlib.contextmanager
@@ -59,8 +63,9 @@ def reuse_weights():
         yield
     finally:
         _ACTIVE.reset(token)
-        for f in memo.finalizers:
+        for f in list(memo.finalizers.values()):
             f.detach()
+        memo.finalizers.clear()
         memo.rounded.clear()
         memo.derived.clear()
 
@@ -77,7 +82,7 @@ def rounded(w, fmt, axis, prepare):
     r = prepare(w, fmt, axis)
     try:
         address = _address(r)
-        m.finalizers.append(weakref.finalize(w, m.forget, key, address))
+        m.finalizers[key] = weakref.finalize(w, m.forget, key, address)
     except (TypeError, AttributeError):  # not weak-referenceable / not an array: no reuse
         return r
     m.rounded[key] = _SAME if r is w else r
