@@ -586,6 +586,8 @@ def context(settings: dict) -> Context:
 
 def evaluate(settings: dict, point: G.Point, on_images=None, batch_size: int = DEFAULT_BATCH) -> dict:
     """Evaluate one point; returns its ``points.csv`` row. ``on_images(n)`` is called after each batch."""
+    from kernels._memo import reuse_weights
+
     from .graph.runner import forward, resolve_specs
 
     t0 = time.perf_counter()
@@ -596,13 +598,14 @@ def evaluate(settings: dict, point: G.Point, on_images=None, batch_size: int = D
     images, labels = ctx.images, ctx.labels
     correct = 0
     digest = hashlib.sha256()
-    for start in range(0, len(labels), batch_size):
-        x = images[start:start + batch_size].astype(np.float32)
-        y = forward(net, x, specs, seed=point.seed, offset=start)
-        digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
-        correct += int((np.argmax(y.reshape(len(y), -1), axis=1) == labels[start:start + len(y)]).sum())
-        if on_images is not None:
-            on_images(len(y))
+    with reuse_weights():  # the weights are rounded and laid out once per point, not once per slice
+        for start in range(0, len(labels), batch_size):
+            x = images[start:start + batch_size].astype(np.float32)
+            y = forward(net, x, specs, seed=point.seed, offset=start)
+            digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+            correct += int((np.argmax(y.reshape(len(y), -1), axis=1) == labels[start:start + len(y)]).sum())
+            if on_images is not None:
+                on_images(len(y))
     n = int(len(labels))
     return {"weights": point.weights, "activations": point.activations, "accum": point.accum,
             "rounding": point.rounding, "seed": point.seed, "images": n, "correct": correct,
