@@ -12,8 +12,8 @@ the first-run cost (mostly compiling kernels, decoding the images, importing Ten
 
 After the sweep it also prints, from the warm sweep's own per-point times (``points.csv``, ``seconds``),
 each round-to-nearest point with float operands wider than 8 bits as a ratio to the mean time of the
-points with 8-bit float operands (fp8 e4m3 / e5m2: their products are exact in the accumulator, the fast
-paths) into the same accumulator, on the same network and images. Operands wider than an fp16 accumulator
+points with 8-bit float operands (fp8 e4m3 / e5m2: their products are exact in float32, the fast paths)
+into the same accumulator, on the same network and images. Operands wider than an fp16 accumulator
 (fp32, bf16 into fp16) take the general float path: that ratio is the one #19 bounds at 5x.
 """
 
@@ -91,7 +91,7 @@ def main(argv=None):
         print(f"warm default sweep: {warm_sweep[0]:.1f} s (target <= 120 s: {'PASS' if warm_sweep[0] <= 120 else 'FAIL'})")
     if per_point:
         print("\nwarm sweep, round to nearest, seconds per point against the 8-bit float operand points "
-              "(exact products) into the same accumulator:")
+              "(products exact in float32) into the same accumulator:")
         for name, sec, ref, general in per_point:
             target = f"  general float path (target <= 5x: {'PASS' if sec <= 5 * ref else 'FAIL'})" if general else ""
             print(f"  {name:<40} {sec:7.3f} s = {sec / ref:5.2f}x {ref:.3f} s{target}")
