@@ -43,6 +43,7 @@ __all__ = [
     "INT32_MIN",
     "INT32_MAX",
     "accumulator_input",
+    "saturate_output",
     "round_half_away",
     "wrap_int32",
     "quantize_multiplier",
@@ -72,16 +73,19 @@ def round_half_away(v) -> np.ndarray:
     return np.copysign(np.where(np.isfinite(v), r, v), v).astype(v.dtype, copy=False)
 
 
-def accumulator_input(sums, correction, lo: int, hi: int, where: str) -> np.ndarray:
-    """The integer input of a requantizer (int64 array) from an emulated *float* accumulator's sums:
-    ``rint(sums) + correction`` (round to nearest even; ``correction`` the int64 zero-point and bias terms),
-    saturated to [``lo``, ``hi``], the range the requantizer is defined on (int32 for the int8 ops).
+def accumulator_input(sums, correction, lo: int, hi: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The integer input of a requantizer from an emulated *float* MAC result (``sums``, e.g. an fp16
+    accumulator's): ``(acc, over)``. ``acc`` (int64) is ``rint(sums) + correction`` (round to nearest even;
+    ``correction`` the int64 zero-point and bias terms) where that lies in [``lo``, ``hi``], the range the
+    requantizer is defined on, and 0 elsewhere; ``over`` (int8) is +1 / -1 where it lies above / below the
+    range (a sum that overflowed to +-inf included), else 0.
 
-    A sum that overflowed to +-inf, or went past the range, gives the limit of its sign: a saturating
-    float -> int conversion, hwsim's choice (TF-Lite's and ONNX Runtime's own accumulators are integers and
-    wrap), so that an overflowed sum lands at its end of the output range. (numpy's cast of +inf to int64
-    gives int64's minimum: the wrong end, silently.) NaN (inf - inf after an overflow) has no integer value:
-    ``ValueError`` naming ``where``."""
+    The caller gives an ``over`` element the end of the output range of its sign (the requantizers' multipliers
+    are positive): a saturating conversion, hwsim's choice (TF-Lite's and ONNX Runtime's own accumulators are
+    integers and wrap). Requantizing the saturated value instead would not do: TF-Lite's int16x8 requantizers
+    wrap their result to int32, and the int8 ones with a multiplier above 1 shift their input left and refuse
+    what overflows int32. (numpy's cast of +inf to int64 gives int64's minimum: the wrong end, silently.) NaN
+    (inf - inf after an overflow) has no integer value: ``ValueError`` naming ``where``."""
     y = np.asarray(sums, dtype=np.float64)
     nan = np.isnan(y)
     if nan.any():
@@ -90,7 +94,16 @@ def accumulator_input(sums, correction, lo: int, hi: int, where: str) -> np.ndar
                          "overflow='saturate' or a wider accumulator")
     # clipped to +-2**62 first, so that the cast is defined and adding the correction cannot wrap int64
     acc = np.rint(np.clip(y, -2.0 ** 62, 2.0 ** 62)).astype(np.int64) + np.asarray(correction, dtype=np.int64)
-    return np.clip(acc, lo, hi)
+    over = (acc > hi).astype(np.int8) - (acc < lo).astype(np.int8)
+    return np.where(over != 0, 0, acc), over
+
+
+def saturate_output(y, over, lo, hi) -> np.ndarray:
+    """``y`` (the requantized codes) with ``hi`` where ``over`` > 0 and ``lo`` where ``over`` < 0
+    (:func:`accumulator_input`)."""
+    if over is None or not over.any():
+        return y
+    return np.where(over > 0, hi, np.where(over < 0, lo, y)).astype(np.asarray(y).dtype, copy=False)
 
 
 def wrap_int32(x) -> np.ndarray:

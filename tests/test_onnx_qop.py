@@ -306,7 +306,8 @@ def test_qoperator_sigmoid_gate_model(tmp_path):
     np.testing.assert_array_equal(hwsim.run(hwsim.load_model(qpath), x), _session(qpath).run(None, {"x": x})[0])
 
 
-def test_an_overflowed_float_accumulator_gives_the_top_output_code():
+@pytest.mark.parametrize("out", [None, "fp16"])
+def test_an_overflowed_float_accumulator_gives_the_top_output_code(out):
     """QLinearMac on an emulated fp16 accumulator (mac=): 16 taps of 127 * 127 = 258064 overflow fp16 to
     +inf, which reaches the requantizer as int32's maximum, so the output is the top code 127 (numpy's cast
     had made it int64's minimum: -128); -inf gives the bottom code."""
@@ -316,7 +317,7 @@ def test_an_overflowed_float_accumulator_gives_the_top_output_code():
 
     k = np.full((16, 2), 127.0, dtype=np.float32)
     layer = ir.Dense("d", ("input",), kernel=k)
-    spec = MacSpec("int8", "fp16")
+    spec = MacSpec("int8", "fp16") if out is None else MacSpec("int8", "int32", out=out)  # or an fp16 output
     rec = QLinearMac(x_zp=0, colsum=k.astype(np.int64).sum(0), bias=np.zeros(2, np.int64),
                      scale=np.full(2, 1e-4, np.float32), y_zp=0, lo=-128, hi=127, mac=spec)
     x = np.full((1, 16), 127.0, dtype=np.float32)

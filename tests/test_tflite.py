@@ -232,26 +232,61 @@ def test_stochastic_mac_independent_of_batch_size(models):
     assert not np.array_equal(a, hwsim.run(net, x, batch_size=12, seed=6))
 
 
+class _Overflowing:
+    """A MAC layer whose MAC results are all ``value`` (+-inf: an emulated accumulator that overflowed)."""
+
+    def __init__(self, layer, value):
+        self._layer, self._value = layer, value
+
+    def __getattr__(self, name):
+        return getattr(self._layer, name)
+
+    def mac(self, x, *args, **kw):
+        return np.full(self._layer.mac(x, *args, **kw).shape, self._value)
+
+
 @pytest.mark.parametrize("kernels", KERNELS)
-def test_an_overflowed_float_accumulator_gives_the_end_of_the_output_range(models, kernels):
-    """An emulated fp16 accumulator that overflows (mac=): +inf sums give the top output code, -inf the bottom
-    one, in every kernel mode (the requantizer gets int32's limits, zero-point and bias terms included). numpy's
-    float -> int64 cast had turned +inf into int64's minimum: the bottom code, or an int32 range error in the
-    reference requantizers. NaN is an error naming the layer."""
+@pytest.mark.parametrize("out", [None, "fp16"])
+def test_an_overflowed_float_accumulator_gives_the_end_of_the_output_range(models, kernels, out):
+    """An emulated float accumulator (or an int32 one with an fp16 output format) that overflows (mac=): +inf
+    sums give the top output code, -inf the bottom one, in every kernel mode. numpy's float -> int64 cast had
+    turned +inf into int64's minimum: the bottom code, or an int32 range error in the reference
+    requantizers. NaN is an error naming the layer."""
     from kernels import MacSpec
 
-    net = load_tflite(models["residual"], kernels=kernels, mac=MacSpec("int8", "fp16"))
+    spec = MacSpec("int8", "fp16") if out is None else MacSpec("int8", "int32", out=out)
+    net = load_tflite(models["residual"], kernels=kernels, mac=spec)
     layer = net.mac_layers[0]
     rec = layer.quant
-    zp = rec.inputs[0].zp
-    out_shape = (1, *rec.output.shape[1:])
-    for sign, code in ((1, rec.hi), (-1, rec.lo)):
-        acc = rec._sums(layer, np.full(out_shape, sign * np.inf), zp)
-        assert np.all(np.abs(acc) <= 2**31)
-        assert np.all(rec.requantize(acc) == code), (sign, kernels)
-    with pytest.raises(ValueError, match=rf"layer {layer.name!r} \(int8 acc=fp16\): the accumulator gave NaN in 1 "
+    x = _images((16, 16, 3), n=2).astype(np.float32) - 128
+    for value, code in ((np.inf, rec.hi), (-np.inf, rec.lo), (1e12, rec.hi), (-1e12, rec.lo)):
+        assert np.all(rec.run(_Overflowing(layer, value), [x]) == code), (value, kernels)
+    with pytest.raises(ValueError, match=rf"layer {layer.name!r} \({spec.name}\): the accumulator gave NaN in 1 "
                                          r"of 2 sums.*overflow='saturate'"):
-        rec._sums(layer, np.array([1.0, np.nan]), zp)
+        rec._sums(layer, np.array([1.0, np.nan]), rec.inputs[0].zp)
+
+
+@pytest.mark.parametrize("op,kernels,bias_bits", [("fc", "reference", 64), ("conv", "reference", 64),
+                                                   ("fc", "builtin", "none")])
+def test_int16x8_overflowed_float_accumulator_gives_the_end_of_the_output_range(op, kernels, bias_bits):
+    """The int16x8 requantizers wrap past int32 (conv / dw), turn it into int32's minimum (fc) or wrap the
+    sum first (bias-less fc, builtin): an fp16 accumulator's +-inf must still give the top / bottom code."""
+    from hwsim.frontends.tflite import records as R
+    from hwsim.graph import ir
+    from kernels import MacSpec
+
+    K = 64
+    k = np.full((K, 3), 100.0, dtype=np.float32)
+    layer = ir.Dense("fc", ("input",), kernel=k)
+    t = R.TensorQ(0, "x", "int16", (1, K), np.array([2.0 ** -7], np.float32), np.zeros(1, np.int64))
+    o = R.TensorQ(1, "y", "int16", (1, 3), np.ones(1, np.float32), np.zeros(1, np.int64))
+    rec = R.Mac16Op(op="FULLY_CONNECTED", index=0, inputs=(t,), output=o, kernels=kernels,
+                    mac=MacSpec("int16", "fp16", b="int8"), colsum=np.full(3, 100 * K), bias=np.zeros(3, np.int64),
+                    layer_op=op, w_scales=np.full(3, 2.0 ** -7, np.float32), bias_bits=bias_bits, lo=-32768, hi=32767)
+    x = np.full((1, K), 30000.0, dtype=np.float32)
+    assert np.all(np.isinf(layer.mac(x, k, rec.mac)))  # 64 * 30000 * 100 overflows fp16
+    np.testing.assert_array_equal(rec.run(layer, [x]), [[32767] * 3])
+    np.testing.assert_array_equal(rec.run(layer, [-x]), [[-32768] * 3])
 
 
 def test_int16x8_sums_past_int32_stay_exact():

@@ -83,12 +83,14 @@ class QLinearMac:
         per_image = int(np.prod(layer.output_shape([x.shape[1:]])))
         y = layer.mac(x, layer.kernel, self.mac, seed=seed, offset=int(offset) * per_image)
         correction = self.bias - np.int64(self.x_zp) * self.colsum
-        if isinstance(as_spec(self.mac).accum, FixedFormat):
-            acc = np.rint(np.asarray(y, np.float64)).astype(np.int64) + correction
-        else:  # a float accumulator (mac=): saturated to int32, the requantizer's input; NaN an error
-            acc = rq.accumulator_input(y, correction, rq.INT32_MIN, rq.INT32_MAX,
-                                       f"layer {layer.name!r} ({as_spec(self.mac).name})")
-        return requantize(acc, self.scale, self.y_zp, self.lo, self.hi)
+        spec = as_spec(self.mac)
+        if isinstance(spec.out_format, FixedFormat):
+            return requantize(np.rint(np.asarray(y, np.float64)).astype(np.int64) + correction, self.scale,
+                              self.y_zp, self.lo, self.hi)
+        # a float MAC result (mac=): past int32, the requantizer's input, it gives the end of the output range of
+        # its sign (an overflow to inf too); NaN is an error
+        acc, over = rq.accumulator_input(y, correction, rq.INT32_MIN, rq.INT32_MAX, f"layer {layer.name!r} ({spec.name})")
+        return rq.saturate_output(requantize(acc, self.scale, self.y_zp, self.lo, self.hi), over, self.lo, self.hi)
 
 
 @dataclass(frozen=True, eq=False)

@@ -160,7 +160,13 @@ class MacOp(TFLiteOp):
     hi: int = 127
 
     def accumulate(self, layer, x, seed=None, offset=0) -> np.ndarray:
-        """The exact int32 accumulators ``sum((x - zp_x) * w) + bias`` (int64 array)."""
+        """The exact int32 accumulators ``sum((x - zp_x) * w) + bias`` (int64 array; with a float MAC result,
+        0 where it left the requantizer's range: :meth:`_accumulate`)."""
+        return self._accumulate(layer, x, seed, offset)[0]
+
+    def _accumulate(self, layer, x, seed=None, offset=0):
+        """(accumulators, over): ``over`` None, or +1 / -1 where a float MAC result left the requantizer's
+        range (:meth:`_sums`)."""
         zp = self.inputs[0].zp
         x = np.asarray(x, dtype=np.float32)
         # stochastic counters: element offset of this batch (first image ``offset``) in the whole run
@@ -181,14 +187,15 @@ class MacOp(TFLiteOp):
     #: the requantizer's input range: int32, the int8 ops' accumulator
     _ACC_RANGE = (rq.INT32_MIN, rq.INT32_MAX)
 
-    def _sums(self, layer, y, zp) -> np.ndarray:
-        """``sum((x - zp) * w) + bias`` (int64) from the MAC's sums ``y = sum(x * w)``. An integer accumulator's
-        sums are integers, used as they are; a float accumulator's (``mac=`` a float spec) go through
-        :func:`quant.requant.accumulator_input`: saturated to :attr:`_ACC_RANGE` (an overflow to inf lands at
-        its end of the output range), NaN an error naming the layer."""
+    def _sums(self, layer, y, zp):
+        """(``sum((x - zp) * w) + bias`` as int64, over) from the MAC's results ``y = sum(x * w)``. A MAC whose
+        result format is an integer one gives integers, used as they are (over None); a float result (``mac=``
+        a float accumulator or output format) goes through :func:`quant.requant.accumulator_input`: where it
+        leaves :attr:`_ACC_RANGE` (an overflow to inf too) :meth:`run` gives the end of the output range of
+        its sign; NaN is an error naming the layer."""
         correction = self.bias - np.int64(zp) * self.colsum
-        if isinstance(self.mac.accum, FixedFormat):
-            return np.rint(np.asarray(y, dtype=np.float64)).astype(np.int64) + correction
+        if isinstance(self.mac.out_format, FixedFormat):
+            return np.rint(np.asarray(y, dtype=np.float64)).astype(np.int64) + correction, None
         return rq.accumulator_input(y, correction, *self._ACC_RANGE, f"layer {layer.name!r} ({self.mac.name})")
 
     def requantize(self, acc) -> np.ndarray:
@@ -211,7 +218,8 @@ class MacOp(TFLiteOp):
         return rq.requantize(acc, self.multiplier, self.shift, zp, self.lo, self.hi)
 
     def run(self, layer, inputs, seed=None, offset=0):
-        return _out(self.requantize(self.accumulate(layer, inputs[0], seed=seed, offset=offset)))
+        acc, over = self._accumulate(layer, inputs[0], seed=seed, offset=offset)
+        return _out(rq.saturate_output(self.requantize(acc), over, self.lo, self.hi))
 
 
 @dataclass(frozen=True, eq=False)
@@ -493,6 +501,7 @@ class Mac16Op(MacOp):
     bias_bits: object = 64
 
     #: TF-Lite's int16x8 accumulator is int64; its requantizer (:func:`.int16.mbqm_int64`) holds for |x| < 2**47
+    #: (past int32 results it wraps, but the float MAC results beyond this range get the output's ends)
     _ACC_RANGE = (-(2 ** 47 - 1), 2 ** 47 - 1)
 
     def requantize(self, acc) -> np.ndarray:
