@@ -29,17 +29,13 @@ import weakref
 
 _ACTIVE: contextvars.ContextVar = contextvars.ContextVar("kernels_reuse_weights", default=None)
 
-#: marks an entry whose rounded array is the weight array itself (held weakly, through the finalizer)
-_SAME = object()
-
-
 def _address(z) -> int:
     return z.__array_interface__["data"][0]
 
 
 class _Memo:
     def __init__(self):
-        self.rounded = {}  # (id(w), fmt, axis) -> rounded array, or _SAME
+        self.rounded = {}  # (id(w), fmt, axis) -> rounded array (a new one: prepare never returns w or a view)
         self.derived = {}  # buffer address of a rounded array -> {(tag, shape, strides, dtype): value}
         self.finalizers = {}  # key -> its weight's finalizer: detached when the block ends, so the weights
         #                       do not keep this memo alive
@@ -77,16 +73,11 @@ def rounded(w, fmt, axis, prepare):
         return prepare(w, fmt, axis)
     key = (id(w), fmt, axis)
     r = m.rounded.get(key)
-    if r is not None:
-        return w if r is _SAME else r
-    r = prepare(w, fmt, axis)
-    try:
+    if r is None:  # w is an ndarray (the kernels' np.asarray): weak-referenceable
+        r = m.rounded[key] = prepare(w, fmt, axis)
         address = _address(r)
+        m.derived[address] = {}
         m.finalizers[key] = weakref.finalize(w, m.forget, key, address)
-    except (TypeError, AttributeError):  # not weak-referenceable / not an array: no reuse
-        return r
-    m.rounded[key] = _SAME if r is w else r
-    m.derived.setdefault(address, {})
     return r
 
 
