@@ -53,12 +53,14 @@ def test_a_cold_process_compiles_only_its_path(tmp_path):
     got = json.loads(res.stdout.strip().splitlines()[-1])
     half = int(Path.HALF_F16) if ops.HAVE_F16C else int(Path.NEAREST)
     assert got["path"] == half
-    # matmul and conv2d: the float32 paths' tiles of rows; depthwise: its own row function, binary16 only
-    want_rows = {"_tile_f16", "_row_dw_f16"} if ops.HAVE_F16C else {"_row_nearest"}
+    # matmul and conv2d: the float32 paths' tiles of rows, dense and sparse (one kernel holds both: which one runs
+    # depends on the data); depthwise: its own row function, binary16 only
+    want_rows = {"_tile_f16", "_tile_sparse_f16", "_row_dw_f16"} if ops.HAVE_F16C else {"_row_nearest"}
     kinds = ("native32", "f16", "bf16", "product_f16", "product_bf16", "product_exact_f16", "product_exact_bf16")
     assert set(got["rows"]) == {"_row_stoch32", "_row_nearest", "_row_lane", "_row_fixed_stoch", "_row_product",
                                 "_row_generic", "_row_stoch64", "_row_stoch32_product",
-                                *(f"_tile_{k}" for k in kinds), *(f"_row_dw_{k}" for k in kinds)}
+                                *(f"_tile_{k}" for k in kinds), *(f"_tile_sparse_{k}" for k in kinds),
+                                *(f"_row_dw_{k}" for k in kinds)}
     assert {n for n, c in got["rows"].items() if c} == want_rows, got["rows"]
     # one kernel per operand layout (matmul runs on the convolution kernel), no output stage
     assert [tuple(k) for k in got["kernels"]] == [(ops._CONV, half, 0), (ops._DEPTHWISE, half, 0)]
