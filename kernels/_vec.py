@@ -227,10 +227,10 @@ def make_sparse_block(kind: int, rows: int):
 
     with B's row k at ``pb + 4 * k * ldb``. Steps i < n run for all rows together, each row's sums left as they
     are once its list has ended (``n`` the longest list), so the rows keep their independent dependency
-    chains. Leaving out a product whose A value is +-0 changes no sum but a -0 one (acc + +-0 is acc unless
-    acc is -0 and the product +0: +0 in IEEE arithmetic): the caller recomputes a block that ends at -0
-    (:func:`kernels.ops._make_sparse_tile`). Each list entry i >= cnt[p] below n must hold a k of B's rows
-    (it is read, not used)."""
+    chains. With finite B, leaving out a product whose A value is +-0 changes no sum but a -0 one (acc + +-0
+    is acc unless acc is -0 and the product +0: +0 in IEEE arithmetic): the caller recomputes a block that
+    ends at -0 (:func:`kernels.ops._make_sparse_tile`). Each list entry i >= cnt[p] below n must hold a k of
+    B's rows (it is read, not used)."""
     if kind not in range(7) or rows < 1:
         raise ValueError(f"no sparse block for kind={kind!r}, rows={rows!r}")
 

@@ -723,11 +723,13 @@ def _make_sparse_tile(kind):
 
     The sparse blocks (:func:`kernels._vec.make_sparse_block`) add only those products, in order of k, in
     tiles of :data:`_TILE_ROWS` rows, 16 then 8 columns at a time, the last N % 8 columns here.
-    acc + +-0 is acc except for acc = -0 and a +0 product (then +0), and a sum that ends away from -0 is the
-    same with or without such steps: sums of nonzero products agree, and while both are zero only the sparse
-    one can be -0 (an exact sum starts at +0 and reaches -0 only by rounding a negative sum to zero). So the
-    tile returns True when one of its sums is -0, and the caller computes the tile again with every product
-    (:func:`_group_tiles`). After ReLU most activations are zeros (cifar_cnn, fp8_e4m3_fp16: 69-77 % of the
+    With B finite (the caller's condition: 0 * inf is NaN), a zero's product is +-0, and acc + +-0 is acc
+    (the same after the rounding of any kind, fused or not, inf and NaN included) except for acc = -0 and a +0
+    product, which gives +0. So the two sums can differ only while both are zero, and then the sparse one is
+    -0 and the full one +0; the next nonzero or +0 product makes them equal again. The tile returns True when
+    one of its sums ends at -0, and the caller computes the tile again with every product
+    (:func:`_group_tiles`). A -0 sum needs a product that rounds to zero (binary16's, below half its smallest
+    subnormal): rare. After ReLU most activations are zeros (cifar_cnn, fp8_e4m3_fp16: 69-77 % of the
     inputs of conv2-4 and fc1, 86 % of fc2's)."""
     T = _TILE_ROWS[kind]
 
@@ -1520,7 +1522,7 @@ def _pixel_lists(X2, XI, XV, XC):
 def _patch_lists(X, XI, XV, XC, H, Wd, r, r_last, OH, OW, kh, kw, sh, sw, pt, pl, rows, LI, LV, cnt):
     """For the output pixels min(r + q, r_last), q < ``rows``, of the _CONV layout: row q's nonzero patch values
     LV[q, :cnt[q]] at their k = (dh * kw + dw) * Cin + c (LI, increasing), gathered from the per-pixel lists of
-    :func:`_pixel_lists` (the padding holds only zeros, so it adds nothing), or for a 1 x 1 window from X
+    :func:`_pixel_lists` (the padding holds only zeros, left out as the input's are), or for a 1 x 1 window from X
     itself (float32; the pixel lists are then not made: each pixel is read once)."""
     Cin = X.shape[3]
     for q in range(rows):
@@ -1625,7 +1627,7 @@ def _make_kernel(layout, path, has_out):
     :func:`_panels`' column panels. Where ``sparse`` is 1, on the sparse tiles (:func:`_make_sparse_tile`,
     the same sums) from X's per-pixel lists of nonzero values XI, XV, XC (:func:`_pixel_lists`; dummies where
     the window is 1 x 1 or ``sparse`` is 0). Without an output stage a group of tiles goes from its scratch
-    rows into ``out`` directly, with no work per output row. In the
+    rows into ``out`` directly (one copy per row, no other work per output row). In the
     _DEPTHWISE layout they read X directly (:func:`_make_row_dw`) instead of gathering lanes.
     """
     tiled = int(layout == _CONV and path in _KINDS)
@@ -1684,7 +1686,7 @@ def _make_kernel(layout, path, has_out):
                 cnt = np.empty(1, dtype=np.int64)
             r_lo = bi * units // nblk * per
             r_hi = min((bi + 1) * units // nblk * per, npix)
-            if tiled == 1 and has_out == 0:  # each group of tiles straight into out: no work per output row
+            if tiled == 1 and has_out == 0:  # each group of tiles straight into out (a row copy per output row)
                 out2 = out.reshape((npix, NC))
                 for r in range(r_lo, r_hi, G * T):
                     m = _group_tiles(path, X, r, r_hi, OH, OW, kh, kw, sh, sw, pt, pl, Ptab, Z, MP, NC, W32, acc4,
@@ -1841,7 +1843,10 @@ def _run_kernel(layout, X, W, path, spec, out, geometry, mult, offset, seed, K, 
     xdt = np.float32 if path in _FLOAT32_LANES else np.float64
     W64 = _NO_W64 if path in _KINDS else _memo.derived(W, "float64", _float64)
     X = np.ascontiguousarray(X, dtype=xdt)
-    sparse = layout == _CONV and path in _KINDS and _mostly_zeros(X, out.shape[3])
+    # the sparse tiles leave out zeros' products: +-0 only with finite weights (NATIVE32's gate for float32
+    # products does not look at the data: an fp32 weight may be inf or NaN, and 0 * inf is NaN)
+    sparse = (layout == _CONV and path in _KINDS and _mostly_zeros(X, out.shape[3])
+              and math.isfinite(_abs_range(W)[1]))
     if sparse and geometry[0] * geometry[1] > 1:  # each input pixel's nonzero values, for the patches' lists
         X2 = X.reshape(-1, X.shape[3])
         XI, XV, XC = np.empty(X2.shape, np.int32), np.empty(X2.shape, np.float32), np.empty(len(X2), np.int64)
