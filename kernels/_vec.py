@@ -37,9 +37,10 @@ A C prototype of the same block (gcc -O3, --avx2 flags, one thread, Zen 4) reach
 L1 and 12.7-14.6 on (8004, 288 / 576, 32 / 64): the conversions' throughput is the limit, so the tiles' only
 further lever is fewer steps.
 
-:func:`make_sparse_block` is that lever: ``sblock(wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, ldc)`` steps
-through each row's list of nonzero values of A (and their k) instead of all K, each row loading its own row of
-B, and leaves the others' products out; :func:`kernels.ops._make_sparse_tile` says why the sums stay the same.
+:func:`sparse_block` is that lever: ``sparse_block(kind, rows, wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc,
+ldc)`` steps through each row's list of nonzero values of A (and their k) instead of all K, each row loading its
+own row of B, and leaves the others' products out; :func:`kernels.ops._make_sparse_tile` says why the sums stay
+the same.
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def make_block(kind: int, rows: int):
 
 
 def _emit_sparse(builder, kind, nv, rows, n, idx, val, ldl, cnt, B, ldb, C, ldc):
-    """The IR of one sparse block (see :func:`make_sparse_block`)."""
+    """The IR of one sparse block (see :func:`sparse_block`)."""
     fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8] * 3), "llvm.fmuladd.v8f32")
     slots = [[cgutils.alloca_once(builder, _V8) for _ in range(nv)] for _ in range(rows)]
     for row in slots:
@@ -217,9 +218,11 @@ def _emit_sparse(builder, kind, nv, rows, n, idx, val, ldl, cnt, B, ldb, C, ldc)
             builder.store(builder.load(slots[p][q]), cv, align=4)
 
 
-def make_sparse_block(kind: int, rows: int):
-    """The sparse block intrinsic ``sblock(wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, ldc)`` of ``kind`` (as
-    :func:`make_block`) for ``rows`` rows: 16 columns where ``wide`` is 1, else 8. Row p's nonzero values of A
+@intrinsic
+def sparse_block(typingctx, kind, rows, wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, ldc):
+    """The sparse block ``sparse_block(kind, rows, wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, ldc)`` of ``kind``
+    (as :func:`make_block`) for ``rows`` rows, both compile-time constants (literals: one block is compiled per
+    pair): 16 columns where ``wide`` is 1, else 8. Row p's nonzero values of A
     are the ``cnt[p]`` float32 values at ``pval + 4 * p * ldl``, their k the int32 values at ``pidx + 4 * p * ldl``
     (increasing), ``cnt`` the int64 table at ``pcnt``; it computes, from +0::
 
@@ -231,30 +234,27 @@ def make_sparse_block(kind: int, rows: int):
     is acc unless acc is -0 and the product +0: +0 in IEEE arithmetic): the caller recomputes a block that
     ends at -0 (:func:`kernels.ops._make_sparse_tile`). Each list entry i >= cnt[p] below n must hold a k of
     B's rows (it is read, not used)."""
-    if kind not in range(7) or rows < 1:
-        raise ValueError(f"no sparse block for kind={kind!r}, rows={rows!r}")
+    if not (isinstance(kind, types.IntegerLiteral) and isinstance(rows, types.IntegerLiteral)
+            and kind.literal_value in range(7) and rows.literal_value >= 1):
+        return None
+    if not all(t == types.int64 for t in (wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, ldc)):
+        return None
+    k, R = kind.literal_value, rows.literal_value
+    sig = types.void(kind, rows, *([types.int64] * 10))
 
-    @intrinsic
-    def sblock(typingctx, wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, ldc):
-        if not all(t == types.int64 for t in (wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, ldc)):
-            return None
-        sig = types.void(*([types.int64] * 10))
+    def codegen(context, builder, signature, args):
+        wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, ldc = args[2:]
+        idx = builder.inttoptr(pidx, _I32.as_pointer())
+        val, B, C = (builder.inttoptr(v, _F32.as_pointer()) for v in (pval, pb, pc))
+        cnt = builder.inttoptr(pcnt, _I64.as_pointer())
+        with builder.if_else(builder.icmp_signed("==", wide, ir.Constant(_I64, 1))) as (then, otherwise):
+            with then:
+                _emit_sparse(builder, k, 2, R, n, idx, val, ldl, cnt, B, ldb, C, ldc)
+            with otherwise:
+                _emit_sparse(builder, k, 1, R, n, idx, val, ldl, cnt, B, ldb, C, ldc)
+        return context.get_dummy_value()
 
-        def codegen(context, builder, signature, args):
-            wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, ldc = args
-            idx = builder.inttoptr(pidx, _I32.as_pointer())
-            val, B, C = (builder.inttoptr(v, _F32.as_pointer()) for v in (pval, pb, pc))
-            cnt = builder.inttoptr(pcnt, _I64.as_pointer())
-            with builder.if_else(builder.icmp_signed("==", wide, ir.Constant(_I64, 1))) as (then, otherwise):
-                with then:
-                    _emit_sparse(builder, kind, 2, rows, n, idx, val, ldl, cnt, B, ldb, C, ldc)
-                with otherwise:
-                    _emit_sparse(builder, kind, 1, rows, n, idx, val, ldl, cnt, B, ldb, C, ldc)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return sblock
+    return sig, codegen
 
 
 @intrinsic

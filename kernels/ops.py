@@ -58,7 +58,7 @@ from numba import get_num_threads, njit, prange
 from . import _core as C
 from . import _memo
 from ._core import f32_bits
-from ._vec import load_f32, make_block, make_sparse_block
+from ._vec import load_f32, make_block, sparse_block
 from ._half import HAVE_F16C, HAVE_FMA, bits_f32, mul_add_f32, product_bf16, product_f16, round_bf16, round_f16
 from .formats import FixedFormat, FloatFormat, MXFormat, parse_format
 from .mac import MacSpec, as_spec
@@ -642,30 +642,6 @@ def _block(kind, wide, init, K, prows, pb, ldb, pc, N):
         _block_product_exact_bf16(wide, init, K, prows, pb, ldb, pc, N)
 
 
-(_sblock_native32, _sblock_f16, _sblock_bf16, _sblock_product_f16, _sblock_product_bf16, _sblock_product_exact_f16,
- _sblock_product_exact_bf16) = (make_sparse_block(k, _TILE_ROWS[k]) for k in range(len(_KINDS)))
-
-
-@njit(cache=True, inline="always")
-def _sblock(kind, wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, N):
-    """The sparse block of ``kind`` (a closure constant of the caller: only that call is compiled), as
-    :func:`_block` (:func:`kernels._vec.make_sparse_block`)."""
-    if kind == 0:
-        _sblock_native32(wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, N)
-    elif kind == 1:
-        _sblock_f16(wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, N)
-    elif kind == 2:
-        _sblock_bf16(wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, N)
-    elif kind == 3:
-        _sblock_product_f16(wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, N)
-    elif kind == 4:
-        _sblock_product_bf16(wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, N)
-    elif kind == 5:
-        _sblock_product_exact_f16(wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, N)
-    else:
-        _sblock_product_exact_bf16(wide, n, pidx, pval, ldl, pcnt, pb, ldb, pc, N)
-
-
 def _make_tile(kind):
     """The tile function of a float32 path (``kind`` (its position in :data:`_KINDS`)): acc[p, j] = the sum over
     k = 0, 1, ..., nseg * kseg - 1 of A[p, k] * B32[k, j] for the rows p < ``ntiles * _TILE_ROWS[kind]`` (the
@@ -721,7 +697,7 @@ def _make_sparse_tile(kind):
     :func:`_patch_lists` leaves them (the entries past cnt[p] are overwritten). B32 (K, N) in :func:`_panels`'
     column panels, acc as there.
 
-    The sparse blocks (:func:`kernels._vec.make_sparse_block`) add only those products, in order of k, in
+    The sparse blocks (:func:`kernels._vec.sparse_block`) add only those products, in order of k, in
     tiles of :data:`_TILE_ROWS` rows, 16 then 8 columns at a time, the last N % 8 columns here.
     With B finite (the caller's condition: 0 * inf is NaN), a zero's product is +-0, and acc + +-0 is acc
     (the same after the rounding of any kind, fused or not, inf and NaN included) except for acc = -0 and a +0
@@ -749,18 +725,12 @@ def _make_sparse_tile(kind):
                     LI[p, i] = 0
                     LV[p, i] = 0.0
         j0 = 0
-        while j0 + 16 <= N:
+        while j0 + 8 <= N:  # panels of 16 columns while 16 are left, then one of 8 if 8 are
+            w = 16 if j0 + 16 <= N else 8
             for g in range(ntiles):
-                n = nmax[g]
-                _sblock(kind, np.int64(1), n, pli + 4 * T * g * ldl, plv + 4 * T * g * ldl, ldl, pcn + 8 * T * g,
-                        pb + 4 * j0 * K, np.int64(16), pc + 4 * (T * g * N + j0), n64)
-            j0 += 16
-        if j0 + 8 <= N:
-            for g in range(ntiles):
-                n = nmax[g]
-                _sblock(kind, np.int64(0), n, pli + 4 * T * g * ldl, plv + 4 * T * g * ldl, ldl, pcn + 8 * T * g,
-                        pb + 4 * j0 * K, np.int64(8), pc + 4 * (T * g * N + j0), n64)
-            j0 += 8
+                sparse_block(kind, T, np.int64(w // 16), nmax[g], pli + 4 * T * g * ldl, plv + 4 * T * g * ldl, ldl,
+                             pcn + 8 * T * g, pb + 4 * j0 * K, np.int64(w), pc + 4 * (T * g * N + j0), n64)
+            j0 += w
         r = N - j0  # the last panel: B[k, j] at j0 * K + k * r + j - j0
         for p in range(T * ntiles):
             for j in range(j0, N):
@@ -1542,15 +1512,14 @@ def _patch_lists(X, XI, XV, XC, H, Wd, r, r_last, OH, OW, kh, kw, sh, sw, pt, pl
                     c += np.int64(v != 0.0)
             cnt[q] = c
             continue
+        iw0 = ow * sw - pl  # the window's columns dw in [dw_lo, dw_hi) lie inside the input
+        dw_lo, dw_hi = max(0, -iw0), min(kw, Wd - iw0)
         for dh in range(kh):
             ih = oh * sh + dh - pt
             if ih < 0 or ih >= H:
                 continue
-            for dw in range(kw):
-                iw = ow * sw + dw - pl
-                if iw < 0 or iw >= Wd:
-                    continue
-                px = (b * H + ih) * Wd + iw
+            for dw in range(dw_lo, dw_hi):
+                px = (b * H + ih) * Wd + iw0 + dw
                 k0 = (dh * kw + dw) * Cin
                 m = XC[px]
                 for i in range(m):
@@ -1807,7 +1776,7 @@ def _tiles_per_group(size):
 #: about the same per row whatever N, so fewer columns need more zeros. Measured (fp8_e4m3_fp16, two threads,
 #: --avx2, AMD EPYC Zen 4; random zeros; sparse / dense time): 3 x 3 x 32 -> 32 1.00 at 50 % zeros, 0.75 at 75 %;
 #: -> 64 0.75 at 50 %; 3 x 3 x 32 -> 16 1.02 at 75 %; 1 x 1 x 144 -> 48 0.85 at 50 %; 1 x 1 x 96 -> 24 1.03 at 50 %,
-#: 0.83 at 75 %; 2304 -> 512 0.61 at 50 %; every shape 1.06-1.39 with no zeros.
+#: 0.83 at 75 %; 2304 -> 512 0.61 at 50 %; with no zeros, cifar_cnn's conv2-4 and fc1 shapes 1.06-1.39.
 _SPARSE_MIN_ZEROS, _SPARSE_PER_COLUMN = 0.3, 8.0
 _SPARSE_SAMPLE = 4096
 
