@@ -18,11 +18,29 @@ from kernels.mac import MacSpec, as_spec
 from kernels.ops import Path
 
 
+def _spy_on_kernels(monkeypatch):
+    """The ``sparse`` argument of every kernel call from now on, in a list."""
+    seen = []
+    real = ops._kernel
+
+    def spy(layout, path, has_out):
+        fn = real(layout, path, has_out)
+
+        def call(*args):
+            seen.append(int(args[21]))  # kernel(X, W2, W32, ..., group, nthr, sparse, XI, XV, XC)
+            return fn(*args)
+        return call
+
+    monkeypatch.setattr(ops, "_kernel", spy)
+    return seen
+
+
 @pytest.fixture
 def sparse(monkeypatch):
-    """Every call of a float32 path takes the sparse tiles."""
+    """Every call of a float32 path takes the sparse tiles; yields the kernels' ``sparse`` arguments."""
     monkeypatch.setattr(ops, "_SPARSE_MIN_ZEROS", 0.0)
     monkeypatch.setattr(ops, "_SPARSE_PER_COLUMN", 0.0)
+    return _spy_on_kernels(monkeypatch)
 
 
 def _with_zeros(rng, z, fraction=0.6):
@@ -66,7 +84,7 @@ _WINDOWS = [(3, 9, 11, 5, 3, 3, 1, "same", 24), (2, 8, 7, 17, 3, 5, (2, 3), "sam
 @pytest.mark.parametrize("spec, path", _SPECS, ids=str)
 @pytest.mark.parametrize("grouped", [False, True], ids=["tiles", "groups"])
 def test_sparse_tiles_equal_reference(rng, sparse, spec, path, grouped, monkeypatch):
-    """Matmuls (1, 7, 13, 50 and 1543 rows: one tile, tiles cut short, 258 tiles over the tasks; 11 to 45
+    """Matmuls (1, 7, 13, 50 and 1543 rows: one tile, tiles cut short, hundreds of tiles over the tasks; 11 to 45
     columns: 16 + 8 + N % 8) and convolutions (_WINDOWS) of operands with 60 % zeros, both signs, give the
     reference's values on the sparse tiles, also with the tiles in groups sharing each column panel
     (``ops._tiles_per_group``, forced); rows with no nonzero value at all included. fp8_e5m2 operands into
@@ -92,6 +110,7 @@ def test_sparse_tiles_equal_reference(rng, sparse, spec, path, grouped, monkeypa
         negative_zeros += int(np.sum((want == 0) & np.signbit(want)))
     if spec.a.name == "float8_e5m2":
         assert negative_zeros > 0
+    assert len(sparse) == 5 + len(_WINDOWS) and all(sparse)  # every call on the sparse tiles
 
 
 @pytest.mark.parametrize("sparse_tiles", [True, False], ids=["sparse", "dense"])
@@ -106,6 +125,7 @@ def test_a_zero_product_after_a_negative_zero_sum(rng, sparse_tiles, monkeypatch
     else:
         monkeypatch.setattr(ops, "_SPARSE_MIN_ZEROS", 0.0)
         monkeypatch.setattr(ops, "_SPARSE_PER_COLUMN", 0.0)
+    seen = _spy_on_kernels(monkeypatch)
     spec = MacSpec("fp8_e5m2", "fp16", fma=True)
     a = np.zeros((9, 4))
     a[:, 1] = 2.0 ** -14  # every row: a zero, the tiny product, two zeros
@@ -128,12 +148,13 @@ def test_a_zero_product_after_a_negative_zero_sum(rng, sparse_tiles, monkeypatch
     for w in (b.reshape(1, 1, 4, 24), np.stack([b, 0 * b, 0 * b]).reshape(3, 1, 4, 24)):
         assert same_values(kernels.conv2d(x, w, spec, padding="same"),
                            R.ref_conv2d(x, w, spec, padding="same")).all()
+    assert seen == [int(sparse_tiles)] * 3
 
 
 def test_the_sparse_tiles_take_calls_with_enough_zeros():
-    """``_mostly_zeros``: a sample spread over A, and more zeros needed where there are fewer output columns
-    (the lists cost the same per row whatever N): 70 % zeros take the sparse tiles for 32 columns, 40 % do not;
-    40 % do for 512 columns; an empty A or no columns never."""
+    """``_mostly_zeros``: a sample spread over A (every channel), and more zeros needed where there are fewer
+    output columns (the lists cost the same per row whatever N): 70 % zeros take the sparse tiles for 32
+    columns, 40 % do not; 40 % do for 512 columns; an empty A or no columns never."""
     def a(frac):
         z = np.ones(100_000, np.float32)
         z[: int(frac * z.size)] = 0.0
@@ -143,6 +164,13 @@ def test_the_sparse_tiles_take_calls_with_enough_zeros():
     assert ops._mostly_zeros(a(0.4), 512) and not ops._mostly_zeros(a(0.2), 512)
     assert not ops._mostly_zeros(a(0.95), 8)  # 0.3 + 8 / 8 > 1
     assert not ops._mostly_zeros(np.zeros((0, 4), np.float32), 4) and not ops._mostly_zeros(a(1.0), 0)
+    # every channel seen: a plain stride through (8, 32, 32, 32) values would be a multiple of 32 (channel 0 only)
+    x = np.ones((8, 32, 32, 32), np.float32)
+    x[..., 0] = 0.0  # 3 % zeros, all in channel 0
+    assert not ops._mostly_zeros(x, 64)
+    x = np.zeros((8, 32, 32, 32), np.float32)
+    x[..., 0] = 1.0  # 97 % zeros, channel 0 dense
+    assert ops._mostly_zeros(x, 64)
 
 
 def test_the_sparse_tile_alone(rng):
@@ -173,11 +201,13 @@ def test_the_sparse_tile_alone(rng):
     B = kernels.quantize(rng.standard_normal((K, N)), "fp8_e4m3")
     dense, sparse, flag = both(A, B)
     assert not flag and same_values(sparse, dense).all()
-    # rows 2 and 9: 2**-14 * -2**-14 rounds to -0, then a zero times +1 (a +0 product) makes the sum +0
+    # rows 2 and 9: 2**-14 * -2**-14 at k = 1 rounds to -0, then zeros times +1 (+0 products) make the sum +0
     A, B = np.zeros((rows, K)), np.ones((K, N))
-    A[[2, 9], 0] = 2.0 ** -14
-    B[0] = -(2.0 ** -14)
-    A[5, :3] = 1.0  # a longer list in the first tile: the others' steps past their lists must change nothing
+    A[[2, 9], 1] = 2.0 ** -14
+    B[1] = -(2.0 ** -14)
+    # a longer list in each tile: the other rows' steps past their lists read k = 0 (+1 weights) and must
+    # change nothing (a +0 product would turn their -0 into +0)
+    A[[5, 11], :3] = 1.0
     dense, sparse, flag = both(A, B)
     assert flag
     assert (dense[[2, 9]] == 0).all() and not np.signbit(dense[[2, 9]]).any()
@@ -191,18 +221,7 @@ def test_calls_take_the_sparse_tiles_where_they_may(rng, monkeypatch):
     cifar-like activations (ReLU of normal values: half zeros) into 64 columns, not for dense ones, and not
     where a weight is inf (fp32's gate for float32 products does not look at the data, and 0 * inf is NaN:
     those NaNs must stay)."""
-    seen = []
-    real = ops._kernel
-
-    def spy(layout, path, has_out):
-        fn = real(layout, path, has_out)
-
-        def call(*args):
-            seen.append(int(args[21]))  # kernel(X, W2, W32, ..., group, nthr, sparse, XI, XV, XC)
-            return fn(*args)
-        return call
-
-    monkeypatch.setattr(ops, "_kernel", spy)
+    seen = _spy_on_kernels(monkeypatch)
     spec = as_spec("fp32")
     x = np.maximum(rng.standard_normal((2, 6, 6, 16)), 0).astype(np.float32)
     w = rng.standard_normal((3, 3, 16, 64)).astype(np.float32)
